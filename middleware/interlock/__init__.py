@@ -1,0 +1,64 @@
+"""interlock: observable distributed locks, 2PC transactions and caching for web apps.
+
+Importing this package runs nothing: metrics, connections and threads are created when an
+:class:`Interlock` or :class:`AsyncInterlock` is built.
+"""
+
+from interlock._async.client import AsyncInterlock
+from interlock._async.lock import AsyncLease, AsyncLock
+from interlock._context import RequestContext, request_context
+from interlock._sync.client import Interlock
+from interlock._sync.lock import Lease, Lock
+from interlock.errors import (
+    BackendError,
+    BackendUnavailable,
+    CacheError,
+    ConfigError,
+    DurabilityError,
+    FenceRejected,
+    HeuristicOutcome,
+    InterlockError,
+    LockAlreadyHeld,
+    LockError,
+    LockLost,
+    LockNotOwned,
+    LockTimeout,
+    ScriptError,
+    SerializationError,
+    TransactionAborted,
+    TransactionError,
+    TransactionTimeout,
+)
+from interlock.lock import LockInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncInterlock",
+    "AsyncLease",
+    "AsyncLock",
+    "BackendError",
+    "BackendUnavailable",
+    "CacheError",
+    "ConfigError",
+    "DurabilityError",
+    "FenceRejected",
+    "HeuristicOutcome",
+    "Interlock",
+    "InterlockError",
+    "Lease",
+    "Lock",
+    "LockAlreadyHeld",
+    "LockError",
+    "LockInfo",
+    "LockLost",
+    "LockNotOwned",
+    "LockTimeout",
+    "RequestContext",
+    "ScriptError",
+    "SerializationError",
+    "TransactionAborted",
+    "TransactionError",
+    "TransactionTimeout",
+    "request_context",
+]

@@ -1,0 +1,209 @@
+"""The Redis backend: single node, TLS (``rediss://``) and Cluster (``redis+cluster://``).
+
+Commands and scripts go through redis-py with bounded socket and connect timeouts and at
+most one immediate retry on a refused/broken connection, so a Redis that is down raises
+``BackendUnavailable`` quickly instead of hanging. Pub/sub runs on one connection per
+backend, owned by a background listener that (re)subscribes after every reconnect and
+tells ``on_reset`` callbacks that messages may have been missed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio as redis_lib
+from redis import exceptions as redis_errors
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from interlock._config import Settings
+from interlock._synchronization import AsyncEvent, AsyncWorker, async_sleep
+from interlock.backends._errors import UNAVAILABLE, map_redis_errors
+from interlock.backends._script import Arg, Script
+from interlock.errors import BackendUnavailable, ConfigError
+
+logger = logging.getLogger("interlock.backend")
+Subscriber = Callable[[bytes], None]
+_POLL = 0.1  # seconds the listener blocks per read; bounds how fast it notices new channels
+
+
+def _common_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "retry": Retry(NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,)),
+    }
+
+
+def _cluster_nodes(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    auth: dict[str, Any] = {}
+    if "@" in netloc:
+        userinfo, netloc = netloc.rsplit("@", 1)
+        user, _, password = userinfo.partition(":")
+        auth = {"username": unquote(user) or None, "password": unquote(password) or None}
+    nodes = []
+    for item in netloc.split(","):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(
+                f"cluster node {item!r} in {url!r} is invalid; write host:port[,host:port...]"
+            )
+        nodes.append((host, int(port)))
+    if parts.scheme.startswith("rediss"):
+        auth["ssl"] = True
+    return nodes, auth
+
+
+class AsyncRedisBackend:
+    """A backend on Redis; see the module docstring."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.url
+        self._settings = settings
+        options = _common_options(settings)
+        self._client: Any
+        if "cluster" in settings.scheme:
+            nodes, auth = _cluster_nodes(settings.url)
+            node: Any = ClusterNode
+            self._client = RedisCluster(
+                startup_nodes=[node(h, p) for h, p in nodes], **auth, **options
+            )
+            self._pubsub_targets = [
+                {"host": h, "port": p, **auth, **options} for h, p in nodes
+            ]
+        else:
+            self._client = redis_lib.Redis.from_url(settings.url, **options)
+            self._pubsub_targets = [{"url": settings.url, **options}]
+        self._callbacks: dict[str, list[Subscriber]] = {}
+        self._active: set[str] = set()
+        self._confirmed: dict[str, AsyncEvent] = {}
+        self._resets: list[Callable[[], None]] = []
+        self._closing = False
+        self._listener = AsyncWorker(self._listen, "interlock-redis-listener")
+
+    # -- commands ------------------------------------------------------------------------
+
+    async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        with map_redis_errors(script.name):
+            try:
+                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+            except redis_errors.NoScriptError:
+                return await self._client.eval(script.source, len(keys), *keys, *args)
+
+    async def run_many(
+        self, calls: Sequence[tuple[Script, Sequence[str], Sequence[Arg]]]
+    ) -> list[Any]:
+        with map_redis_errors("pipeline"):
+            pipe = self._client.pipeline(transaction=False)
+            for script, keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        for index, result in enumerate(results):
+            if isinstance(result, redis_errors.NoScriptError):
+                script, keys, args = calls[index]
+                try:
+                    results[index] = await self.run(script, keys, args)
+                except Exception as exc:  # reported per call, like the pipeline
+                    results[index] = exc
+            elif isinstance(result, UNAVAILABLE):
+                results[index] = BackendUnavailable(str(result))
+        return results
+
+    async def execute(self, *args: Arg) -> Any:
+        with map_redis_errors(str(args[0])):
+            return await self._client.execute_command(*args)
+
+    # -- pub/sub -------------------------------------------------------------------------
+
+    async def subscribe(self, channel: str, callback: Subscriber) -> None:
+        self._callbacks.setdefault(channel, []).append(callback)
+        ready = self._confirmed.get(channel)
+        if ready is None:
+            ready = self._confirmed[channel] = AsyncEvent()
+        elif ready.is_set():
+            return
+        self._listener.start()
+        bound = self._settings.connect_timeout + self._settings.socket_timeout + 2 * _POLL
+        if not await ready.wait(bound):
+            raise BackendUnavailable(f"could not subscribe to {channel!r} within {bound:g}s")
+
+    async def unsubscribe(self, channel: str, callback: Subscriber) -> None:
+        callbacks = self._callbacks.get(channel, [])
+        if callback in callbacks:
+            callbacks.remove(callback)
+
+    def on_reset(self, callback: Callable[[], None]) -> None:
+        self._resets.append(callback)
+
+    def _fire_resets(self) -> None:
+        for callback in list(self._resets):
+            try:
+                callback()
+            except Exception:  # one bad callback must not stop the listener
+                logger.exception("pub/sub reset callback failed")
+
+    def _new_pubsub(self, attempt: int) -> Any:
+        target = dict(self._pubsub_targets[attempt % len(self._pubsub_targets)])
+        url = target.pop("url", None)
+        client: Any = redis_lib.Redis.from_url(url, **target) if url else redis_lib.Redis(**target)
+        return client.pubsub()
+
+    async def _listen(self) -> None:
+        attempt = 0
+        pubsub: Any = None
+        while not self._closing:
+            try:
+                if pubsub is None:
+                    pubsub = self._new_pubsub(attempt)
+                    self._active.clear()
+                pending = [c for c in self._callbacks if c not in self._active]
+                if pending:
+                    await pubsub.subscribe(*pending)
+                    self._active.update(pending)
+                message = await pubsub.get_message(timeout=_POLL)
+                if message is None:
+                    continue
+                channel = message["channel"].decode()
+                if message["type"] == "subscribe":
+                    if attempt:
+                        attempt = 0
+                        self._fire_resets()
+                    event = self._confirmed.get(channel)
+                    if event is not None:
+                        event.set()
+                elif message["type"] == "message":
+                    for callback in list(self._callbacks.get(channel, ())):
+                        callback(message["data"])
+            except (redis_errors.RedisError, OSError) as exc:
+                if pubsub is not None:
+                    logger.warning("pub/sub connection lost: %s", exc)
+                    await self._drop(pubsub)
+                    self._fire_resets()
+                pubsub = None
+                for event in self._confirmed.values():
+                    event.clear()
+                attempt += 1
+                await async_sleep(min(0.05 * 2**attempt, 1.0))
+        if pubsub is not None:
+            await self._drop(pubsub)
+
+    @staticmethod
+    async def _drop(pubsub: Any) -> None:
+        try:
+            await pubsub.aclose()
+        except Exception:  # already broken; nothing more to release
+            logger.debug("closing a broken pub/sub connection failed", exc_info=True)
+
+    async def aclose(self) -> None:
+        self._closing = True
+        await self._listener.join(timeout=2 * _POLL + self._settings.socket_timeout)
+        try:
+            await self._client.aclose()
+        except Exception:
+            logger.debug("closing the Redis client failed", exc_info=True)

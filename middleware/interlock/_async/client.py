@@ -1,0 +1,141 @@
+"""The facade: ``AsyncInterlock``, from which the blocking ``Interlock`` is generated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from interlock._async.backend import AsyncBackend, create_backend
+from interlock._async.lock import _UNSET, AsyncLock, AsyncLockService, OnLost
+from interlock._config import Settings, load_settings
+from interlock._keys import base_key
+from interlock._lock_scripts import FENCED_SET, INFO
+from interlock.errors import FenceRejected
+from interlock.lock import LockInfo, info_from_reply, lock_keys
+from interlock.metrics import Metrics
+
+_DEFAULT_REGISTRY: Any = object()
+
+
+class AsyncInterlock:
+    """Distributed locks, caches and transactions for one deployment (async API).
+
+    Args:
+        url: backend URL: ``mem://`` (default; embedded, one process), ``redis://``,
+            ``rediss://user:password@host:port/db`` or ``redis+cluster://h1:p1,h2:p2``.
+            Falls back to ``INTERLOCK_URL``.
+        namespace: key prefix of this deployment (``INTERLOCK_NAMESPACE``).
+        registry: Prometheus registry for interlock's metrics. By default a registry of
+            this instance's own (``.registry``); pass ``prometheus_client.REGISTRY`` to
+            join the global one, or ``None`` to register nowhere.
+        **options: ``socket_timeout``, ``connect_timeout``, ``lock_ttl``,
+            ``lock_timeout``, ``label_cap`` (see ``interlock._config.Settings``).
+
+    Raises:
+        ConfigError: for an invalid URL or option, naming the fix.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        namespace: str | None = None,
+        registry: CollectorRegistry | None = _DEFAULT_REGISTRY,
+        backend: AsyncBackend | None = None,
+        **options: Any,
+    ) -> None:
+        self.settings: Settings = load_settings(url, namespace=namespace, **options)
+        if registry is _DEFAULT_REGISTRY:
+            registry = CollectorRegistry()
+        self.registry: CollectorRegistry | None = registry
+        self.metrics = Metrics(registry, self.settings.label_cap)
+        self.backend: AsyncBackend = backend or create_backend(self.settings)
+        self.locks = AsyncLockService(self.backend, self.settings, self.metrics)
+
+    @property
+    def namespace(self) -> str:
+        return self.settings.namespace
+
+    def lock(
+        self,
+        name: str,
+        key: object = "",
+        *,
+        ttl: float | None = None,
+        timeout: float | None = _UNSET,
+        reentrant: bool = False,
+        auto_renew: bool = True,
+        on_lost: OnLost | None = None,
+    ) -> AsyncLock:
+        """A distributed lock on the resource ``key`` of the lock family ``name``.
+
+        Args:
+            name: low-cardinality family name (a metric label), e.g. ``"account"``.
+            key: the resource (str, int or tuple of them), e.g. the account id.
+            ttl: lease time-to-live in seconds (default ``lock_ttl``, 30 s). With
+                ``auto_renew`` the lease is extended every ttl/3 while held, so the TTL
+                only bounds how long a crashed holder blocks others.
+            timeout: seconds to wait before ``LockTimeout`` (default ``lock_timeout``,
+                10 s; ``None`` waits forever).
+            reentrant: let the holding task/thread acquire again (nesting count);
+                otherwise re-acquiring raises ``LockAlreadyHeld``.
+            auto_renew: renew the lease in the background while held.
+            on_lost: called with the lease if it is lost while held.
+        """
+        return AsyncLock(
+            self.locks,
+            name,
+            key,
+            ttl=ttl,
+            timeout=timeout,
+            reentrant=reentrant,
+            auto_renew=auto_renew,
+            on_lost=on_lost,
+        )
+
+    async def lock_info(self, name: str, key: object = "") -> LockInfo | None:
+        """The current holder of ``(name, key)``, or ``None`` when the lock is free."""
+        lock = self.lock(name, key)
+        reply = await self.backend.run(INFO, lock_keys(self.namespace, name, key)[:1], [])
+        return info_from_reply(lock.name, lock.key, reply)
+
+    def _fenced_key(self, resource: object) -> str:
+        return base_key(self.namespace, "fenced", "resource", resource)
+
+    async def fenced_set(
+        self, resource: object, value: bytes | str, fence: int, *, ttl: float | None = None
+    ) -> None:
+        """Write ``value`` to ``resource`` unless a newer fence already wrote it.
+
+        Use the lease's fence: a holder that was paused past its TTL carries an older fence
+        than the lock's next holder and is refused.
+
+        Raises:
+            FenceRejected: a write with a greater fence happened.
+        """
+        ttl_ms = 0 if ttl is None else int(ttl * 1000)
+        args = [int(fence), value, ttl_ms]
+        if await self.backend.run(FENCED_SET, [self._fenced_key(resource)], args) != 1:
+            raise FenceRejected(f"fence {fence} is older than the last write to {resource!r}")
+
+    async def fenced_get(self, resource: object) -> tuple[bytes, int] | None:
+        """The value and fence last written by :meth:`fenced_set`, or ``None``."""
+        reply = await self.backend.execute("HMGET", self._fenced_key(resource), "value", "fence")
+        if reply[0] is None:
+            return None
+        return reply[0], int(reply[1])
+
+    async def aclose(self) -> None:
+        """Stop background work and close connections."""
+        await self.locks.aclose()
+        await self.backend.aclose()
+
+    async def __aenter__(self) -> AsyncInterlock:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.settings.url} namespace={self.namespace!r}>"

@@ -1,0 +1,490 @@
+"""Distributed locks: driver code shared by both APIs (``_sync`` is generated from ``_async``).
+
+One :class:`AsyncLockService` per interlock instance owns what is shared between locks:
+the wake-up channel (one pub/sub subscription per process), the waiters waiting for a
+hand-off, the leases this process holds (for reentrancy checks) and the one background
+renewer that extends every auto-renewed lease in batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from interlock import _context
+from interlock._async.backend import AsyncBackend
+from interlock._config import Settings
+from interlock._keys import encode_key, validate_name
+from interlock._lock_scripts import ACQUIRE, CANCEL, EXTEND, RELEASE
+from interlock._synchronization import (
+    AsyncEvent,
+    AsyncWorker,
+    async_current_owner,
+    async_shielded,
+)
+from interlock.backends._script import Arg, Script
+from interlock.errors import ConfigError, LockAlreadyHeld, LockLost, LockTimeout
+from interlock.lock import (
+    FENCE_IDLE_MS,
+    QUEUE_REGISTRATION_S,
+    holder_args,
+    holder_from_reply,
+    lock_keys,
+    new_token,
+    renew_due,
+    wait_seconds,
+)
+from interlock.metrics import Metrics
+
+logger = logging.getLogger("interlock.lock")
+_UNSET: Any = object()
+OnLost = Callable[["AsyncLease"], None]
+
+
+class AsyncLockService:
+    """Per-instance lock machinery: wake-ups, held leases, the renewer."""
+
+    def __init__(self, backend: AsyncBackend, settings: Settings, metrics: Metrics) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.metrics = metrics
+        self.channel = f"{settings.namespace}:wake:{uuid.uuid4().hex}"
+        self.listening = False
+        self.held: dict[tuple[str, str, int], AsyncLease] = {}
+        self._waiters: dict[str, AsyncEvent] = {}
+        self._handoffs: dict[str, int] = {}
+        self._leases: set[AsyncLease] = set()
+        self._renewer = AsyncWorker(self._renew_loop, "interlock-lock-renewer")
+        self._renew_wakeup: AsyncEvent | None = None
+        self._closing = False
+
+    # -- wake-ups ------------------------------------------------------------------------
+
+    def _on_wake(self, payload: bytes) -> None:
+        token, _, fence = payload.decode().partition(":")
+        waiter = self._waiters.get(token)
+        if waiter is not None:
+            self._handoffs[token] = int(fence)
+            waiter.set()
+
+    def _on_reset(self) -> None:
+        for waiter in list(self._waiters.values()):
+            waiter.set()  # wake-ups may have been missed: every waiter retries once
+
+    async def ensure_listening(self) -> None:
+        if not self.listening:
+            await self.backend.subscribe(self.channel, self._on_wake)
+            if not self.listening:
+                self.backend.on_reset(self._on_reset)
+                self.listening = True
+
+    def register(self, token: str) -> AsyncEvent:
+        waiter = self._waiters[token] = AsyncEvent()
+        return waiter
+
+    def unregister(self, token: str) -> None:
+        self._waiters.pop(token, None)
+        self._handoffs.pop(token, None)
+
+    def handoff(self, token: str) -> int | None:
+        return self._handoffs.pop(token, None)
+
+    # -- renewal -------------------------------------------------------------------------
+
+    def track(self, lease: AsyncLease) -> None:
+        if lease.auto_renew:
+            self._leases.add(lease)
+            self._renewer.start()
+
+    def forget(self, lease: AsyncLease) -> None:
+        self._leases.discard(lease)
+        self.held.pop(lease.held_key, None)
+
+    async def _renew_loop(self) -> None:
+        wakeup = self._renew_wakeup = AsyncEvent()
+        while not self._closing:
+            leases = [lease for lease in list(self._leases) if not lease.done]
+            now = time.monotonic()
+            due = [lease for lease in leases if renew_due(lease.deadline, lease.ttl, now)]
+            if due:
+                await self._renew(due)
+            pause = 1.0
+            for lease in leases:
+                pause = min(pause, lease.deadline - lease.ttl * 2 / 3 - time.monotonic())
+            await wakeup.wait(max(pause, 0.005))
+            wakeup.clear()
+
+    async def _renew(self, due: list[AsyncLease]) -> None:
+        calls: list[tuple[Script, list[str], list[Arg]]] = [
+            (EXTEND, lease.keys[:1], [lease.token, lease.ttl_ms]) for lease in due
+        ]
+        started = time.monotonic()
+        try:
+            results = await self.backend.run_many(calls)
+        except Exception as exc:  # the whole batch failed: judge each lease below
+            results = [exc] * len(due)
+        for lease, result in zip(due, results, strict=True):
+            if lease.done:
+                continue
+            if isinstance(result, Exception):
+                if time.monotonic() >= lease.deadline:
+                    lease.mark_lost("renewal_failed", result)
+            elif result == 1:
+                lease.deadline = started + lease.ttl
+            else:
+                lease.mark_lost("taken")
+
+    async def aclose(self) -> None:
+        self._closing = True
+        if self._renew_wakeup is not None:
+            self._renew_wakeup.set()
+        await self._renewer.join(timeout=2.0)
+        if self.listening:
+            await self.backend.unsubscribe(self.channel, self._on_wake)
+
+
+class AsyncLease:
+    """A held lock. Use :meth:`check` before side effects and pass :attr:`fence` along.
+
+    Attributes:
+        name: lock name.
+        key: encoded resource key.
+        fence: fencing token, strictly increasing per (name, key) across all holders.
+        token: random owner token stored in the lock.
+        ttl: lease time-to-live in seconds (renewed automatically when ``auto_renew``).
+        wait: seconds spent waiting for the lock.
+    """
+
+    def __init__(
+        self,
+        lock: AsyncLock,
+        token: str,
+        fence: int,
+        started: float,
+        wait: float,
+        held_key: tuple[str, str, int],
+    ) -> None:
+        self._lock = lock
+        self._service = lock.service
+        self.name = lock.name
+        self.key = lock.key
+        self.keys = lock.keys
+        self.token = token
+        self.fence = fence
+        self.ttl = lock.ttl
+        self.auto_renew = lock.auto_renew
+        self.wait = wait
+        self.held_key = held_key
+        self.deadline = started + lock.ttl
+        self.acquired = time.monotonic()
+        self.depth = 1
+        self.done = False
+        self.lost_reason: str | None = None
+
+    @property
+    def ttl_ms(self) -> int:
+        return int(self.ttl * 1000)
+
+    @property
+    def lost(self) -> bool:
+        """True once the lease is known to be lost (see :meth:`check`)."""
+        if self.lost_reason is None and not self.done and time.monotonic() > self.deadline:
+            self.mark_lost("expired")
+        return self.lost_reason is not None
+
+    def mark_lost(self, reason: str, error: BaseException | None = None) -> None:
+        if self.lost_reason is not None:
+            return
+        self.lost_reason = reason
+        label = self._service.metrics.label("interlock_lock_lost_total", "lock", self.name)
+        self._service.metrics.lock_lost.labels(lock=label, reason=reason).inc()
+        logger.warning(
+            "lock lost",
+            extra={
+                "event.action": "lock-lost",
+                "interlock.lock.name": self.name,
+                "interlock.lock.key": self.key,
+                "interlock.lock.fence": self.fence,
+                "interlock.lock.reason": reason,
+                "error.message": str(error) if error else None,
+            },
+        )
+        callback = self._lock.on_lost
+        if callback is not None:
+            try:
+                callback(self)
+            except Exception:  # the user's callback must not break the renewer
+                logger.exception("on_lost callback of lock %r failed", self.name)
+
+    def check(self) -> None:
+        """Raise :class:`LockLost` if the lease expired or renewal found it gone."""
+        if self.lost:
+            raise LockLost(
+                f"lease on lock {self.name!r} key {self.key!r} (fence {self.fence}) "
+                f"was lost: {self.lost_reason}"
+            )
+
+    async def extend(self, ttl: float | None = None) -> None:
+        """Reset the lease to ``ttl`` seconds (default: its current TTL) from now.
+
+        Raises:
+            LockLost: the lease was no longer ours.
+        """
+        self.check()
+        if ttl is not None:
+            self.ttl = self._lock.validate_ttl(ttl)
+        started = time.monotonic()
+        result = await self._service.backend.run(EXTEND, self.keys[:1], [self.token, self.ttl_ms])
+        if result != 1:
+            self.mark_lost("taken")
+            self.check()
+        self.deadline = started + self.ttl
+
+    async def release(self) -> None:
+        """Release the lease (or one level of a reentrant lease).
+
+        Raises:
+            LockLost: the lease had been lost before release; the critical section may
+                have overlapped with another holder.
+        """
+        if self.depth > 1:
+            self.depth -= 1
+            return
+        if self.done:
+            return
+        self.done = True
+        service = self._service
+        service.forget(self)
+        metrics = service.metrics
+        label = metrics.label("interlock_lock_held", "lock", self.name)
+        metrics.lock_held.labels(lock=label).dec()
+        metrics.lock_hold.labels(lock=label).observe(time.monotonic() - self.acquired)
+        args: list[Arg] = [self.token, FENCE_IDLE_MS]
+        try:
+            released = await service.backend.run(RELEASE, self.keys, args)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # cancelled mid-release: finish it anyway
+                await async_shielded(service.backend.run(RELEASE, self.keys, args))
+            raise
+        if released != 1:
+            self.mark_lost("expired" if self.lost_reason is None else self.lost_reason)
+        if self.lost_reason is not None:
+            self.check()
+
+    async def __aenter__(self) -> AsyncLease:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._lock.exit_lease(self, exc_info[1] is not None)
+
+    def __repr__(self) -> str:
+        state = "released" if self.done else (self.lost_reason or "held")
+        return f"<Lease {self.name}:{self.key} fence={self.fence} {state}>"
+
+
+class AsyncLock:
+    """A distributed lock on ``(name, key)``; use as a context manager or call acquire().
+
+    Created by ``AsyncInterlock.lock(...)``; see that method for the options.
+    """
+
+    def __init__(
+        self,
+        service: AsyncLockService,
+        name: str,
+        key: object,
+        *,
+        ttl: float | None = None,
+        timeout: float | None = _UNSET,
+        reentrant: bool = False,
+        auto_renew: bool = True,
+        on_lost: OnLost | None = None,
+    ) -> None:
+        self.service = service
+        self.name = validate_name("lock", name)
+        self.key = encode_key(key)
+        self.keys = lock_keys(service.settings.namespace, self.name, key)
+        self.ttl = self.validate_ttl(service.settings.lock_ttl if ttl is None else ttl)
+        self.timeout = self._validate_timeout(
+            service.settings.lock_timeout if timeout is _UNSET else timeout
+        )
+        self.reentrant = reentrant
+        self.auto_renew = auto_renew
+        self.on_lost = on_lost
+        self._entered: dict[int, list[AsyncLease]] = {}
+
+    @staticmethod
+    def validate_ttl(ttl: float) -> float:
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0.01 <= ttl <= 86400:
+            raise ConfigError(f"ttl={ttl!r} is invalid; pass seconds between 0.01 and 86400")
+        return float(ttl)
+
+    @staticmethod
+    def _validate_timeout(timeout: float | None) -> float | None:
+        if timeout is None:
+            return None
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+            raise ConfigError(
+                f"timeout={timeout!r} is invalid; pass seconds ≥ 0, or None to wait forever"
+            )
+        return float(timeout)
+
+    async def acquire(
+        self, blocking: bool = True, timeout: float | None = _UNSET
+    ) -> AsyncLease | None:
+        """Acquire the lock.
+
+        Args:
+            blocking: wait for the lock; with ``False`` return ``None`` at once if held.
+            timeout: seconds to wait (default: the lock's timeout; ``None`` = forever).
+
+        Returns:
+            The lease, or ``None`` when ``blocking=False`` and the lock is held elsewhere.
+
+        Raises:
+            LockTimeout: not acquired within ``timeout``; carries the holder info.
+            LockAlreadyHeld: this task/thread holds it already and it is not reentrant.
+            BackendUnavailable: the backend cannot be reached (locks fail closed).
+        """
+        wait = self.timeout if timeout is _UNSET else self._validate_timeout(timeout)
+        held_key = (self.name, self.key, async_current_owner())
+        existing = self.service.held.get(held_key)
+        if existing is not None and not existing.done:
+            if not self.reentrant:
+                raise LockAlreadyHeld(
+                    f"lock {self.name!r} key {self.key!r} is already held by this task/thread;"
+                    " release it first or create the lock with reentrant=True"
+                )
+            existing.depth += 1
+            return existing
+        metrics = self.service.metrics
+        label = metrics.label("interlock_lock_acquire_seconds", "lock", self.name)
+        started = time.monotonic()
+        result = "error"
+        try:
+            lease = await self._acquire(new_token(), blocking, wait, started, held_key)
+            result = "acquired" if lease is not None else "timeout"
+        except LockTimeout:
+            result = "timeout"
+            raise
+        finally:
+            metrics.lock_acquire.labels(lock=label, result=result).observe(
+                time.monotonic() - started
+            )
+        if lease is None:
+            return None
+        self.service.held[held_key] = lease
+        self.service.track(lease)
+        metrics.lock_held.labels(lock=label).inc()
+        _context.record(
+            "lock", name=self.name, wait_ms=round(lease.wait * 1000, 3), fence=lease.fence
+        )
+        return lease
+
+    async def _acquire(
+        self,
+        token: str,
+        blocking: bool,
+        wait: float | None,
+        started: float,
+        held_key: tuple[str, str, int],
+    ) -> AsyncLease | None:
+        service = self.service
+        deadline = None if wait is None else started + wait
+        queued = blocking and service.listening
+        waiter: AsyncEvent | None = None
+        contended = False
+        label = service.metrics.label("interlock_lock_waiting", "lock", self.name)
+        try:
+            while True:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if queued and waiter is None:
+                    await service.ensure_listening()
+                    waiter = service.register(token)
+                reply = await self._attempt(token, queued, remaining)
+                if reply[0] in (1, 2):
+                    return self._lease(token, int(reply[1]), started, held_key)
+                if not blocking:
+                    return None
+                if not contended:
+                    contended = True
+                    service.metrics.lock_contended.labels(lock=label).inc()
+                    service.metrics.lock_waiting.labels(lock=label).inc()
+                if not queued:
+                    queued = True
+                    continue
+                if remaining is not None and remaining <= 0:
+                    raise LockTimeout(self.name, self.key, wait or 0.0, holder_from_reply(reply))
+                assert waiter is not None
+                fence = service.handoff(token)
+                if fence is None:
+                    await waiter.wait(wait_seconds(int(reply[1]), remaining))
+                    waiter.clear()
+                    fence = service.handoff(token)
+                if fence is not None:
+                    return self._lease(token, fence, started, held_key)
+        except BaseException:
+            if queued:
+                await async_shielded(self._abandon(token))
+            raise
+        finally:
+            if waiter is not None:
+                service.unregister(token)
+            if contended:
+                service.metrics.lock_waiting.labels(lock=label).dec()
+
+    async def _attempt(self, token: str, queued: bool, remaining: float | None) -> list[Any]:
+        registration = 0
+        if queued:
+            horizon = QUEUE_REGISTRATION_S
+            if remaining is not None:
+                horizon = min(remaining, horizon)
+            registration = int(horizon * 1000) + 1000
+        args: list[Arg] = [
+            token,
+            int(self.ttl * 1000),
+            *holder_args(),
+            registration,
+            self.service.channel,
+            FENCE_IDLE_MS,
+        ]
+        reply: list[Any] = await self.service.backend.run(ACQUIRE, self.keys, args)
+        return reply
+
+    async def _abandon(self, token: str) -> bool:
+        """Leave the wait queue, passing on a hand-off that raced us; False if unreachable."""
+        try:
+            await self.service.backend.run(CANCEL, self.keys, [token, FENCE_IDLE_MS])
+        except Exception:  # backend down: the queue entry lapses by itself
+            logger.debug("could not leave the wait queue of %r", self.name, exc_info=True)
+            return False
+        return True
+
+    def _lease(
+        self, token: str, fence: int, started: float, held_key: tuple[str, str, int]
+    ) -> AsyncLease:
+        return AsyncLease(self, token, fence, started, time.monotonic() - started, held_key)
+
+    async def exit_lease(self, lease: AsyncLease, failing: bool) -> None:
+        try:
+            await lease.release()
+        except LockLost:
+            if not failing:
+                raise  # a clean body must learn its critical section was not exclusive
+
+    async def __aenter__(self) -> AsyncLease:
+        lease = await self.acquire()
+        assert lease is not None  # blocking acquire returns a lease or raises
+        self._entered.setdefault(async_current_owner(), []).append(lease)
+        return lease
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        owner = async_current_owner()
+        stack = self._entered[owner]
+        lease = stack.pop()
+        if not stack:
+            del self._entered[owner]
+        await self.exit_lease(lease, exc_info[1] is not None)

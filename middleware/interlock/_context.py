@@ -1,0 +1,59 @@
+"""The per-request context (request id, trace id) that locks, caches and logs pick up.
+
+The middleware sets it for every request; applications may set it themselves with
+:func:`request_context` (e.g. in a job runner). It lives in a ``ContextVar`` so it follows
+asyncio tasks and is isolated between threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What interlock knows about the current request.
+
+    Attributes:
+        request_id: the ``X-Request-ID`` accepted or generated for the request.
+        trace_id: W3C trace id (32 hex digits).
+        span_id: W3C span id (16 hex digits).
+        events: what interlock did during the request (lock, cache, txn), for the log line.
+    """
+
+    request_id: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    events: dict[str, Any] = field(default_factory=dict)
+
+
+_current: ContextVar[RequestContext | None] = ContextVar("interlock_request", default=None)
+
+
+def current() -> RequestContext | None:
+    """The context of the request being served, or ``None`` outside a request."""
+    return _current.get()
+
+
+@contextmanager
+def request_context(
+    request_id: str | None = None, trace_id: str | None = None, span_id: str | None = None
+) -> Iterator[RequestContext]:
+    """Set the request context for the enclosed block (restored afterwards)."""
+    ctx = RequestContext(request_id=request_id, trace_id=trace_id, span_id=span_id)
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
+
+
+def record(section: str, **fields: Any) -> None:
+    """Merge ``fields`` into the current request's ``section`` (no-op outside a request)."""
+    ctx = _current.get()
+    if ctx is not None:
+        ctx.events.setdefault(section, {}).update(fields)

@@ -1,0 +1,179 @@
+"""The few primitives where async and sync code differ, side by side.
+
+Code under ``interlock/_async/`` uses only the ``Async*`` / ``async_*`` names below;
+``scripts/unasync.py`` turns them into the plain names for ``interlock/_sync/``. This is
+the only module that touches ``asyncio`` and ``threading`` scheduling directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+
+def async_current_owner() -> int:
+    """Identity of the running asyncio task (the unit that holds a lease)."""
+    task = asyncio.current_task()
+    return id(task) if task is not None else threading.get_ident()
+
+
+def current_owner() -> int:
+    """Identity of the running thread (the unit that holds a lease)."""
+    return threading.get_ident()
+
+
+async def async_sleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+class AsyncEvent:
+    """An asyncio event that may be set from any thread (e.g. a pub/sub callback)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+
+    def set(self) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._event.set()
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait until set or ``timeout`` seconds pass; True if the event is set."""
+        if self._event.is_set():
+            return True
+        if timeout is not None and timeout <= 0:
+            return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
+        return self._event.is_set()
+
+
+async def async_shielded(awaitable: Awaitable[Any]) -> Any:
+    """Finish ``awaitable`` even if the calling task is being cancelled."""
+    return await asyncio.shield(awaitable)
+
+
+def shielded(value: Any) -> Any:
+    """Sync twin of :func:`async_shielded`: the call already ran to completion."""
+    return value
+
+
+class Event:
+    """A threading event with the same interface as :class:`AsyncEvent`."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is not None and timeout <= 0:
+            return self._event.is_set()
+        return self._event.wait(timeout)
+
+
+class AsyncMutex:
+    """A task lock (asyncio.Lock) for local mutual exclusion."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> None:
+        await self._lock.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+class Mutex:
+    """A thread lock with the same interface as :class:`AsyncMutex`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+class AsyncWorker:
+    """Runs one coroutine function in the background as an asyncio task."""
+
+    def __init__(self, target: Callable[[], Awaitable[None]], name: str) -> None:
+        self._target = target
+        self._name = name
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._target(), name=self._name)  # type: ignore[arg-type]
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def join(self, timeout: float) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        if task.get_loop() is not asyncio.get_running_loop():
+            return  # started on another (finished) loop; nothing to await here
+        done, _ = await asyncio.wait([task], timeout=timeout)
+        if not done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+class Worker:
+    """Runs one function in the background as a daemon thread."""
+
+    def __init__(self, target: Callable[[], Any], name: str) -> None:
+        self._target = target
+        self._name = name
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._target, name=self._name, daemon=True)
+            self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)

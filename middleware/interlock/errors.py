@@ -1,0 +1,146 @@
+"""The exception tree of interlock.
+
+Every error interlock raises derives from :class:`InterlockError`::
+
+    InterlockError
+    ├── ConfigError (also ValueError)          bad option or URL, raised at construction
+    ├── BackendError                           the coordination backend misbehaved
+    │   ├── BackendUnavailable                 cannot reach Redis within the timeouts
+    │   └── ScriptError                        a Lua script returned an unknown code
+    ├── LockError
+    │   ├── LockTimeout                        waited `timeout` seconds; carries the holder
+    │   ├── LockAlreadyHeld                    non-reentrant lock re-acquired by its holder
+    │   ├── LockNotOwned                       release/extend of a lease that is not ours
+    │   ├── LockLost                           the lease expired or was taken away
+    │   └── FenceRejected                      a fenced write carried a stale fence
+    ├── CacheError
+    │   └── SerializationError                 a value cannot be encoded or decoded
+    └── TransactionError
+        ├── TransactionAborted                 the transaction was rolled back; has `reason`
+        ├── TransactionTimeout (also Aborted)  a participant did not vote before the deadline
+        ├── HeuristicOutcome                   a branch was resolved against the decision
+        └── DurabilityError                    the decision log cannot promise durability
+
+Foreign errors (redis-py, psycopg, PyMySQL) are mapped in one place per driver and
+chained with ``raise ... from``, so the original stays visible in tracebacks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class InterlockError(Exception):
+    """Base class of every error raised by interlock."""
+
+
+class ConfigError(InterlockError, ValueError):
+    """An option, URL or environment variable is invalid; the message names the fix."""
+
+
+class BackendError(InterlockError):
+    """The coordination backend failed."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot be reached within the configured timeouts."""
+
+
+class ScriptError(BackendError):
+    """A backend script returned a code interlock does not know."""
+
+
+class LockError(InterlockError):
+    """Base class of lock errors."""
+
+
+class LockTimeout(LockError):
+    """The lock could not be acquired within ``timeout`` seconds.
+
+    Attributes:
+        name: the lock name.
+        key: the resource key.
+        holder: holder info of the lease that blocked us (may be empty if it vanished).
+    """
+
+    def __init__(self, name: str, key: str, timeout: float, holder: dict[str, Any]) -> None:
+        who = holder.get("host", "?"), holder.get("pid", "?")
+        super().__init__(
+            f"lock {name!r} key {key!r} not acquired within {timeout:g}s; "
+            f"held by host={who[0]} pid={who[1]}"
+        )
+        self.name = name
+        self.key = key
+        self.timeout = timeout
+        self.holder = holder
+
+
+class LockAlreadyHeld(LockError):
+    """The current task or thread already holds this lock and it is not reentrant."""
+
+
+class LockNotOwned(LockError):
+    """The lease is no longer owned by us (expired, released or taken over)."""
+
+
+class LockLost(LockError):
+    """The lease was lost: renewal failed or the lock expired while we held it."""
+
+
+class FenceRejected(LockError):
+    """A fenced write was refused because a newer fence already wrote."""
+
+
+class CacheError(InterlockError):
+    """Base class of cache errors."""
+
+
+class SerializationError(CacheError):
+    """A value cannot be serialized or a stored payload cannot be decoded."""
+
+
+class TransactionError(InterlockError):
+    """Base class of two-phase-commit errors."""
+
+
+class TransactionAborted(TransactionError):
+    """The transaction was aborted; ``reason`` is vote_no, timeout, error or client."""
+
+    def __init__(self, message: str, *, reason: str = "error", xid: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.xid = xid
+
+
+class TransactionTimeout(TransactionAborted):
+    """A participant did not vote before the transaction deadline."""
+
+
+class HeuristicOutcome(TransactionError):
+    """A branch was committed or rolled back by hand against the logged decision."""
+
+
+class DurabilityError(TransactionError):
+    """The decision log cannot guarantee durable decisions (e.g. Redis without AOF)."""
+
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailable",
+    "CacheError",
+    "ConfigError",
+    "DurabilityError",
+    "FenceRejected",
+    "HeuristicOutcome",
+    "InterlockError",
+    "LockAlreadyHeld",
+    "LockError",
+    "LockLost",
+    "LockNotOwned",
+    "LockTimeout",
+    "ScriptError",
+    "SerializationError",
+    "TransactionAborted",
+    "TransactionError",
+    "TransactionTimeout",
+]

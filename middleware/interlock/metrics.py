@@ -1,0 +1,145 @@
+"""Every interlock metric, created per :class:`Interlock` instance on an injected registry.
+
+Nothing is created at import. ``registry=None`` builds working metrics that are not
+registered anywhere, so two instances in one process never clash. Label values are
+names chosen in code; :class:`LabelGuard` still caps the distinct values per label and
+folds the excess into ``__overflow__`` (counted in ``interlock_label_overflow_total``).
+The catalogue with meanings is docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+OVERFLOW = "__overflow__"
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+HOLD_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class LabelGuard:
+    """Caps the number of distinct values of each label of each metric.
+
+    Args:
+        cap: distinct values allowed per (metric, label); more become ``__overflow__``.
+        overflow: the counter incremented, labelled by metric name, for each fold.
+    """
+
+    def __init__(self, cap: int, overflow: Counter) -> None:
+        self._cap = cap
+        self._overflow = overflow
+        self._seen: dict[tuple[str, str], set[str]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, metric: str, label: str, value: str) -> str:
+        seen = self._seen.get((metric, label))
+        if seen is not None and value in seen:
+            return value
+        with self._lock:
+            seen = self._seen.setdefault((metric, label), set())
+            if value in seen:
+                return value
+            if len(seen) < self._cap:
+                seen.add(value)
+                return value
+        self._overflow.labels(metric=metric).inc()
+        return OVERFLOW
+
+
+class Metrics:
+    """The metric objects of one interlock instance (see docs/metrics.md).
+
+    Args:
+        registry: where to register; ``None`` registers nowhere.
+        label_cap: distinct values allowed per label before ``__overflow__``.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None, label_cap: int = 500) -> None:
+        r = registry
+
+        def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
+            return Counter(f"interlock_{name}", doc, labels, registry=r)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...], mode: Any = "livesum") -> Gauge:
+            return Gauge(f"interlock_{name}", doc, labels, registry=r, multiprocess_mode=mode)
+
+        def histogram(
+            name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]
+        ) -> Histogram:
+            return Histogram(f"interlock_{name}", doc, labels, registry=r, buckets=buckets)
+
+        self.registry = registry
+        self.label_overflow = counter(
+            "label_overflow", "Label values folded into __overflow__ by the cap", ("metric",)
+        )
+        self.guard = LabelGuard(label_cap, self.label_overflow)
+
+        self.http_requests = counter(
+            "http_requests", "HTTP requests served", ("method", "route", "status")
+        )
+        self.http_duration = histogram(
+            "http_request_duration_seconds",
+            "HTTP request duration",
+            ("method", "route"),
+            LATENCY_BUCKETS,
+        )
+        self.http_in_progress = gauge(
+            "http_requests_in_progress", "HTTP requests being served", ("method",)
+        )
+
+        self.lock_acquire = histogram(
+            "lock_acquire_seconds",
+            "Time to acquire a lock, by result (acquired, timeout, error)",
+            ("lock", "result"),
+            LATENCY_BUCKETS,
+        )
+        self.lock_hold = histogram(
+            "lock_hold_seconds", "Time a lease was held", ("lock",), HOLD_BUCKETS
+        )
+        self.lock_contended = counter(
+            "lock_contended", "Acquisitions that found the lock held and had to wait", ("lock",)
+        )
+        self.lock_held = gauge("lock_held", "Leases currently held by this process", ("lock",))
+        self.lock_waiting = gauge("lock_waiting", "Callers waiting for a lock", ("lock",))
+        self.lock_lost = counter(
+            "lock_lost", "Leases lost while held (expired, renewal failed)", ("lock", "reason")
+        )
+
+        self.cache_requests = counter(
+            "cache_requests", "Cache lookups by result", ("cache", "result")
+        )
+        self.cache_load = histogram(
+            "cache_load_seconds", "Time spent in cache loaders", ("cache",), LATENCY_BUCKETS
+        )
+        self.cache_degraded = gauge(
+            "cache_degraded", "1 while the cache fails open (backend down)", ("cache",), "max"
+        )
+
+        self.txn_total = counter("txn", "Finished transactions by outcome", ("txn", "outcome"))
+        self.txn_aborts = counter("txn_aborts", "Aborted transactions by reason", ("txn", "reason"))
+        self.txn_phase = histogram(
+            "txn_phase_seconds", "Duration of 2PC phases", ("txn", "phase"), LATENCY_BUCKETS
+        )
+        self.txn_in_doubt = gauge("txn_in_doubt", "Transactions prepared but undecided", ("txn",))
+        self.txn_oldest_in_doubt = gauge(
+            "txn_oldest_in_doubt_seconds", "Age of the oldest in-doubt transaction", (), "max"
+        )
+        self.txn_recovered = counter(
+            "txn_recovered", "In-doubt transactions resolved by recovery", ("action",)
+        )
+
+        self.log_dropped = counter(
+            "log_records_dropped", "Log records dropped (queue full, sink down)", ("sink",)
+        )
+        self.chaos_injected = counter(
+            "chaos_injected", "Faults injected by interlock.chaos", ("kind", "target")
+        )
+
+    def label(self, metric: str, label: str, value: str) -> str:
+        """``value`` if under the cap for (metric, label), else ``__overflow__``."""
+        return self.guard(metric, label, value)
