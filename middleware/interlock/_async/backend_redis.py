@@ -102,7 +102,7 @@ class AsyncRedisBackend:
         with map_redis_errors("pipeline"):
             pipe = self._client.pipeline(transaction=False)
             for script, keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             results: list[Any] = await pipe.execute(raise_on_error=False)
         for index, result in enumerate(results):
             if isinstance(result, redis_errors.NoScriptError):

@@ -352,7 +352,7 @@ class AsyncLock:
         wait = self.timeout if timeout is _UNSET else self._validate_timeout(timeout)
         held_key = (self.name, self.key, async_current_owner())
         existing = self.service.held.get(held_key)
-        if existing is not None and not existing.done:
+        if existing is not None and not existing.done and not existing.lost:
             if not self.reentrant:
                 raise LockAlreadyHeld(
                     f"lock {self.name!r} key {self.key!r} is already held by this task/thread;"

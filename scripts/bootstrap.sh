@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Check the service binaries the test suite starts itself; install promtool when possible.
+#
+# The tests start throwaway redis-server, PostgreSQL and MariaDB processes (tests/_services.py)
+# and run promtool on the Prometheus rules. A missing binary is reported with the Debian
+# package that provides it. As root, Debian's `prometheus` package (promtool) is installed with
+# apt-get. Exit status: non-zero when something is missing and CI or
+# INTERLOCK_REQUIRE_SERVICES is set; otherwise the tests report what they cannot run.
+set -euo pipefail
+
+missing=()   # "binary:package"
+
+have() { command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" || -x "/sbin/$1" ]]; }
+
+need() {   # need PACKAGE BINARY [ALTERNATIVE...]
+    local package=$1 binary
+    shift
+    for binary in "$@"; do
+        have "$binary" && return 0
+    done
+    missing+=("$1:$package")
+}
+
+need redis-server redis-server
+need redis-server redis-cli
+need mariadb-server mariadbd mysqld
+need mariadb-server mariadb-install-db mysql_install_db
+if ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null && ! have postgres; then
+    missing+=("postgres (/usr/lib/postgresql/*/bin):postgresql")
+fi
+
+if ! have promtool; then
+    if [[ $(id -u) -eq 0 ]] && have apt-get; then
+        echo "bootstrap: promtool missing; installing Debian's prometheus package" >&2
+        if ! DEBIAN_FRONTEND=noninteractive apt-get update -qq; then
+            echo "bootstrap: apt-get update failed; cannot install promtool" >&2
+        elif ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            prometheus >/dev/null; then
+            echo "bootstrap: apt-get install prometheus failed" >&2
+        fi
+    fi
+    have promtool || missing+=("promtool:prometheus")
+fi
+
+if ((${#missing[@]})); then
+    packages=$(printf '%s\n' "${missing[@]}" | cut -d: -f2 | sort -u | tr '\n' ' ')
+    echo "bootstrap: missing: $(printf '%s ' "${missing[@]%%:*}")" >&2
+    echo "bootstrap: install with: apt-get install ${packages% }" >&2
+    if [[ -n ${CI:-} || ${INTERLOCK_REQUIRE_SERVICES:-0} == 1 ]]; then
+        exit 1
+    fi
+fi
+exit 0

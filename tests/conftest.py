@@ -1,0 +1,200 @@
+"""Shared fixtures: real throwaway services, started on first use and stopped at session end.
+
+A missing service binary fails the tests that need it, naming the Debian package to install.
+Only with ``INTERLOCK_ALLOW_SKIP=1`` (and neither ``CI`` nor ``INTERLOCK_REQUIRE_SERVICES``
+set) are those tests skipped instead, with the same message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn, TypeVar
+
+import pytest
+
+from _services import (
+    MariaDBServer,
+    PostgresServer,
+    RedisCluster,
+    RedisServer,
+    ServiceError,
+    ServiceUnavailable,
+)
+
+Service = RedisServer | RedisCluster | PostgresServer | MariaDBServer
+_S = TypeVar("_S", RedisServer, RedisCluster, PostgresServer, MariaDBServer)
+
+# Session services that tests must leave running; checked after every test.
+_shared: list[Service] = []
+
+# Tests using these fixtures get the marker, so `-m "not cluster"` selects as expected.
+_MARKS = {
+    "redis": {"redis_server", "redis_url", "redis_flush", "redis_factory", "fresh_redis"},
+    "cluster": {"redis_cluster", "redis_cluster_url"},
+    "postgres": {"postgres_server", "fresh_postgres"},
+    "mysql": {"mariadb_server", "fresh_mariadb"},
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        for mark, fixtures in _MARKS.items():
+            if names & fixtures:
+                item.add_marker(mark)
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _unavailable(exc: ServiceUnavailable) -> NoReturn:
+    required = _flag("CI") or _flag("INTERLOCK_REQUIRE_SERVICES")
+    if _flag("INTERLOCK_ALLOW_SKIP") and not required:
+        raise pytest.skip.Exception(str(exc))
+    hint = "" if required else " (or set INTERLOCK_ALLOW_SKIP=1 to skip locally)"
+    pytest.fail(f"{exc}{hint}", pytrace=False)
+
+
+def _start(factory: Callable[[], _S]) -> _S:
+    try:
+        service = factory()
+    except ServiceUnavailable as exc:
+        _unavailable(exc)
+    try:
+        return service.start()
+    except BaseException:
+        service.close()
+        raise
+
+
+def _shared_service(factory: Callable[[], _S]) -> Iterator[_S]:
+    service = _start(factory)
+    _shared.append(service)
+    try:
+        yield service
+    finally:
+        _shared.remove(service)
+        service.close()
+
+
+@pytest.fixture(autouse=True)
+def _shared_services_left_running(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves a session service stopped or paused, after restoring it."""
+    yield
+    broken = [service for service in _shared if not service.running]
+    described = ", ".join(map(repr, broken))
+    for service in broken:
+        if isinstance(service, RedisCluster):
+            service.start()
+        elif service.paused:
+            service.resume()
+        else:
+            service.start()
+    if broken:
+        pytest.fail(
+            f"{request.node.nodeid} left {described} not running; tests that stop, kill or pause "
+            "a server use fresh_redis / redis_factory / fresh_postgres / fresh_mariadb",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One Redis for the whole session; tests keep to their own key namespaces."""
+    yield from _shared_service(RedisServer)
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_flush(redis_server: RedisServer) -> RedisServer:
+    """The session Redis, emptied with FLUSHALL before the test."""
+    redis_server.flushall()
+    return redis_server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A 3-master Redis Cluster for the whole session."""
+    yield from _shared_service(RedisCluster)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster: RedisCluster) -> str:
+    return redis_cluster.url
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """PostgreSQL with max_prepared_transactions=64; ``.dsn`` for psycopg."""
+    yield from _shared_service(PostgresServer)
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[MariaDBServer]:
+    """MariaDB, root with an empty password; ``.params`` for pymysql.connect."""
+    yield from _shared_service(MariaDBServer)
+
+
+@pytest.fixture
+def redis_factory() -> Iterator[Callable[..., RedisServer]]:
+    """Start private Redis servers (``RedisServer`` keyword arguments); closed after the test."""
+    servers: list[RedisServer] = []
+
+    def make(**kwargs: Any) -> RedisServer:
+        server = _start(lambda: RedisServer(**kwargs))
+        servers.append(server)
+        return server
+
+    yield make
+    errors: list[ServiceError] = []
+    for server in servers:
+        try:
+            server.close()
+        except ServiceError as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def fresh_redis(redis_factory: Callable[..., RedisServer]) -> RedisServer:
+    """A private Redis for destructive tests (kill, pause, restart on the same port)."""
+    return redis_factory()
+
+
+@pytest.fixture
+def fresh_postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL (about a second to initdb) that a test may crash and restart."""
+    server = _start(PostgresServer)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def fresh_mariadb() -> Iterator[MariaDBServer]:
+    """A private MariaDB (about a second to install) that a test may crash and restart."""
+    server = _start(MariaDBServer)
+    yield server
+    server.close()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("mem", id="mem"),
+        pytest.param("redis", id="redis", marks=pytest.mark.redis),
+        pytest.param("cluster", id="cluster", marks=pytest.mark.cluster),
+    ]
+)
+def backend_url(request: pytest.FixtureRequest) -> str:
+    """Each backend in turn: the embedded ``mem://``, the session Redis, the session Cluster."""
+    if request.param == "mem":
+        return "mem://"
+    if request.param == "redis":
+        return str(request.getfixturevalue("redis_url"))
+    return str(request.getfixturevalue("redis_cluster_url"))
