@@ -182,8 +182,9 @@ class AsyncRedisBackend:
                         callback(message["data"])
             except (redis_errors.RedisError, OSError) as exc:
                 if pubsub is not None:
-                    logger.warning("pub/sub connection lost: %s", exc)
                     await self._drop(pubsub)
+                if attempt == 0:
+                    logger.warning("pub/sub connection lost, reconnecting: %s", exc)
                     self._fire_resets()
                 pubsub = None
                 for event in self._confirmed.values():

@@ -183,8 +183,9 @@ class RedisBackend:
                         callback(message["data"])
             except (redis_errors.RedisError, OSError) as exc:
                 if pubsub is not None:
-                    logger.warning("pub/sub connection lost: %s", exc)
                     self._drop(pubsub)
+                if attempt == 0:
+                    logger.warning("pub/sub connection lost, reconnecting: %s", exc)
                     self._fire_resets()
                 pubsub = None
                 for event in self._confirmed.values():

@@ -1,0 +1,54 @@
+"""A separate process for the lock tests (run as a script: real processes, real signals)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import redis
+
+from interlock import FenceRejected, Interlock, LockLost
+
+
+def count(url: str, namespace: str, counter_key: str, rounds: int) -> None:
+    """Non-atomic read-modify-write of a Redis counter inside the lock, ``rounds`` times."""
+    il = Interlock(url, namespace=namespace)
+    raw = redis.Redis.from_url(url)
+    for _ in range(rounds):
+        with il.lock("counter", 1, ttl=5.0, timeout=30.0):
+            value = int(raw.get(counter_key) or 0)
+            raw.set(counter_key, value + 1)
+    il.close()
+
+
+def pause_holder(url: str, namespace: str) -> None:
+    """Take the lock, report the fence, block on stdin (the test SIGSTOPs us), then write."""
+    il = Interlock(url, namespace=namespace)
+    lease = il.lock("doc", 1, ttl=0.5).acquire()
+    assert lease is not None
+    il.fenced_set("doc-1", b"first", lease.fence)
+    print(json.dumps({"fence": lease.fence}), flush=True)
+    sys.stdin.readline()
+    result: dict[str, object] = {}
+    try:
+        lease.check()
+        result["check"] = "ok"
+    except LockLost as exc:
+        result["check"] = f"lost: {exc}"
+    try:
+        il.fenced_set("doc-1", b"stale write", lease.fence)
+        result["write"] = "accepted"
+    except FenceRejected:
+        result["write"] = "rejected"
+    print(json.dumps(result), flush=True)
+    time.sleep(0.1)
+    il.close()
+
+
+if __name__ == "__main__":
+    mode, *args = sys.argv[1:]
+    if mode == "count":
+        count(args[0], args[1], args[2], int(args[3]))
+    elif mode == "pause":
+        pause_holder(args[0], args[1])
