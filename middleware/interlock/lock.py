@@ -61,7 +61,7 @@ class LockInfo:
 
 
 def lock_keys(namespace: str, name: str, key: object) -> list[str]:
-    """KEYS of the lock scripts: lock hash, fence counter, waiter queue, waiter info."""
+    """KEYS of the lock scripts: lock, fence counter, waiter queue, waiter info."""
     base = base_key(namespace, "lock", name, key)
     return [f"{base}:h", f"{base}:f", f"{base}:q", f"{base}:w"]
 
@@ -71,48 +71,48 @@ def new_token() -> str:
     return secrets.token_hex(16)
 
 
-def holder_args() -> list[str]:
-    """ARGV describing this holder: host, pid, request id, trace id."""
+def holder_arg() -> str:
+    """ARGV describing this holder: ``host|pid|request id|trace id``."""
     ctx = _context.current()
-    rid = (ctx.request_id if ctx else None) or ""
-    tid = (ctx.trace_id if ctx else None) or ""
-    return [_HOST, str(os.getpid()), rid.replace("|", "_"), tid.replace("|", "_")]
+    if ctx is None or not (ctx.request_id or ctx.trace_id):
+        return f"{_HOST}|{os.getpid()}||"
+    rid = (ctx.request_id or "").replace("|", "_")
+    tid = (ctx.trace_id or "").replace("|", "_")
+    return f"{_HOST}|{os.getpid()}|{rid}|{tid}"
 
 
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value or "")
-
-
-def holder_from_reply(reply: Sequence[Any]) -> dict[str, Any]:
-    """Holder fields from a not-acquired ACQUIRE reply ``{0, wait, fence, host, pid, at, ...}``."""
-    fence, host, pid, at, rid, tid = (list(reply[2:8]) + [None] * 6)[:6]
-    if fence is None:
+def parse_lock(value: bytes | None) -> dict[str, Any]:
+    """Holder fields of a stored lock string ``token|fence|at_ms|ttl_ms|host|pid|rid|tid``."""
+    if not value:
         return {}
+    parts = value.decode(errors="replace").split("|")
+    parts += [""] * (8 - len(parts))
     return {
-        "fence": int(fence),
-        "host": _text(host),
-        "pid": int(pid) if pid else 0,
-        "acquired_at": int(at) / 1000 if at else 0.0,
-        "request_id": _text(rid) or None,
-        "trace_id": _text(tid) or None,
+        "fence": int(parts[1] or 0),
+        "acquired_at": int(parts[2] or 0) / 1000,
+        "ttl": int(parts[3] or 0) / 1000,
+        "host": parts[4],
+        "pid": int(parts[5] or 0),
+        "request_id": parts[6] or None,
+        "trace_id": parts[7] or None,
     }
 
 
 def info_from_reply(name: str, key: str, reply: Sequence[Any]) -> LockInfo | None:
-    """Decode the INFO script reply ``{pttl, field, value, ...}``."""
+    """Decode the INFO script reply ``{pttl, lock string}`` (``{-2}`` when free)."""
     if not reply or int(reply[0]) == -2:
         return None
-    fields = {_text(reply[i]): reply[i + 1] for i in range(1, len(reply) - 1, 2)}
+    fields = parse_lock(reply[1])
     return LockInfo(
         name=name,
         key=key,
-        fence=int(fields.get("fence", 0)),
-        host=_text(fields.get("host")),
-        pid=int(fields.get("pid") or 0),
-        acquired_at=int(fields.get("at") or 0) / 1000,
+        fence=fields["fence"],
+        host=fields["host"],
+        pid=fields["pid"],
+        acquired_at=fields["acquired_at"],
         ttl_remaining=max(0, int(reply[0])) / 1000,
-        request_id=_text(fields.get("rid")) or None,
-        trace_id=_text(fields.get("tid")) or None,
+        request_id=fields["request_id"],
+        trace_id=fields["trace_id"],
     )
 
 

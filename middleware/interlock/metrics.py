@@ -140,6 +140,34 @@ class Metrics:
             "chaos_injected", "Faults injected by interlock.chaos", ("kind", "target")
         )
 
+        self._locks: dict[str, LockMetrics] = {}
+
     def label(self, metric: str, label: str, value: str) -> str:
         """``value`` if under the cap for (metric, label), else ``__overflow__``."""
         return self.guard(metric, label, value)
+
+    def for_lock(self, name: str) -> LockMetrics:
+        """The (memoised) metric children of one lock name: no label lookups per call."""
+        children = self._locks.get(name)
+        if children is None:
+            label = self.label("interlock_lock_acquire_seconds", "lock", name)
+            children = self._locks[name] = LockMetrics(self, label)
+        return children
+
+
+class LockMetrics:
+    """Metric children of one lock name, resolved once."""
+
+    def __init__(self, metrics: Metrics, lock: str) -> None:
+        self.acquired = metrics.lock_acquire.labels(lock=lock, result="acquired")
+        self.timeout = metrics.lock_acquire.labels(lock=lock, result="timeout")
+        self.error = metrics.lock_acquire.labels(lock=lock, result="error")
+        self.hold = metrics.lock_hold.labels(lock=lock)
+        self.held = metrics.lock_held.labels(lock=lock)
+        self.waiting = metrics.lock_waiting.labels(lock=lock)
+        self.contended = metrics.lock_contended.labels(lock=lock)
+        self._lost = metrics.lock_lost
+        self._lock = lock
+
+    def lost(self, reason: str) -> None:
+        self._lost.labels(lock=self._lock, reason=reason).inc()

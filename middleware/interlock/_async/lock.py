@@ -30,10 +30,10 @@ from interlock.errors import ConfigError, LockAlreadyHeld, LockLost, LockTimeout
 from interlock.lock import (
     FENCE_IDLE_MS,
     QUEUE_REGISTRATION_S,
-    holder_args,
-    holder_from_reply,
+    holder_arg,
     lock_keys,
     new_token,
+    parse_lock,
     renew_due,
     wait_seconds,
 )
@@ -199,8 +199,7 @@ class AsyncLease:
         if self.lost_reason is not None:
             return
         self.lost_reason = reason
-        label = self._service.metrics.label("interlock_lock_lost_total", "lock", self.name)
-        self._service.metrics.lock_lost.labels(lock=label, reason=reason).inc()
+        self._service.metrics.for_lock(self.name).lost(reason)
         logger.warning(
             "lock lost",
             extra={
@@ -258,10 +257,9 @@ class AsyncLease:
         self.done = True
         service = self._service
         service.forget(self)
-        metrics = service.metrics
-        label = metrics.label("interlock_lock_held", "lock", self.name)
-        metrics.lock_held.labels(lock=label).dec()
-        metrics.lock_hold.labels(lock=label).observe(time.monotonic() - self.acquired)
+        metrics = service.metrics.for_lock(self.name)
+        metrics.held.dec()
+        metrics.hold.observe(time.monotonic() - self.acquired)
         args: list[Arg] = [self.token, FENCE_IDLE_MS]
         try:
             released = await service.backend.run(RELEASE, self.keys, args)
@@ -360,25 +358,22 @@ class AsyncLock:
                 )
             existing.depth += 1
             return existing
-        metrics = self.service.metrics
-        label = metrics.label("interlock_lock_acquire_seconds", "lock", self.name)
+        metrics = self.service.metrics.for_lock(self.name)
         started = time.monotonic()
-        result = "error"
+        outcome = metrics.error
         try:
             lease = await self._acquire(new_token(), blocking, wait, started, held_key)
-            result = "acquired" if lease is not None else "timeout"
+            outcome = metrics.acquired if lease is not None else metrics.timeout
         except LockTimeout:
-            result = "timeout"
+            outcome = metrics.timeout
             raise
         finally:
-            metrics.lock_acquire.labels(lock=label, result=result).observe(
-                time.monotonic() - started
-            )
+            outcome.observe(time.monotonic() - started)
         if lease is None:
             return None
         self.service.held[held_key] = lease
         self.service.track(lease)
-        metrics.lock_held.labels(lock=label).inc()
+        metrics.held.inc()
         _context.record(
             "lock", name=self.name, wait_ms=round(lease.wait * 1000, 3), fence=lease.fence
         )
@@ -397,7 +392,7 @@ class AsyncLock:
         queued = blocking and service.listening
         waiter: AsyncEvent | None = None
         contended = False
-        label = service.metrics.label("interlock_lock_waiting", "lock", self.name)
+        metrics = service.metrics.for_lock(self.name)
         try:
             while True:
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -411,13 +406,13 @@ class AsyncLock:
                     return None
                 if not contended:
                     contended = True
-                    service.metrics.lock_contended.labels(lock=label).inc()
-                    service.metrics.lock_waiting.labels(lock=label).inc()
+                    metrics.contended.inc()
+                    metrics.waiting.inc()
                 if not queued:
                     queued = True
                     continue
                 if remaining is not None and remaining <= 0:
-                    raise LockTimeout(self.name, self.key, wait or 0.0, holder_from_reply(reply))
+                    raise LockTimeout(self.name, self.key, wait or 0.0, parse_lock(reply[2]))
                 assert waiter is not None
                 fence = service.handoff(token)
                 if fence is None:
@@ -434,7 +429,7 @@ class AsyncLock:
             if waiter is not None:
                 service.unregister(token)
             if contended:
-                service.metrics.lock_waiting.labels(lock=label).dec()
+                metrics.waiting.dec()
 
     async def _attempt(self, token: str, queued: bool, remaining: float | None) -> list[Any]:
         registration = 0
@@ -446,7 +441,7 @@ class AsyncLock:
         args: list[Arg] = [
             token,
             int(self.ttl * 1000),
-            *holder_args(),
+            holder_arg(),
             registration,
             self.service.channel,
             FENCE_IDLE_MS,

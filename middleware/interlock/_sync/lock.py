@@ -31,10 +31,10 @@ from interlock.errors import ConfigError, LockAlreadyHeld, LockLost, LockTimeout
 from interlock.lock import (
     FENCE_IDLE_MS,
     QUEUE_REGISTRATION_S,
-    holder_args,
-    holder_from_reply,
+    holder_arg,
     lock_keys,
     new_token,
+    parse_lock,
     renew_due,
     wait_seconds,
 )
@@ -200,8 +200,7 @@ class Lease:
         if self.lost_reason is not None:
             return
         self.lost_reason = reason
-        label = self._service.metrics.label("interlock_lock_lost_total", "lock", self.name)
-        self._service.metrics.lock_lost.labels(lock=label, reason=reason).inc()
+        self._service.metrics.for_lock(self.name).lost(reason)
         logger.warning(
             "lock lost",
             extra={
@@ -259,10 +258,9 @@ class Lease:
         self.done = True
         service = self._service
         service.forget(self)
-        metrics = service.metrics
-        label = metrics.label("interlock_lock_held", "lock", self.name)
-        metrics.lock_held.labels(lock=label).dec()
-        metrics.lock_hold.labels(lock=label).observe(time.monotonic() - self.acquired)
+        metrics = service.metrics.for_lock(self.name)
+        metrics.held.dec()
+        metrics.hold.observe(time.monotonic() - self.acquired)
         args: list[Arg] = [self.token, FENCE_IDLE_MS]
         try:
             released = service.backend.run(RELEASE, self.keys, args)
@@ -361,25 +359,22 @@ class Lock:
                 )
             existing.depth += 1
             return existing
-        metrics = self.service.metrics
-        label = metrics.label("interlock_lock_acquire_seconds", "lock", self.name)
+        metrics = self.service.metrics.for_lock(self.name)
         started = time.monotonic()
-        result = "error"
+        outcome = metrics.error
         try:
             lease = self._acquire(new_token(), blocking, wait, started, held_key)
-            result = "acquired" if lease is not None else "timeout"
+            outcome = metrics.acquired if lease is not None else metrics.timeout
         except LockTimeout:
-            result = "timeout"
+            outcome = metrics.timeout
             raise
         finally:
-            metrics.lock_acquire.labels(lock=label, result=result).observe(
-                time.monotonic() - started
-            )
+            outcome.observe(time.monotonic() - started)
         if lease is None:
             return None
         self.service.held[held_key] = lease
         self.service.track(lease)
-        metrics.lock_held.labels(lock=label).inc()
+        metrics.held.inc()
         _context.record(
             "lock", name=self.name, wait_ms=round(lease.wait * 1000, 3), fence=lease.fence
         )
@@ -398,7 +393,7 @@ class Lock:
         queued = blocking and service.listening
         waiter: Event | None = None
         contended = False
-        label = service.metrics.label("interlock_lock_waiting", "lock", self.name)
+        metrics = service.metrics.for_lock(self.name)
         try:
             while True:
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -412,13 +407,13 @@ class Lock:
                     return None
                 if not contended:
                     contended = True
-                    service.metrics.lock_contended.labels(lock=label).inc()
-                    service.metrics.lock_waiting.labels(lock=label).inc()
+                    metrics.contended.inc()
+                    metrics.waiting.inc()
                 if not queued:
                     queued = True
                     continue
                 if remaining is not None and remaining <= 0:
-                    raise LockTimeout(self.name, self.key, wait or 0.0, holder_from_reply(reply))
+                    raise LockTimeout(self.name, self.key, wait or 0.0, parse_lock(reply[2]))
                 assert waiter is not None
                 fence = service.handoff(token)
                 if fence is None:
@@ -435,7 +430,7 @@ class Lock:
             if waiter is not None:
                 service.unregister(token)
             if contended:
-                service.metrics.lock_waiting.labels(lock=label).dec()
+                metrics.waiting.dec()
 
     def _attempt(self, token: str, queued: bool, remaining: float | None) -> list[Any]:
         registration = 0
@@ -447,7 +442,7 @@ class Lock:
         args: list[Arg] = [
             token,
             int(self.ttl * 1000),
-            *holder_args(),
+            holder_arg(),
             registration,
             self.service.channel,
             FENCE_IDLE_MS,
