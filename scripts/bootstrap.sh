@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Check the service binaries the test suite starts itself; install promtool when possible.
+# Check the service binaries the test suite starts itself; install the observability tools.
 #
 # The tests start throwaway redis-server, PostgreSQL and MariaDB processes (tests/_services.py)
 # and run promtool on the Prometheus rules. A missing binary is reported with the Debian
@@ -29,18 +29,24 @@ if ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null && ! have postgr
     missing+=("postgres (/usr/lib/postgresql/*/bin):postgresql")
 fi
 
-if ! have promtool; then
-    if [[ $(id -u) -eq 0 ]] && have apt-get; then
-        echo "bootstrap: promtool missing; installing Debian's prometheus package" >&2
-        if ! DEBIAN_FRONTEND=noninteractive apt-get update -qq; then
-            echo "bootstrap: apt-get update failed; cannot install promtool" >&2
-        elif ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            prometheus >/dev/null; then
-            echo "bootstrap: apt-get install prometheus failed" >&2
-        fi
+# Tools the observability tests run, installed from Debian's packages when we may.
+declare -A tools=([promtool]=prometheus [amtool]=prometheus-alertmanager [docker-compose]=docker-compose)
+to_install=()
+for tool in "${!tools[@]}"; do
+    have "$tool" || to_install+=("${tools[$tool]}")
+done
+if ((${#to_install[@]})) && [[ $(id -u) -eq 0 ]] && have apt-get; then
+    echo "bootstrap: installing Debian packages: ${to_install[*]}" >&2
+    if ! DEBIAN_FRONTEND=noninteractive apt-get update -qq; then
+        echo "bootstrap: apt-get update failed; cannot install ${to_install[*]}" >&2
+    elif ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${to_install[@]}" >/dev/null; then
+        echo "bootstrap: apt-get install ${to_install[*]} failed" >&2
     fi
-    have promtool || missing+=("promtool:prometheus")
 fi
+for tool in "${!tools[@]}"; do
+    have "$tool" || missing+=("$tool:${tools[$tool]}")
+done
 
 if ((${#missing[@]})); then
     packages=$(printf '%s\n' "${missing[@]}" | cut -d: -f2 | sort -u | tr '\n' ' ')

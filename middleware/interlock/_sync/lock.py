@@ -412,16 +412,20 @@ class Lock:
                 if not queued:
                     queued = True
                     continue
-                if remaining is not None and remaining <= 0:
-                    raise LockTimeout(self.name, self.key, wait or 0.0, parse_lock(reply[2]))
                 assert waiter is not None
                 fence = service.handoff(token)
                 if fence is None:
+                    if remaining is not None and remaining <= 0:
+                        raise LockTimeout(self.name, self.key, wait or 0.0, parse_lock(reply[2]))
                     waiter.wait(wait_seconds(int(reply[1]), remaining))
                     waiter.clear()
                     fence = service.handoff(token)
                 if fence is not None:
                     return self._lease(token, fence, started, held_key)
+                if deadline is not None and time.monotonic() >= deadline:
+                    # woken by our own deadline: no last attempt; leaving the queue (below)
+                    # passes on a hand-off that raced us
+                    raise LockTimeout(self.name, self.key, wait or 0.0, parse_lock(reply[2]))
         except BaseException:
             if queued:
                 shielded(self._abandon(token))

@@ -1,0 +1,122 @@
+"""Backends against real Redis: outages, hangs, TLS with ACL users, and quiet waiting."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from _services import RedisServer, free_port
+from interlock import BackendUnavailable, Interlock, LockTimeout
+
+
+def test_redis_down_fails_fast_with_backend_unavailable() -> None:
+    il = Interlock(f"redis://127.0.0.1:{free_port()}/0", connect_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable):
+        il.lock("account", 1).acquire()
+    assert time.monotonic() - started < 1.5
+    il.close()
+
+
+def test_hung_redis_times_out_then_recovers(fresh_redis: RedisServer) -> None:
+    il = Interlock(fresh_redis.url, namespace="hang", socket_timeout=0.3)
+    with il.lock("account", 1):
+        pass
+    fresh_redis.pause()
+    try:
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable):
+            il.lock("account", 2).acquire()
+        assert time.monotonic() - started < 1.5
+    finally:
+        fresh_redis.resume()
+    with il.lock("account", 3) as lease:
+        assert lease.fence > 0
+    il.close()
+
+
+def _make_tls(directory: Path) -> dict[str, str]:
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    names = ("ca.key", "ca.crt", "r.key", "r.csr", "r.crt")
+    ca_key, ca, key, csr, cert = (directory / name for name in names)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+            "-keyout", str(ca_key), "-out", str(ca))
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", str(key), "-out", str(csr))
+    ext = directory / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert))
+    return {"ca": str(ca), "cert": str(cert), "key": str(key)}
+
+
+def test_rediss_with_acl_user_in_url(
+    redis_factory: Callable[..., RedisServer], tmp_path: Path
+) -> None:
+    tls = _make_tls(tmp_path)
+    tls_port = free_port()
+    server = redis_factory(
+        config={
+            "tls-port": str(tls_port),
+            "tls-cert-file": tls["cert"],
+            "tls-key-file": tls["key"],
+            "tls-ca-cert-file": tls["ca"],
+            "tls-auth-clients": "no",
+            "user": "app on >s3cret ~* &* +@all",
+        }
+    )
+    assert server.running
+    url = f"rediss://app:s3cret@127.0.0.1:{tls_port}/0?ssl_ca_certs={tls['ca']}"
+    il = Interlock(url, namespace="tls")
+    with il.lock("account", 1) as lease:
+        info = il.lock_info("account", 1)
+        assert info is not None and info.fence == lease.fence
+    il.close()
+    wrong = Interlock(url.replace("s3cret", "wrong"), namespace="tls")
+    with pytest.raises(BackendUnavailable):
+        wrong.lock("account", 1).acquire()
+    wrong.close()
+
+
+def _evalsha_calls(server: RedisServer) -> int:
+    stats = server.command("INFO", "commandstats")
+    for line in str(stats).splitlines():
+        if line.startswith("cmdstat_evalsha:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+def test_waiting_costs_no_commands_per_unit_of_time(fresh_redis: RedisServer) -> None:
+    namespace = f"q{uuid.uuid4().hex[:8]}"
+    holder = Interlock(fresh_redis.url, namespace=namespace)
+    waiter = Interlock(fresh_redis.url, namespace=namespace)
+    lease = holder.lock("account", 1, ttl=30.0).acquire()
+    assert lease is not None
+    before = _evalsha_calls(fresh_redis)
+    errors: list[LockTimeout] = []
+    thread = threading.Thread(
+        target=lambda: _expect_timeout(waiter, errors), name="waiter"
+    )
+    thread.start()
+    thread.join(10)
+    assert len(errors) == 1
+    # first attempt, the queued attempt, and leaving the queue: nothing while it slept 2 s
+    assert _evalsha_calls(fresh_redis) - before <= 3
+    lease.release()
+    holder.close()
+    waiter.close()
+
+
+def _expect_timeout(il: Interlock, errors: list[LockTimeout]) -> None:
+    try:
+        il.lock("account", 1, timeout=2.0).acquire()
+    except LockTimeout as exc:
+        errors.append(exc)
