@@ -7,8 +7,10 @@ Importing this package runs nothing: metrics, connections and threads are create
 from interlock._async.client import AsyncInterlock
 from interlock._async.lock import AsyncLease, AsyncLock
 from interlock._context import RequestContext, request_context
+from interlock._http_rules import CacheRule, LockRule
 from interlock._sync.client import Interlock
 from interlock._sync.lock import Lease, Lock
+from interlock.asgi import InterlockMiddleware
 from interlock.errors import (
     BackendError,
     BackendUnavailable,
@@ -30,6 +32,7 @@ from interlock.errors import (
     TransactionTimeout,
 )
 from interlock.lock import LockInfo
+from interlock.wsgi import InterlockWSGIMiddleware
 
 __version__ = "0.1.0"
 
@@ -40,12 +43,15 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "CacheError",
+    "CacheRule",
     "ConfigError",
     "DurabilityError",
     "FenceRejected",
     "HeuristicOutcome",
     "Interlock",
     "InterlockError",
+    "InterlockMiddleware",
+    "InterlockWSGIMiddleware",
     "Lease",
     "Lock",
     "LockAlreadyHeld",
@@ -53,6 +59,7 @@ __all__ = [
     "LockInfo",
     "LockLost",
     "LockNotOwned",
+    "LockRule",
     "LockTimeout",
     "RequestContext",
     "ScriptError",

@@ -1,0 +1,526 @@
+"""The sans-IO core of the ASGI and WSGI middleware.
+
+Everything here is a plain decision or bookkeeping step without network I/O: request ids
+and W3C trace context, bounded metric labels, which rule applies, the RFC 9457 problem
+answers, the HTTP metrics and the one log line per request. ``interlock.asgi`` and
+``interlock.wsgi`` are short drivers around it; per-request state lives in an
+:class:`Exchange`, never on the middleware.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from interlock import _context
+from interlock._http_cache import CachePlan
+from interlock._http_routes import UNMATCHED, RouteTemplate, route_path
+from interlock._http_rules import HTTP_METHODS, CacheRule, LockRule
+from interlock.errors import BackendUnavailable, LockTimeout
+from interlock.logs import redact_query, safe_text
+
+OTHER_METHOD = "_OTHER"
+LOGGER = "interlock.http"
+PROBLEM_BASE = "urn:interlock:problem:"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=@-]{1,128}")
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+_SERIES_LIMIT = 8192  # cached label children; beyond it, children are looked up each time
+_REQUEST_COUNTER = "interlock_http_requests_total"
+_DURATION = "interlock_http_request_duration_seconds"
+_IN_PROGRESS = "interlock_http_requests_in_progress"
+_BASE_HEADERS = ("x-request-id", "traceparent", "user-agent")
+
+
+def normalise_method(method: str) -> str:
+    """The ``method`` label: a standard HTTP method, else ``_OTHER``."""
+    return method if method in HTTP_METHODS else OTHER_METHOD
+
+
+def parse_request_id(value: str | None) -> str | None:
+    """``value`` if it is an acceptable request id (1-128 of ``A-Za-z0-9._:+/=@-``)."""
+    if value and _REQUEST_ID.fullmatch(value):
+        return value
+    return None
+
+
+def parse_traceparent(value: str | None) -> tuple[str, str, bool] | None:
+    """``(trace_id, parent_span_id, sampled)`` from a W3C ``traceparent``, or ``None``.
+
+    Version ``ff`` and all-zero ids are invalid; version ``00`` must have no suffix;
+    future versions may append fields after a dash.
+    """
+    if not value or len(value) > 512:
+        return None
+    found = _TRACEPARENT.fullmatch(value.strip())
+    if found is None:
+        return None
+    version, trace_id, parent, flags, rest = found.groups()
+    if version == "ff" or (version == "00" and rest) or trace_id == _ZERO_TRACE:
+        return None
+    if parent == _ZERO_SPAN:
+        return None
+    return trace_id, parent, bool(int(flags, 16) & 1)
+
+
+def new_ids() -> tuple[str, str, str]:
+    """A fresh ``(request_id, trace_id, span_id)`` from one call to the OS random source."""
+    raw = os.urandom(40).hex()
+    return raw[:32], raw[32:64], raw[64:]
+
+
+def clean(text: str, limit: int = 2048) -> str:
+    """``text`` made safe for a log field: valid Unicode, at most ``limit`` characters."""
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return safe_text(text)
+
+
+def latin1(value: bytes) -> str:
+    return value.decode("latin-1")
+
+
+def utf8(value: str) -> str:
+    """A WSGI/ASGI string (bytes as latin-1) re-read as UTF-8, invalid bytes replaced."""
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # already real text (an ASGI path is decoded)
+        return value
+
+
+@dataclass(slots=True)
+class Exchange:
+    """The state of one request, created by :meth:`HttpCore.begin`."""
+
+    started: float
+    method: str
+    method_label: str
+    path: str
+    rpath: str
+    query: str
+    headers: dict[str, str]
+    client_ip: str | None
+    request_id: str
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    context: _context.RequestContext
+    route: str | None = None
+    status: int | None = None
+    error: BaseException | None = None
+    disconnected: bool = False
+    finished_body: bool = False
+    lock: tuple[LockRule, dict[str, str]] | None = None
+    cache: CachePlan | None = None
+    tags: list[str] = field(default_factory=list)
+    finished: bool = False
+
+
+@dataclass(slots=True)
+class Problem:
+    """A complete RFC 9457 ``application/problem+json`` response."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def problem(
+    status: int,
+    kind: str,
+    title: str,
+    detail: str,
+    *,
+    request_id: str,
+    retry_after: float | None = None,
+    **extra: Any,
+) -> Problem:
+    """Build a problem response of type ``urn:interlock:problem:<kind>``."""
+    document = {
+        "type": PROBLEM_BASE + kind,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "request_id": request_id,
+        **extra,
+    }
+    body = json.dumps(document, ensure_ascii=True).encode()
+    headers = [
+        ("content-type", "application/problem+json"),
+        ("content-length", str(len(body))),
+        ("cache-control", "no-store"),
+    ]
+    if retry_after is not None:
+        headers.append(("retry-after", str(max(0, math.ceil(retry_after)))))
+    return Problem(status, headers, body)
+
+
+class RequestTools:
+    """What handlers find at ``scope["interlock"]`` / ``environ["interlock"]``.
+
+    Attributes:
+        interlock: the ``AsyncInterlock`` (ASGI) or ``Interlock`` (WSGI) of the middleware.
+        request_id: the request id echoed in ``X-Request-ID``.
+        trace_id: the W3C trace id of the request.
+        span_id: this request's span id.
+        lease: the lease held for the request by a :class:`LockRule`, or ``None``.
+    """
+
+    __slots__ = ("_exchange", "interlock", "lease")
+
+    def __init__(self, interlock: Any, exchange: Exchange) -> None:
+        self.interlock = interlock
+        self._exchange = exchange
+        self.lease: Any = None
+
+    @property
+    def request_id(self) -> str:
+        return self._exchange.request_id
+
+    @property
+    def trace_id(self) -> str:
+        return self._exchange.trace_id
+
+    @property
+    def span_id(self) -> str:
+        return self._exchange.span_id
+
+    @property
+    def route(self) -> str | None:
+        """The route template used as the metric label; set it when no framework does."""
+        return self._exchange.route
+
+    @route.setter
+    def route(self, template: str) -> None:
+        self._exchange.route = str(template)
+
+    def lock(self, name: str, key: object = "", **options: Any) -> Any:
+        """``interlock.lock(...)``; the request's ids go with the holder info."""
+        return self.interlock.lock(name, key, **options)
+
+    def cache(self, name: str, **options: Any) -> Any:
+        """``interlock.cache(...)``."""
+        return self.interlock.cache(name, **options)
+
+    def transaction(self, name: str, **options: Any) -> Any:
+        """``interlock.transaction(...)``."""
+        return self.interlock.transaction(name, **options)
+
+    def tag(self, *tags: str) -> None:
+        """Tag the response for the response cache, to purge it later by tag."""
+        self._exchange.tags.extend(str(t) for t in tags)
+
+    def __repr__(self) -> str:
+        return f"<RequestTools request_id={self.request_id}>"
+
+
+class _Series:
+    __slots__ = ("counter", "duration", "folded")
+
+    def __init__(self, counter: Any, duration: Any, folded: int) -> None:
+        self.counter = counter
+        self.duration = duration
+        self.folded = folded
+
+
+class HttpCore:
+    """Per-middleware configuration and the per-request steps shared by ASGI and WSGI.
+
+    Args:
+        interlock: the facade whose metrics and locks the middleware uses.
+        locks: lock rules, first match wins.
+        cache: response-cache rules, first match wins.
+        routes: extra route templates used only as ``route`` labels.
+        metrics_path: where the exposition is served; ``None`` turns it off.
+        exemplars: attach the trace id as an exemplar (not in multiprocess mode).
+        logger: name of the logger of the per-request line.
+        trust_request_id: accept a well-formed incoming ``X-Request-ID``.
+    """
+
+    def __init__(
+        self,
+        interlock: Any,
+        *,
+        locks: Sequence[LockRule] = (),
+        cache: Sequence[CacheRule] = (),
+        routes: Iterable[str] = (),
+        metrics_path: str | None = "/metrics",
+        exemplars: bool = True,
+        logger: str = LOGGER,
+        trust_request_id: bool = True,
+    ) -> None:
+        metrics = getattr(interlock, "metrics", None)
+        if metrics is None or not hasattr(interlock, "lock"):
+            raise TypeError(
+                f"interlock={interlock!r} must be an Interlock or AsyncInterlock instance"
+            )
+        self.interlock = interlock
+        self.metrics = metrics
+        self.lock_rules: tuple[LockRule, ...] = _typed(locks, LockRule, "locks")
+        self.cache_rules: tuple[CacheRule, ...] = _typed(cache, CacheRule, "cache")
+        self.label_routes = tuple(RouteTemplate.compile(r) for r in routes)
+        if metrics_path is not None and (
+            not isinstance(metrics_path, str) or not metrics_path.startswith("/")
+        ):
+            raise ValueError(f"metrics_path={metrics_path!r} must start with '/' (or be None)")
+        self.metrics_path = metrics_path
+        self.multiprocess = multiprocess_mode()
+        self.exemplars = exemplars and not self.multiprocess
+        self.logger = logging.getLogger(logger)
+        self.trust_request_id = trust_request_id
+        wanted = set(_BASE_HEADERS)
+        if self.cache_rules:
+            wanted |= {"authorization", "cookie", "if-none-match", "cache-control", "pragma"}
+            for rule in self.cache_rules:
+                wanted |= set(rule.vary)
+        self.wanted = frozenset(wanted)
+        self.wanted_bytes = frozenset(h.encode() for h in wanted)
+        self._series: dict[tuple[str, str, int], _Series] = {}
+        self._in_progress: dict[str, Any] = {}
+
+    # -- request start -------------------------------------------------------------------
+
+    def begin(
+        self,
+        method: str,
+        path: str,
+        root_path: str,
+        query: str,
+        headers: dict[str, str],
+        client_ip: str | None,
+    ) -> Exchange:
+        """Start a request: ids, context, the in-progress gauge, which rules apply."""
+        started = time.perf_counter()
+        request_id, trace_id, span_id = new_ids()
+        if self.trust_request_id:
+            request_id = parse_request_id(headers.get("x-request-id")) or request_id
+        parent_id = None
+        incoming = parse_traceparent(headers.get("traceparent"))
+        if incoming is not None:
+            trace_id, parent_id, _ = incoming
+        method_label = normalise_method(method)
+        gauge = self._in_progress.get(method_label)
+        if gauge is None:
+            label = self.metrics.label(_IN_PROGRESS, "method", method_label)
+            gauge = self._in_progress[method_label] = self.metrics.http_in_progress.labels(label)
+        gauge.inc()
+        context = _context.RequestContext(request_id, trace_id, span_id)
+        ex = Exchange(
+            started, method, method_label, path, route_path(path, root_path), query,
+            headers, client_ip, request_id, trace_id, span_id, parent_id, context,
+        )  # fmt: skip
+        for rule in self.lock_rules:
+            if rule.applies(method):
+                params = rule.route.match(ex.rpath)
+                if params is not None:
+                    ex.lock = (rule, params)
+                    break
+        return ex
+
+    def is_metrics_request(self, method: str, path: str, root_path: str) -> bool:
+        return (
+            self.metrics_path is not None
+            and route_path(path, root_path) == self.metrics_path
+            and method in ("GET", "HEAD")
+        )
+
+    # -- locks ---------------------------------------------------------------------------
+
+    def lock_failed(self, ex: Exchange, exc: Exception) -> Problem | None:
+        """The answer when a lock rule's lock could not be taken (``None``: fail open)."""
+        assert ex.lock is not None
+        rule = ex.lock[0]
+        if isinstance(exc, LockTimeout):
+            holder = exc.holder or {}
+            _context.record(
+                "lock",
+                name=rule.name,
+                result="timeout",
+                wait_ms=round(exc.timeout * 1000, 3),
+                holder={k: holder.get(k) for k in ("request_id", "trace_id", "host", "pid")},
+            )
+            return problem(
+                rule.status,
+                "lock-timeout",
+                "Resource is locked",
+                f"another request holds the {rule.name!r} lock for this resource; retry later",
+                request_id=ex.request_id,
+                retry_after=rule.retry_after,
+                lock=rule.name,
+            )
+        _context.record("lock", name=rule.name, result="unavailable", error=type(exc).__name__)
+        if rule.fail_open and isinstance(exc, BackendUnavailable):
+            return None
+        return problem(
+            503,
+            "backend-unavailable",
+            "Coordination backend unavailable",
+            "the lock service cannot be reached; retry later",
+            request_id=ex.request_id,
+            retry_after=rule.retry_after,
+            lock=rule.name,
+        )
+
+    # -- request end ---------------------------------------------------------------------
+
+    def route_of(self, ex: Exchange) -> str:
+        """The route label: framework or application, then our rules, else unmatched."""
+        if ex.route is not None:
+            return ex.route
+        if ex.lock is not None:
+            return ex.lock[0].route.template
+        if ex.cache is not None:
+            return ex.cache.rule.route.template
+        for template in self.label_routes:
+            if template.regex.match(ex.rpath):
+                return template.template
+        for rule in self.cache_rules:
+            if rule.route.regex.match(ex.rpath):
+                return rule.route.template
+        for lock_rule in self.lock_rules:
+            if lock_rule.route.regex.match(ex.rpath):
+                return lock_rule.route.template
+        return UNMATCHED
+
+    def finish(self, ex: Exchange) -> None:
+        """Record metrics and write the log line, exactly once per exchange."""
+        if ex.finished:
+            return
+        ex.finished = True
+        elapsed = time.perf_counter() - ex.started
+        route = self.route_of(ex)
+        status = ex.status or (499 if ex.disconnected else 500)
+        self._in_progress[ex.method_label].dec()
+        series = self._series.get((ex.method_label, route, status))
+        if series is None:
+            series = self._new_series(ex.method_label, route, status)
+        elif series.folded:
+            self._count_folds(series.folded)
+        if self.exemplars:
+            exemplar = {"trace_id": ex.trace_id}
+            series.counter.inc(1, exemplar)
+            series.duration.observe(elapsed, exemplar)
+        else:
+            series.counter.inc()
+            series.duration.observe(elapsed)
+        if self.logger.isEnabledFor(logging.INFO):
+            self._log(ex, route, status, elapsed)
+
+    def _new_series(self, method: str, route: str, status: int) -> _Series:
+        label, metrics = self.metrics.label, self.metrics
+        m1, r1, s1 = (
+            label(_REQUEST_COUNTER, "method", method),
+            label(_REQUEST_COUNTER, "route", route),
+            label(_REQUEST_COUNTER, "status", str(status)),
+        )
+        m2, r2 = label(_DURATION, "method", method), label(_DURATION, "route", route)
+        folded = (r1 != route) * 1 + (r2 != route) * 2 + (s1 != str(status)) * 4
+        series = _Series(
+            metrics.http_requests.labels(m1, r1, s1), metrics.http_duration.labels(m2, r2), folded
+        )
+        if len(self._series) < _SERIES_LIMIT:
+            self._series[(method, route, status)] = series
+        return series
+
+    def _count_folds(self, folded: int) -> None:
+        overflow = self.metrics.label_overflow
+        if folded & 5:
+            overflow.labels(metric=_REQUEST_COUNTER).inc()
+        if folded & 2:
+            overflow.labels(metric=_DURATION).inc()
+
+    def _log(self, ex: Exchange, route: str, status: int, elapsed: float) -> None:
+        fields = log_fields(ex, route, status, elapsed)
+        message = f"{fields['http.request.method']} {fields['url.path']} {status}"
+        level = logging.ERROR if ex.error is not None else logging.INFO
+        record = self.logger.makeRecord(
+            self.logger.name, level, "interlock/_http.py", 0, message, (), None, None, fields
+        )
+        self.logger.handle(record)
+
+
+def log_fields(ex: Exchange, route: str, status: int, elapsed: float) -> dict[str, Any]:
+    """The ECS fields of the per-request log line (docs/logging.md)."""
+    fields: dict[str, Any] = {
+        "event.kind": "event",
+        "event.category": "web",
+        "event.outcome": "failure" if status >= 500 or ex.error is not None else "success",
+        "http.request.method": clean(ex.method, 32),
+        "url.path": clean(ex.path),
+        "http.route": clean(route, 256),
+        "http.response.status_code": status,
+        "event.duration": int(elapsed * 1e9),
+        "http.request.id": ex.request_id,
+        "trace.id": ex.trace_id,
+        "span.id": ex.span_id,
+    }
+    if ex.query:
+        fields["url.query"] = redact_query(clean(utf8(ex.query)))
+    if ex.client_ip:
+        fields["client.ip"] = clean(ex.client_ip, 64)
+    agent = ex.headers.get("user-agent")
+    if agent:
+        fields["user_agent.original"] = clean(utf8(agent), 512)
+    if ex.parent_id is not None:
+        fields["interlock.http.parent_span_id"] = ex.parent_id
+    if ex.disconnected:
+        fields["interlock.http.client_disconnected"] = True
+    if ex.error is not None:
+        fields["error.type"] = type(ex.error).__qualname__
+        fields["error.message"] = clean(str(ex.error), 1024)
+    for section, values in ex.context.events.items():
+        _flatten(fields, f"interlock.{section}", values)
+    return fields
+
+
+def _flatten(out: dict[str, Any], prefix: str, values: Mapping[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            _flatten(out, f"{prefix}.{key}", value)
+        elif value is not None:
+            out[f"{prefix}.{key}"] = value
+
+
+def multiprocess_mode() -> bool:
+    """True when prometheus-client runs in multiprocess mode (gunicorn, uvicorn workers)."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def exposition(registry: Any, accept: str | None, multiprocess: bool) -> tuple[bytes, str]:
+    """The metrics page and its content type, negotiated from ``Accept``.
+
+    OpenMetrics (with exemplars) when the scraper asks for it, else the Prometheus text
+    format. In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) the page aggregates every
+    worker's files instead of reading ``registry``.
+    """
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import choose_encoder
+
+    if multiprocess:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    elif registry is None:
+        registry = CollectorRegistry()  # the instance registers nowhere: nothing to show
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
+
+
+def _typed(items: Sequence[Any], kind: type, option: str) -> tuple[Any, ...]:
+    if isinstance(items, kind):
+        items = [items]
+    items = tuple(items)
+    for item in items:
+        if not isinstance(item, kind):
+            raise TypeError(f"{option}= takes {kind.__name__} objects, got {item!r}")
+    return items

@@ -1,0 +1,229 @@
+"""``InterlockMiddleware``: the pure ASGI middleware (no Starlette dependency).
+
+Add it to any ASGI app::
+
+    app.add_middleware(InterlockMiddleware, interlock=ail, locks=[...], cache=[...])
+    app = InterlockMiddleware(app, interlock=ail)          # or wrap by hand
+
+Non-HTTP scopes (lifespan, websocket) pass straight through. The response is observed by
+wrapping ``send``; all per-request state lives in the call, never on the middleware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+from interlock import _context
+from interlock._async.client import AsyncInterlock
+from interlock._http import (
+    Exchange,
+    HttpCore,
+    Problem,
+    RequestTools,
+    exposition,
+    multiprocess_mode,
+)
+from interlock._http_asgi_cache import AsgiResponseCache
+from interlock._http_routes import AsgiRoutes
+from interlock._http_rules import CacheRule, LockRule
+from interlock.errors import BackendError, LockLost, LockTimeout
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_REQUEST_ID = b"x-request-id"
+
+
+class InterlockMiddleware:
+    """Metrics, one JSON log line, request ids, lock rules and response caching per request.
+
+    Args:
+        app: the ASGI application to wrap.
+        interlock: the :class:`~interlock.AsyncInterlock` to use.
+        locks: :class:`~interlock.LockRule` s; the first matching rule applies.
+        cache: :class:`~interlock.CacheRule` s; the first matching rule applies.
+        routes: extra route templates, used as ``route`` labels when the framework
+            exposes none (raw ASGI apps).
+        metrics_path: path of the Prometheus endpoint; ``None`` to serve it elsewhere
+            (see :func:`metrics_app`).
+        exemplars: attach the trace id to the HTTP metrics as an exemplar.
+        trust_request_id: reuse a well-formed incoming ``X-Request-ID``.
+        logger: logger name of the per-request line (``interlock.http``).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        interlock: AsyncInterlock,
+        locks: Sequence[LockRule] = (),
+        cache: Sequence[CacheRule] = (),
+        routes: Sequence[str] = (),
+        metrics_path: str | None = "/metrics",
+        exemplars: bool = True,
+        trust_request_id: bool = True,
+        logger: str = "interlock.http",
+    ) -> None:
+        if not isinstance(interlock, AsyncInterlock):
+            raise TypeError(
+                f"interlock={interlock!r} must be an AsyncInterlock for the ASGI middleware "
+                "(use InterlockWSGIMiddleware with a blocking Interlock)"
+            )
+        self.app = app
+        self.interlock = interlock
+        self.core = HttpCore(
+            interlock,
+            locks=locks,
+            cache=cache,
+            routes=routes,
+            metrics_path=metrics_path,
+            exemplars=exemplars,
+            logger=logger,
+            trust_request_id=trust_request_id,
+        )
+        self.routes = AsgiRoutes()
+        self.response_cache = AsgiResponseCache(interlock, self.core) if cache else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        core = self.core
+        method: str = scope["method"]
+        path: str = scope["path"]
+        root_path: str = scope.get("root_path", "")
+        if core.metrics_path is not None and core.is_metrics_request(method, path, root_path):
+            await _serve_metrics(self.interlock, core.multiprocess, scope, send)
+            return
+
+        headers: dict[str, str] = {}
+        wanted = core.wanted_bytes
+        for name, value in scope["headers"]:
+            if name in wanted:
+                key = name.decode("latin-1")
+                text = value.decode("latin-1")
+                headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        client = scope.get("client")
+        ex = core.begin(
+            method,
+            path,
+            root_path,
+            scope.get("query_string", b"").decode("latin-1"),
+            headers,
+            client[0] if client else None,
+        )
+        token = _context._current.set(ex.context)
+        tools = RequestTools(self.interlock, ex)
+        scope["interlock"] = tools
+        request_id = ex.request_id.encode()
+        lease: Any = None
+
+        async def receive_wrapper() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect" and not ex.finished_body:
+                ex.disconnected = True
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal lease
+            kind = message["type"]
+            if kind == "http.response.start":
+                ex.status = message["status"]
+                response_headers = list(message.get("headers", ()))
+                if not any(n.lower() == _REQUEST_ID for n, _ in response_headers):
+                    response_headers.append((_REQUEST_ID, request_id))
+                message = {**message, "headers": response_headers}
+            await send(message)
+            if kind == "http.response.body" and not message.get("more_body", False):
+                ex.finished_body = True
+                if lease is not None:
+                    held, lease = lease, None
+                    await _release(held)
+
+        try:
+            if ex.lock is not None:
+                lease, refusal = await self._acquire(ex)
+                if refusal is not None:
+                    await _send_problem(send, refusal, request_id)
+                    ex.status = refusal.status
+                    return
+                tools.lease = lease
+            if self.response_cache is not None:
+                await self.response_cache.handle(
+                    ex, scope, receive_wrapper, send_wrapper, self.app, self.routes
+                )
+            else:
+                await self.app(scope, receive_wrapper, send_wrapper)
+        except BaseException as exc:
+            ex.error = exc
+            raise
+        finally:
+            try:
+                if lease is not None:
+                    await _release(lease)
+            finally:
+                if ex.route is None:
+                    ex.route = self.routes.template(scope, root_path)
+                core.finish(ex)
+                _context._current.reset(token)
+
+    async def _acquire(self, ex: Exchange) -> tuple[Any, Problem | None]:
+        assert ex.lock is not None
+        rule, params = ex.lock
+        lock = self.interlock.lock(rule.name, rule.resource(params), **rule.options)
+        try:
+            return await lock.acquire(), None
+        except (LockTimeout, BackendError) as exc:
+            return None, self.core.lock_failed(ex, exc)
+
+
+async def _release(lease: Any) -> None:
+    try:
+        await lease.release()
+    except LockLost as exc:  # the response is out; the log line tells the story
+        _context.record("lock", lost=True, lost_reason=lease.lost_reason or str(exc))
+    except BackendError as exc:  # the lease expires by itself
+        _context.record("lock", release_error=type(exc).__name__)
+
+
+async def _send_problem(send: Send, problem: Problem, request_id: bytes) -> None:
+    headers = [(n.encode(), v.encode()) for n, v in problem.headers]
+    headers.append((_REQUEST_ID, request_id))
+    await send({"type": "http.response.start", "status": problem.status, "headers": headers})
+    await send({"type": "http.response.body", "body": problem.body})
+
+
+async def _serve_metrics(
+    interlock: AsyncInterlock, multiprocess: bool, scope: Scope, send: Send
+) -> None:
+    accept = None
+    for name, value in scope.get("headers", ()):
+        if name == b"accept":
+            accept = value.decode("latin-1")
+    body, content_type = exposition(interlock.registry, accept, multiprocess)
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+def metrics_app(interlock: AsyncInterlock) -> ASGIApp:
+    """A standalone ASGI app serving ``interlock``'s metrics (e.g. on another port)."""
+    multiprocess = multiprocess_mode()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await _serve_metrics(interlock, multiprocess, scope, send)
+
+    return app

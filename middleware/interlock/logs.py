@@ -1,0 +1,328 @@
+"""JSON log lines with ECS field names (schema: docs/logging.md).
+
+``configure_logging(service="shop")`` is the one call most apps need: every record of
+every logger becomes one line of JSON on stdout, written by a background thread so a
+slow consumer never blocks the event loop. :class:`EcsJsonFormatter` is a
+python-json-logger formatter usable with any handler.
+
+Each line is valid JSON whatever the record holds: newlines and quotes are escaped,
+invalid UTF-8 and lone surrogates become U+FFFD, and values JSON cannot encode are
+written as strings. Credentials never reach a line: fields named like
+``Authorization``, ``Cookie``, ``Set-Cookie`` are replaced by ``[REDACTED]``, and so are
+the values of configured query parameters in ``url.query`` / ``url.full``.
+
+Records emitted while a request is served carry its ``http.request.id``, ``trace.id``
+and ``span.id``, so application logs and interlock's request line correlate.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import logging.handlers
+import queue
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from typing import IO, Any
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonEncoder, JsonFormatter
+
+from interlock import _context
+
+ECS_VERSION = "8.11.0"
+REDACTED = "[REDACTED]"
+REDACT_FIELDS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key")
+REDACT_QUERY = (
+    "access_token", "api_key", "apikey", "client_secret", "code", "id_token", "key",
+    "password", "refresh_token", "secret", "session", "sig", "signature", "token",
+)  # fmt: skip
+_REDACT_QUERY = frozenset(REDACT_QUERY)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_QUERY_FIELDS = ("url.query", "url.full", "url.original")
+_RESERVED = frozenset((*RESERVED_ATTRS, "taskName", "message", "asctime"))
+
+Processor = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def safe_text(text: str) -> str:
+    """``text`` as valid Unicode: lone surrogates (from undecodable bytes) become U+FFFD."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def redact_query(query: str, names: Iterable[str] = _REDACT_QUERY) -> str:
+    """``query`` with the values of parameters in ``names`` (case-insensitive) redacted."""
+    if "=" not in query:
+        return query
+    wanted = names if isinstance(names, frozenset) else frozenset(n.lower() for n in names)
+    head, sep, query_part = query.rpartition("?")
+    parts = query_part.split("&")
+    changed = False
+    for i, part in enumerate(parts):
+        name, eq, _ = part.partition("=")
+        if eq and name.lower() in wanted:
+            parts[i] = f"{name}={REDACTED}"
+            changed = True
+    if not changed:
+        return query
+    return head + sep + "&".join(parts)
+
+
+class Redactor:
+    """A processor: redacts credential fields and secret query parameters.
+
+    Args:
+        fields: field names (the last dotted segment, case-insensitive, ``_`` = ``-``)
+            whose values are replaced, e.g. ``http.request.headers.authorization``.
+        query: query parameters whose values are replaced in ``url.query``/``url.full``.
+    """
+
+    def __init__(
+        self, fields: Iterable[str] = REDACT_FIELDS, query: Iterable[str] = REDACT_QUERY
+    ) -> None:
+        self.fields = frozenset(f.lower().replace("_", "-") for f in fields)
+        self.query = frozenset(q.lower() for q in query)
+        self._verdicts: dict[str, bool] = {}
+
+    def _secret(self, key: str) -> bool:
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            last = key.rpartition(".")[2].lower().replace("_", "-")
+            verdict = last in self.fields
+            if len(self._verdicts) < 4096:
+                self._verdicts[key] = verdict
+        return verdict
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        for key, value in data.items():
+            if self._secret(key):
+                data[key] = REDACTED
+            elif isinstance(value, dict):
+                self(value)
+        if self.query:
+            for key in _QUERY_FIELDS:
+                value = data.get(key)
+                if isinstance(value, str):
+                    data[key] = redact_query(value, self.query)
+        return data
+
+
+def _sanitize(value: Any) -> Any:
+    """``value`` with every string valid Unicode and no NaN/infinity (invalid in JSON)."""
+    kind = type(value)
+    if kind is str:
+        return safe_text(value)
+    if kind is int or kind is bool or value is None:
+        return value
+    if isinstance(value, float):
+        return value if value - value == 0 else str(value)
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, dict):
+        return {safe_text(str(k)): _sanitize(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_sanitize(v) for v in value]
+    return value
+
+
+_encoder = JsonEncoder()
+
+
+def _json_default(value: Any) -> Any:
+    """Values JSON cannot encode: python-json-logger's conversions, then ``str``."""
+    try:
+        converted = _encoder.default(value)
+    except Exception:  # a broken __str__/__repr__ must not lose the line
+        return f"<unprintable {type(value).__name__}>"
+    return _sanitize(converted)
+
+
+class EcsJsonFormatter(JsonFormatter):
+    """One JSON object per record with ECS field names.
+
+    Every line has ``@timestamp``, ``log.level``, ``message``, ``ecs.version``,
+    ``log.logger`` and, when given, ``service.name`` / ``service.environment``; extra
+    fields passed with ``logger.info(..., extra={...})`` are written as they are (use
+    dotted ECS names); exceptions become ``error.type``, ``error.message`` and
+    ``error.stack_trace``.
+
+    Args:
+        service: ``service.name``.
+        environment: ``service.environment``.
+        static_fields: more fields for every line.
+        processors: callables ``dict -> dict`` applied in order before serialising
+            (a :class:`Redactor` with the defaults when ``None``).
+    """
+
+    def __init__(
+        self,
+        service: str | None = None,
+        *,
+        environment: str | None = None,
+        static_fields: dict[str, Any] | None = None,
+        processors: Iterable[Processor] | None = None,
+    ) -> None:
+        statics: dict[str, Any] = {"ecs.version": ECS_VERSION}
+        if service:
+            statics["service.name"] = service
+        if environment:
+            statics["service.environment"] = environment
+        statics.update(static_fields or {})
+        super().__init__(json_default=_json_default, json_ensure_ascii=True)
+        self.statics = statics
+        self.processors: list[Processor] = [Redactor()] if processors is None else list(processors)
+        self._second = -1
+        self._stamp = ""
+
+    def _timestamp(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "@timestamp": self._timestamp(record.created),
+            "log.level": record.levelname.lower(),
+            "message": safe_text(record.getMessage()),
+            "log.logger": record.name,
+        }
+        data.update(self.statics)
+        ctx = _context.current()
+        if ctx is not None:
+            if ctx.request_id:
+                data["http.request.id"] = ctx.request_id
+            if ctx.trace_id:
+                data["trace.id"] = ctx.trace_id
+            if ctx.span_id:
+                data["span.id"] = ctx.span_id
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and key[:1] != "_":
+                data[key] = _sanitize(value)
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            data["error.type"] = type(exc).__qualname__
+            data["error.message"] = safe_text(str(exc))
+            data["error.stack_trace"] = safe_text(
+                "".join(traceback.format_exception(*record.exc_info))
+            )
+        elif record.exc_text:
+            data["error.stack_trace"] = safe_text(record.exc_text)
+        if record.stack_info:
+            data["log.origin.stack_trace"] = safe_text(record.stack_info)
+        for processor in self.processors:
+            data = processor(data)
+        try:
+            return self.jsonify_log_record(data)
+        except (TypeError, ValueError):  # circular data, NaN keys...: keep the line anyway
+            return self.jsonify_log_record(
+                {k: data[k] for k in ("@timestamp", "log.level", "message", "log.logger")}
+                | {"error.message": "log record not serialisable", **self.statics}
+            )
+
+
+class _DroppingQueueHandler(logging.handlers.QueueHandler):
+    """Formats in the caller's thread (request context intact); never blocks: counts drops."""
+
+    def __init__(self, q: queue.Queue[Any], on_drop: Callable[[], None]) -> None:
+        super().__init__(q)
+        self._on_drop = on_drop
+        self.dropped = 0
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+            self._on_drop()
+
+
+_installed: list[tuple[logging.Handler, logging.handlers.QueueListener | None]] = []
+
+
+def configure_logging(
+    service: str | None = None,
+    *,
+    level: int | str = logging.INFO,
+    stream: IO[str] | None = None,
+    environment: str | None = None,
+    redact_fields: Iterable[str] = REDACT_FIELDS,
+    redact_query: Iterable[str] = REDACT_QUERY,
+    interlock: Any = None,
+    queue_size: int = 10_000,
+) -> logging.Handler:
+    """Write every log record as one ECS JSON line to ``stream`` (stdout by default).
+
+    Calling it again replaces the handler it installed before; other handlers stay.
+
+    Args:
+        service: ``service.name`` of every line.
+        level: root logger level.
+        stream: where lines go (default ``sys.stdout``).
+        environment: ``service.environment``.
+        redact_fields: field names whose values are never written.
+        redact_query: query parameters whose values are never written.
+        interlock: an ``Interlock``/``AsyncInterlock`` whose
+            ``interlock_log_records_dropped_total{sink="stream"}`` counts dropped lines.
+        queue_size: lines buffered for the writer thread; when full, lines are dropped
+            and counted rather than blocking. ``0`` writes synchronously.
+
+    Returns:
+        The handler added to the root logger.
+    """
+    formatter = EcsJsonFormatter(
+        service,
+        environment=environment,
+        processors=[Redactor(redact_fields, redact_query)],
+    )
+    output = logging.StreamHandler(stream if stream is not None else sys.stdout)
+    handler: logging.Handler
+    listener = None
+    if queue_size > 0:
+        counter = None
+        if interlock is not None:
+            counter = interlock.metrics.log_dropped.labels(sink="stream")
+
+        def on_drop() -> None:
+            if counter is not None:
+                counter.inc()
+
+        lines: queue.Queue[Any] = queue.Queue(queue_size)
+        handler = _DroppingQueueHandler(lines, on_drop)
+        handler.setFormatter(formatter)
+        output.setFormatter(logging.Formatter("%(message)s"))
+        listener = logging.handlers.QueueListener(lines, output)
+        listener.start()
+    else:
+        handler = output
+        handler.setFormatter(formatter)
+    root = logging.getLogger()
+    unconfigure_logging()
+    root.addHandler(handler)
+    root.setLevel(level)
+    _installed.append((handler, listener))
+    return handler
+
+
+def unconfigure_logging() -> None:
+    """Remove the handler of :func:`configure_logging`, flushing pending lines."""
+    root = logging.getLogger()
+    while _installed:
+        handler, listener = _installed.pop()
+        root.removeHandler(handler)
+        if listener is not None:
+            listener.stop()
+        handler.close()
+
+
+atexit.register(unconfigure_logging)

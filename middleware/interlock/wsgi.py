@@ -1,0 +1,234 @@
+"""``InterlockWSGIMiddleware``: the WSGI twin of :class:`interlock.asgi.InterlockMiddleware`.
+
+Wrap any WSGI app (Flask: ``app.wsgi_app = InterlockWSGIMiddleware(app.wsgi_app, ...)``;
+Django: wrap ``get_wsgi_application()``). As with Werkzeug's ``ClosingIterator``, the
+request ends when the server closes the response iterable: that is when the lock of a
+:class:`~interlock.LockRule` is released, the duration measured and the log line written,
+so streamed bodies are covered and a client that goes away still releases the lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from interlock import _context
+from interlock._http import (
+    Exchange,
+    HttpCore,
+    Problem,
+    RequestTools,
+    exposition,
+    multiprocess_mode,
+    utf8,
+)
+from interlock._http_routes import django_template, flask_template, is_django_app
+from interlock._http_rules import CacheRule, LockRule
+from interlock._http_wsgi_cache import WsgiResponseCache
+from interlock._sync.client import Interlock
+from interlock.errors import BackendError, LockLost, LockTimeout
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+
+class InterlockWSGIMiddleware:
+    """Metrics, one JSON log line, request ids, lock rules and response caching per request.
+
+    Args:
+        app: the WSGI application to wrap.
+        interlock: the blocking :class:`~interlock.Interlock` to use.
+        locks, cache, routes, metrics_path, exemplars, trust_request_id, logger: as for
+            :class:`interlock.asgi.InterlockMiddleware`.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        interlock: Interlock,
+        locks: Sequence[LockRule] = (),
+        cache: Sequence[CacheRule] = (),
+        routes: Sequence[str] = (),
+        metrics_path: str | None = "/metrics",
+        exemplars: bool = True,
+        trust_request_id: bool = True,
+        logger: str = "interlock.http",
+    ) -> None:
+        if not isinstance(interlock, Interlock):
+            raise TypeError(
+                f"interlock={interlock!r} must be a blocking Interlock for the WSGI middleware "
+                "(use InterlockMiddleware with an AsyncInterlock for ASGI apps)"
+            )
+        self.app = app
+        self.interlock = interlock
+        self.core = HttpCore(
+            interlock,
+            locks=locks,
+            cache=cache,
+            routes=routes,
+            metrics_path=metrics_path,
+            exemplars=exemplars,
+            logger=logger,
+            trust_request_id=trust_request_id,
+        )
+        self.django = is_django_app(app)
+        self._environ_keys = [
+            (name, "HTTP_" + name.upper().replace("-", "_")) for name in sorted(self.core.wanted)
+        ]
+        self.response_cache = WsgiResponseCache(interlock, self.core) if cache else None
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        core = self.core
+        method: str = environ.get("REQUEST_METHOD", "GET")
+        root_path = utf8(environ.get("SCRIPT_NAME", ""))
+        path = root_path + utf8(environ.get("PATH_INFO", ""))
+        if core.metrics_path is not None and core.is_metrics_request(method, path, root_path):
+            return _serve_metrics(self.interlock, core.multiprocess, environ, start_response)
+        headers = {name: environ[key] for name, key in self._environ_keys if key in environ}
+        ex = core.begin(
+            method,
+            path,
+            root_path,
+            environ.get("QUERY_STRING", ""),
+            headers,
+            environ.get("REMOTE_ADDR"),
+        )
+        token = _context._current.set(ex.context)
+        tools = RequestTools(self.interlock, ex)
+        environ["interlock"] = tools
+        request_id = ex.request_id
+        response = _Response(self, ex, environ, token)
+
+        def observe(status: str, response_headers: list[tuple[str, str]], *exc: Any) -> Any:
+            if ex.route is None:  # Flask forgets its request once the app returns
+                ex.route = flask_template(environ)
+            try:
+                ex.status = int(status[:3])
+            except ValueError:
+                ex.status = 500
+            if not any(n.lower() == "x-request-id" for n, _ in response_headers):
+                response_headers = [*response_headers, ("X-Request-ID", request_id)]
+            return start_response(status, response_headers, *exc)
+
+        try:
+            if ex.lock is not None:
+                response.lease, refusal = self._acquire(ex)
+                if refusal is not None:
+                    ex.status = refusal.status
+                    response.body = _send_problem(start_response, refusal, request_id)
+                    return response
+                tools.lease = response.lease
+            if self.response_cache is not None:
+                response.body = self.response_cache.handle(ex, environ, observe, self.app)
+            else:
+                response.body = self.app(environ, observe)
+        except BaseException as exc:
+            ex.error = exc
+            response.close()
+            raise
+        return response
+
+    def _acquire(self, ex: Exchange) -> tuple[Any, Problem | None]:
+        assert ex.lock is not None
+        rule, params = ex.lock
+        lock = self.interlock.lock(rule.name, rule.resource(params), **rule.options)
+        try:
+            return lock.acquire(), None
+        except (LockTimeout, BackendError) as exc:
+            return None, self.core.lock_failed(ex, exc)
+
+    def _route(self, ex: Exchange, environ: Environ) -> str | None:
+        if self.django:
+            return django_template(utf8(environ.get("PATH_INFO", "")) or "/")
+        return None
+
+
+class _Response:
+    """The response iterable: passes the body through; ``close()`` ends the request."""
+
+    __slots__ = ("_closed", "_ex", "_middleware", "_token", "body", "environ", "lease")
+
+    def __init__(
+        self, middleware: InterlockWSGIMiddleware, ex: Exchange, environ: Environ, token: Any
+    ) -> None:
+        self._middleware = middleware
+        self._ex = ex
+        self._token = token
+        self._closed = False
+        self.environ = environ
+        self.body: Iterable[bytes] = ()
+        self.lease: Any = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self.body
+        except BaseException as exc:
+            if not isinstance(exc, GeneratorExit):
+                self._ex.error = exc
+            raise
+        self._ex.finished_body = True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        ex = self._ex
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            try:
+                if self.lease is not None:
+                    _release(self.lease)
+            finally:
+                if ex.route is None:
+                    ex.route = self._middleware._route(ex, self.environ)
+                self._middleware.core.finish(ex)
+                try:
+                    _context._current.reset(self._token)
+                except ValueError:  # closed from another context than the one that began
+                    _context._current.set(None)
+
+
+def _release(lease: Any) -> None:
+    try:
+        lease.release()
+    except LockLost as exc:
+        _context.record("lock", lost=True, lost_reason=lease.lost_reason or str(exc))
+    except BackendError as exc:
+        _context.record("lock", release_error=type(exc).__name__)
+
+
+def _send_problem(start_response: StartResponse, problem: Problem, request_id: str) -> list[bytes]:
+    reason = HTTPStatus(problem.status).phrase
+    start_response(f"{problem.status} {reason}", [*problem.headers, ("X-Request-ID", request_id)])
+    return [problem.body]
+
+
+def _serve_metrics(
+    interlock: Interlock, multiprocess: bool, environ: Environ, start_response: StartResponse
+) -> list[bytes]:
+    body, content_type = exposition(interlock.registry, environ.get("HTTP_ACCEPT"), multiprocess)
+    start_response(
+        "200 OK",
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+        ],
+    )
+    return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else body]
+
+
+def metrics_app(interlock: Interlock) -> WSGIApp:
+    """A standalone WSGI app serving ``interlock``'s metrics."""
+    multiprocess = multiprocess_mode()
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        return _serve_metrics(interlock, multiprocess, environ, start_response)
+
+    return app
