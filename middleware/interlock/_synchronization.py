@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 
 def async_current_owner() -> int:
@@ -177,3 +182,115 @@ class Worker:
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+
+
+class _DaemonPool:
+    """A small pool of daemon threads: a call stuck in a driver never blocks interpreter exit
+    (``concurrent.futures`` joins its non-daemon workers at exit)."""
+
+    def __init__(self, max_threads: int = 32) -> None:
+        self._max = max_threads
+        self._queue: queue.SimpleQueue[tuple[Future[Any], contextvars.Context, Callable[[], Any]]]
+        self._queue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+
+    def submit(self, fn: Callable[[], _T]) -> Future[_T]:
+        future: Future[_T] = Future()
+        self._queue.put((future, contextvars.copy_context(), fn))
+        with self._lock:
+            if self._idle == 0 and self._threads < self._max:
+                self._threads += 1
+                threading.Thread(target=self._work, name="interlock-blocking", daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            future, context, fn = self._queue.get()
+            with self._lock:
+                self._idle -= 1
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(context.run(fn))
+            except BaseException as exc:  # handed to the waiter, like concurrent.futures
+                future.set_exception(exc)
+
+
+_pool = _DaemonPool()
+
+
+async def async_run_blocking(fn: Callable[..., _T], *args: Any) -> _T:
+    """Run a blocking call (e.g. PyMySQL) on a daemon thread without blocking the loop."""
+    return await asyncio.wrap_future(_pool.submit(lambda: fn(*args)))
+
+
+def run_blocking(fn: Callable[..., _T], *args: Any) -> _T:
+    """Sync twin of :func:`async_run_blocking`: call ``fn`` directly."""
+    return fn(*args)
+
+
+async def async_call_all(
+    calls: Sequence[Callable[[], Awaitable[Any]]], timeout: float | None, *, cancel: bool = True
+) -> list[Any]:
+    """Run ``calls`` concurrently; each result, raised exception or ``TimeoutError()``.
+
+    Calls unfinished after ``timeout`` seconds get a ``TimeoutError`` result and are
+    cancelled, or with ``cancel=False`` left to finish in the background.
+    """
+    tasks = [asyncio.ensure_future(call()) for call in calls]
+    if not tasks:
+        return []
+    done, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        if cancel:
+            task.cancel()
+        else:
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+    if cancel and pending:
+        await asyncio.wait(pending)
+    results: list[Any] = []
+    for task in tasks:
+        if task not in done:
+            results.append(TimeoutError(f"no answer within {timeout:g}s"))
+        elif task.cancelled():
+            results.append(TimeoutError("cancelled"))
+        else:
+            results.append(task.exception() or task.result())
+    return results
+
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def call_all(
+    calls: Sequence[Callable[[], Any]], timeout: float | None, *, cancel: bool = True
+) -> list[Any]:
+    """Sync twin of :func:`async_call_all`: the first call runs in this thread, the others
+    on daemon threads. Threads cannot be cancelled, so calls still running after
+    ``timeout`` always finish in the background (``cancel`` is accepted for symmetry)."""
+    if not calls:
+        return []
+    started = time.monotonic()
+    futures = [_pool.submit(call) for call in calls[1:]]
+    results: list[Any] = []
+    try:
+        results.append(calls[0]())
+    except Exception as exc:
+        results.append(exc)
+    for future in futures:
+        remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+        try:
+            results.append(future.result(remaining))
+        except TimeoutError:
+            results.append(TimeoutError(f"no answer within {timeout:g}s"))
+        except Exception as exc:
+            results.append(exc)
+    return results
+
+
+# -- cache: shared loads, loader calls, decorator checks -----------------------------------

@@ -8,12 +8,15 @@ from prometheus_client import CollectorRegistry
 
 from interlock._async.backend import AsyncBackend, create_backend
 from interlock._async.lock import _UNSET, AsyncLock, AsyncLockService, OnLost
+from interlock._async.txn import AsyncTransaction
+from interlock._async.txn_manager import AsyncTransactionManager
 from interlock._config import Settings, load_settings
 from interlock._keys import base_key
 from interlock._lock_scripts import FENCED_SET, INFO
 from interlock.errors import FenceRejected
 from interlock.lock import LockInfo, info_from_reply, lock_keys
 from interlock.metrics import Metrics
+from interlock.txn._records import RecoveryReport
 
 _DEFAULT_REGISTRY: Any = object()
 
@@ -29,6 +32,11 @@ class AsyncInterlock:
         registry: Prometheus registry for interlock's metrics. By default a registry of
             this instance's own (``.registry``); pass ``prometheus_client.REGISTRY`` to
             join the global one, or ``None`` to register nowhere.
+        decision_log: where transactions record commit decisions: ``None`` (the backend;
+            Redis must run with ``appendfsync always``), a ``postgresql://`` URL, or a
+            decision-log object. See docs/transactions.md.
+        durability: ``"strict"`` (default) refuses a decision log that may lose
+            decisions; ``"relaxed"`` logs a warning instead.
         **options: ``socket_timeout``, ``connect_timeout``, ``lock_ttl``,
             ``lock_timeout``, ``label_cap`` (see ``interlock._config.Settings``).
 
@@ -43,6 +51,8 @@ class AsyncInterlock:
         namespace: str | None = None,
         registry: CollectorRegistry | None = _DEFAULT_REGISTRY,
         backend: AsyncBackend | None = None,
+        decision_log: object = None,
+        durability: str = "strict",
         **options: Any,
     ) -> None:
         self.settings: Settings = load_settings(url, namespace=namespace, **options)
@@ -52,6 +62,14 @@ class AsyncInterlock:
         self.metrics = Metrics(registry, self.settings.label_cap)
         self.backend: AsyncBackend = backend or create_backend(self.settings)
         self.locks = AsyncLockService(self.backend, self.settings, self.metrics)
+        self.transactions = AsyncTransactionManager(
+            self.backend,
+            self.namespace,
+            self.metrics,
+            self.lock,
+            decision_log=decision_log,
+            durability=durability,
+        )
 
     @property
     def namespace(self) -> str:
@@ -126,8 +144,27 @@ class AsyncInterlock:
             return None
         return reply[0], int(reply[1])
 
+    def transaction(self, name: str, *, timeout: float | None = None) -> AsyncTransaction:
+        """A two-phase-commit transaction; commits on clean exit, aborts on exception.
+
+        Args:
+            name: low-cardinality name (a metric label), e.g. ``"checkout"``.
+            timeout: seconds within which every branch must vote (default 10).
+        """
+        return self.transactions.transaction(name, timeout)
+
+    async def recover(self, *, safety: float = 60.0) -> RecoveryReport:
+        """Resolve in-doubt transactions of this namespace once; returns a report.
+
+        Args:
+            safety: seconds an undecided transaction is given before it is presumed
+                aborted; keep it above your longest transaction timeout.
+        """
+        return await self.transactions.recover(safety=safety)
+
     async def aclose(self) -> None:
         """Stop background work and close connections."""
+        await self.transactions.aclose()
         await self.locks.aclose()
         await self.backend.aclose()
 

@@ -9,12 +9,15 @@ from prometheus_client import CollectorRegistry
 
 from interlock._sync.backend import Backend, create_backend
 from interlock._sync.lock import _UNSET, Lock, LockService, OnLost
+from interlock._sync.txn import Transaction
+from interlock._sync.txn_manager import TransactionManager
 from interlock._config import Settings, load_settings
 from interlock._keys import base_key
 from interlock._lock_scripts import FENCED_SET, INFO
 from interlock.errors import FenceRejected
 from interlock.lock import LockInfo, info_from_reply, lock_keys
 from interlock.metrics import Metrics
+from interlock.txn._records import RecoveryReport
 
 _DEFAULT_REGISTRY: Any = object()
 
@@ -30,6 +33,11 @@ class Interlock:
         registry: Prometheus registry for interlock's metrics. By default a registry of
             this instance's own (``.registry``); pass ``prometheus_client.REGISTRY`` to
             join the global one, or ``None`` to register nowhere.
+        decision_log: where transactions record commit decisions: ``None`` (the backend;
+            Redis must run with ``appendfsync always``), a ``postgresql://`` URL, or a
+            decision-log object. See docs/transactions.md.
+        durability: ``"strict"`` (default) refuses a decision log that may lose
+            decisions; ``"relaxed"`` logs a warning instead.
         **options: ``socket_timeout``, ``connect_timeout``, ``lock_ttl``,
             ``lock_timeout``, ``label_cap`` (see ``interlock._config.Settings``).
 
@@ -44,6 +52,8 @@ class Interlock:
         namespace: str | None = None,
         registry: CollectorRegistry | None = _DEFAULT_REGISTRY,
         backend: Backend | None = None,
+        decision_log: object = None,
+        durability: str = "strict",
         **options: Any,
     ) -> None:
         self.settings: Settings = load_settings(url, namespace=namespace, **options)
@@ -53,6 +63,14 @@ class Interlock:
         self.metrics = Metrics(registry, self.settings.label_cap)
         self.backend: Backend = backend or create_backend(self.settings)
         self.locks = LockService(self.backend, self.settings, self.metrics)
+        self.transactions = TransactionManager(
+            self.backend,
+            self.namespace,
+            self.metrics,
+            self.lock,
+            decision_log=decision_log,
+            durability=durability,
+        )
 
     @property
     def namespace(self) -> str:
@@ -127,8 +145,27 @@ class Interlock:
             return None
         return reply[0], int(reply[1])
 
+    def transaction(self, name: str, *, timeout: float | None = None) -> Transaction:
+        """A two-phase-commit transaction; commits on clean exit, aborts on exception.
+
+        Args:
+            name: low-cardinality name (a metric label), e.g. ``"checkout"``.
+            timeout: seconds within which every branch must vote (default 10).
+        """
+        return self.transactions.transaction(name, timeout)
+
+    def recover(self, *, safety: float = 60.0) -> RecoveryReport:
+        """Resolve in-doubt transactions of this namespace once; returns a report.
+
+        Args:
+            safety: seconds an undecided transaction is given before it is presumed
+                aborted; keep it above your longest transaction timeout.
+        """
+        return self.transactions.recover(safety=safety)
+
     def close(self) -> None:
         """Stop background work and close connections."""
+        self.transactions.close()
         self.locks.close()
         self.backend.close()
 

@@ -1,0 +1,487 @@
+"""Two-phase commit: the coordinator (``AsyncTransaction``) and its participants.
+
+Created by ``AsyncInterlock.transaction(name, timeout=...)``. The app enlists branches —
+``await tx.postgres(conn)``, ``await tx.mysql(conn)``, ``tx.redis(store)``, or any
+:class:`AsyncParticipant` with ``tx.enlist`` — and does its work in them. A clean exit
+commits:
+
+1. prepare every branch concurrently; a branch that refuses, fails or has not voted by
+   the deadline aborts the transaction (presumed abort: nothing was logged);
+2. record ``commit`` in the decision log (durable, first decision wins);
+3. commit every branch; a branch that cannot be reached is left to recovery, which
+   finds the decision in the log (the transaction is committed: the block does not raise).
+
+An exception in the block aborts. The pure rules (states, votes) are in
+:mod:`interlock.txn._state`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
+
+from interlock import _context
+from interlock._async.txn_redis import AsyncRedisBranch
+from interlock._keys import validate_name
+from interlock._synchronization import async_call_all, async_shielded, async_sleep
+from interlock.errors import (
+    ConfigError,
+    HeuristicOutcome,
+    TransactionAborted,
+    TransactionError,
+    TransactionTimeout,
+)
+from interlock.txn._errors import TransactionInDoubt
+from interlock.txn._events import event
+from interlock.txn._records import BranchRef, Decision
+from interlock.txn._state import State, Vote, abort_reason, advance
+from interlock.txn._xid import branch_xid, new_gtrid
+
+if TYPE_CHECKING:
+    from interlock._async.txn_manager import AsyncTransactionManager
+
+DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
+_DECIDE_RETRIES = (0.05, 0.2)  # pauses between attempts to record a decision
+
+
+class AsyncParticipant(Protocol):
+    """Anything that can take part in two-phase commit.
+
+    Each method gets the branch id (``<gtrid>:<bqual>``) and must be idempotent. To be
+    recoverable after a coordinator crash, a participant must keep its prepared state
+    under that id and be registered with a recovery resource.
+    """
+
+    async def prepare(self, xid: str) -> bool:
+        """Make the branch's work durable but undecided. True votes yes, False votes no
+        (the participant has rolled back); an exception counts as an error vote."""
+
+    async def commit(self, xid: str) -> None:
+        """Make the prepared work permanent."""
+
+    async def abort(self, xid: str) -> None:
+        """Discard the work, prepared or not."""
+
+
+@dataclass(slots=True)
+class _Branch:
+    participant: AsyncParticipant
+    resource: str
+    kind: str
+    bqual: str
+    xid: str
+    vote: Vote | None = None
+
+    def ref(self) -> BranchRef:
+        return BranchRef(
+            self.resource, self.kind, self.bqual, str(getattr(self.participant, "ref", "") or "")
+        )
+
+
+class AsyncTransaction:
+    """One distributed transaction; use as an async context manager.
+
+    Attributes:
+        name: the transaction name (metric label).
+        xid: the global transaction id (also in logs as ``interlock.txn.xid``).
+        timeout: seconds from start within which every branch must have voted.
+        state: the coordinator state (see :class:`interlock.txn.State`).
+        reason: why it aborted (vote_no, timeout, error, client), when it did.
+    """
+
+    def __init__(self, manager: AsyncTransactionManager, name: str, timeout: float) -> None:
+        self.name = validate_name("transaction", name)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise ConfigError(f"timeout={timeout!r} is invalid; pass seconds > 0")
+        self._manager = manager
+        self.timeout = float(timeout)
+        self.started = time.time()
+        self.xid = new_gtrid(manager.namespace, manager.coordinator_id, self.started)
+        self.state = State.ACTIVE
+        self.reason: str | None = None
+        self._deadline = time.monotonic() + self.timeout
+        self._branches: list[_Branch] = []
+        self._stores: dict[str, AsyncRedisBranch] = {}
+        self._on_commit: list[Callable[[], Any]] = []
+        self._label = manager.metrics.label("interlock_txn_total", "txn", self.name)
+
+    # -- enlisting -----------------------------------------------------------------------
+
+    def _next_branch(self) -> tuple[str, str]:
+        self._require(State.ACTIVE)
+        bqual = str(len(self._branches) + 1)
+        return bqual, branch_xid(self.xid, bqual)
+
+    def _add(self, participant: AsyncParticipant, resource: str, kind: str, bqual: str) -> None:
+        validate_name("resource", resource)
+        self._branches.append(
+            _Branch(participant, resource, kind, bqual, branch_xid(self.xid, bqual))
+        )
+        event(
+            DEBUG,
+            "txn-enlisted",
+            f"transaction {self.name} enlisted {resource}",
+            name=self.name,
+            xid=self.xid,
+            resource=resource,
+            kind=kind,
+            branch=bqual,
+        )
+
+    async def postgres(self, conn: Any, resource: str = "postgres") -> Any:
+        """Run ``conn``'s next transaction as a branch (psycopg 3, autocommit off).
+
+        Returns:
+            ``conn``, now inside the branch: do the work with it, don't commit it.
+        """
+        from interlock._async.txn_postgres import AsyncPostgresParticipant
+
+        bqual, xid = self._next_branch()
+        participant = AsyncPostgresParticipant(conn, resource)
+        await participant.begin(xid)
+        self._add(participant, resource, participant.kind, bqual)
+        return conn
+
+    async def mysql(self, conn: Any, resource: str = "mysql") -> Any:
+        """Run ``conn``'s next transaction as an XA branch (PyMySQL).
+
+        Returns:
+            ``conn``, now inside the branch: do the work with it, don't commit it.
+        """
+        from interlock._async.txn_mysql import AsyncMySQLParticipant
+
+        bqual, xid = self._next_branch()
+        participant = AsyncMySQLParticipant(conn, resource, xid)
+        await participant.begin(self._manager.durability)
+        self._add(participant, resource, participant.kind, bqual)
+        return conn
+
+    def redis(self, store: str = "default") -> AsyncRedisBranch:
+        """The branch staging this transaction's writes to the Redis store ``store``."""
+        branch = self._stores.get(store)
+        if branch is None:
+            bqual, _ = self._next_branch()
+            manager = self._manager
+            branch = AsyncRedisBranch(
+                manager.backend, manager.namespace, store, manager.registered_stores
+            )
+            self._stores[store] = branch
+            self._add(branch, branch.resource, branch.kind, bqual)
+        return branch
+
+    def enlist(
+        self, participant: AsyncParticipant, *, resource: str, kind: str = "custom"
+    ) -> AsyncParticipant:
+        """Add a custom participant (see :class:`AsyncParticipant`)."""
+        bqual, _ = self._next_branch()
+        self._add(participant, resource, kind, bqual)
+        return participant
+
+    def on_commit(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` once the transaction has committed (e.g. invalidate caches)."""
+        self._on_commit.append(callback)
+
+    # -- outcome -------------------------------------------------------------------------
+
+    def _require(self, state: State) -> None:
+        if self.state is not state:
+            raise TransactionError(
+                f"transaction {self.name} ({self.xid}) is {self.state.value}, not {state.value}"
+            )
+
+    def _move(self, state: State) -> None:
+        self.state = advance(self.state, state)
+
+    async def commit(self) -> None:
+        """Commit (two-phase when there are branches).
+
+        Raises:
+            TransactionTimeout: a branch did not vote before the deadline.
+            TransactionAborted: a branch voted no or failed; everything was rolled back.
+            TransactionInDoubt: the decision could not be recorded nor read back.
+            HeuristicOutcome: a branch was resolved by hand against the decision.
+        """
+        self._require(State.ACTIVE)
+        manager = self._manager
+        if not self._branches:
+            self._move(State.COMMITTED)
+            self._finished("committed")
+            return
+        await manager.ready()
+        self._move(State.PREPARING)
+        started = time.monotonic()
+        remaining = self._deadline - started
+        if remaining > 0:
+            results = await async_call_all(
+                [partial(self._prepare, b) for b in self._branches], remaining
+            )
+        else:
+            results = []
+        manager.observe(self._label, "prepare", time.monotonic() - started)
+        votes = [b.vote or Vote.TIMEOUT for b in self._branches]
+        reason = abort_reason(votes, time.monotonic() > self._deadline)
+        if reason is not None:
+            cause = next((r for r in results if isinstance(r, BaseException)), None)
+            await self._abort(reason)
+            raise self._aborted_error(reason, cause) from cause
+        self._move(State.PREPARED)
+        event(
+            DEBUG,
+            "txn-prepared",
+            f"transaction {self.name} prepared",
+            name=self.name,
+            xid=self.xid,
+            state=self.state.value,
+        )
+        decision = Decision(
+            self.xid, self.name, "commit", time.time(), tuple(b.ref() for b in self._branches)
+        )
+        started = time.monotonic()
+        winner = await self._decide(decision)
+        manager.observe(self._label, "decide", time.monotonic() - started)
+        if winner.outcome != "commit":
+            # Recovery presumed us dead and logged an abort first; it wins.
+            await self._abort("timeout")
+            raise self._aborted_error("timeout", None)
+        event(
+            DEBUG,
+            "txn-decided",
+            f"transaction {self.name} decided commit",
+            name=self.name,
+            xid=self.xid,
+            outcome="commit",
+        )
+        self._move(State.COMMITTING)
+        await async_shielded(self._phase_two())
+
+    async def _prepare(self, branch: _Branch) -> bool:
+        try:
+            yes = await branch.participant.prepare(branch.xid)
+        except TransactionAborted as exc:
+            branch.vote = Vote.NO if exc.reason == "vote_no" else Vote.ERROR
+            raise
+        except Exception:
+            branch.vote = Vote.ERROR
+            raise
+        branch.vote = Vote.YES if yes else Vote.NO
+        if yes:
+            event(
+                DEBUG,
+                "txn-branch-prepared",
+                f"{branch.resource} prepared",
+                name=self.name,
+                xid=self.xid,
+                resource=branch.resource,
+                branch=branch.bqual,
+            )
+        else:
+            refusal = getattr(branch.participant, "refusal", None)
+            event(
+                INFO,
+                "txn-branch-refused",
+                f"{branch.resource} voted no",
+                name=self.name,
+                xid=self.xid,
+                resource=branch.resource,
+                branch=branch.bqual,
+                refusal=None if refusal is None else ":".join(refusal),
+            )
+        return bool(yes)
+
+    async def _decide(self, decision: Decision) -> Decision:
+        log = self._manager.log
+        error: Exception | None = None
+        for pause in (*_DECIDE_RETRIES, None):
+            try:
+                return await log.decide(decision)  # first decision wins: retries are safe
+            except Exception as exc:
+                error = exc
+                if pause is not None:
+                    await async_sleep(pause)
+        self._move(State.IN_DOUBT)
+        event(
+            WARNING,
+            "txn-in-doubt",
+            f"transaction {self.name} in doubt: decision not recorded",
+            name=self.name,
+            xid=self.xid,
+            state=self.state.value,
+            reason="decision_unknown",
+            **{"error.message": str(error)},
+        )
+        _context.record(
+            "txn", name=self.name, xid=self.xid, outcome="in_doubt", reason="decision_unknown"
+        )
+        raise TransactionInDoubt(
+            f"transaction {self.name} ({self.xid}) is in doubt: the decision log failed "
+            f"({error}); recovery will resolve it once the log is reachable",
+            xid=self.xid,
+        ) from error
+
+    async def _phase_two(self) -> State:
+        manager = self._manager
+        started = time.monotonic()
+        results = await async_call_all(
+            [partial(self._commit_branch, b) for b in self._branches], None
+        )
+        manager.observe(self._label, "commit", time.monotonic() - started)
+        heuristics = [r for r in results if isinstance(r, HeuristicOutcome)]
+        failed = [
+            (b, r)
+            for b, r in zip(self._branches, results, strict=True)
+            if isinstance(r, Exception) and not isinstance(r, HeuristicOutcome)
+        ]
+        if failed:
+            self._move(State.IN_DOUBT)
+            event(
+                WARNING,
+                "txn-in-doubt",
+                f"transaction {self.name} committed but "
+                f"{len(failed)} branch(es) unfinished; recovery will complete them",
+                name=self.name,
+                xid=self.xid,
+                state=self.state.value,
+                outcome="commit",
+                resource=",".join(b.resource for b, _ in failed),
+                **{"error.message": str(failed[0][1])},
+            )
+        else:
+            self._move(State.COMMITTED)
+            try:
+                await manager.log.forget([self.xid])
+            except Exception:  # recovery removes it after checking every branch
+                logging.getLogger("interlock.txn").debug("forget failed", exc_info=True)
+        self._finished("committed")
+        for callback in self._on_commit:
+            try:
+                callback()
+            except Exception:  # the transaction is committed; a hook must not undo that
+                logging.getLogger("interlock.txn").exception("on_commit callback failed")
+        if heuristics:
+            for error in heuristics:
+                manager.heuristic(self.name, self.xid, str(error))
+            raise heuristics[0]
+        return self.state
+
+    async def _commit_branch(self, branch: _Branch) -> None:
+        await branch.participant.commit(branch.xid)
+        event(
+            DEBUG,
+            "txn-branch-committed",
+            f"{branch.resource} committed",
+            name=self.name,
+            xid=self.xid,
+            resource=branch.resource,
+            branch=branch.bqual,
+        )
+
+    async def abort(self, reason: str = "client") -> None:
+        """Roll every branch back (``reason`` is the metric label: client by default)."""
+        self._require(State.ACTIVE)
+        await self._abort(reason)
+
+    async def _abort(self, reason: str) -> State:
+        manager = self._manager
+        self._move(State.ABORTING)
+        self.reason = reason
+        started = time.monotonic()
+        results = await async_call_all(
+            [partial(self._abort_branch, b) for b in self._branches],
+            max(self.timeout, 1.0),
+            cancel=False,
+        )
+        manager.observe(self._label, "abort", time.monotonic() - started)
+        left = [
+            b.resource
+            for b, r in zip(self._branches, results, strict=True)
+            if isinstance(r, Exception) and not isinstance(r, HeuristicOutcome)
+        ]
+        if left:
+            event(
+                WARNING,
+                "txn-abort-incomplete",
+                f"transaction {self.name} aborted; "
+                "recovery will roll back the remaining prepared branches",
+                name=self.name,
+                xid=self.xid,
+                reason=reason,
+                resource=",".join(left),
+            )
+        for result in results:
+            if isinstance(result, HeuristicOutcome):
+                manager.heuristic(self.name, self.xid, str(result))
+        self._move(State.ABORTED)
+        manager.metrics.txn_aborts.labels(txn=self._label, reason=reason).inc()
+        self._finished("aborted", reason)
+        return self.state
+
+    async def _abort_branch(self, branch: _Branch) -> None:
+        await branch.participant.abort(branch.xid)
+        event(
+            DEBUG,
+            "txn-branch-aborted",
+            f"{branch.resource} rolled back",
+            name=self.name,
+            xid=self.xid,
+            resource=branch.resource,
+            branch=branch.bqual,
+        )
+
+    def _finished(self, outcome: str, reason: str | None = None) -> None:
+        self._manager.metrics.txn_total.labels(txn=self._label, outcome=outcome).inc()
+        level = DEBUG if outcome == "committed" else INFO
+        event(
+            level,
+            f"txn-{outcome}",
+            f"transaction {self.name} {outcome}",
+            name=self.name,
+            xid=self.xid,
+            state=self.state.value,
+            outcome=outcome,
+            reason=reason,
+            **{"event.duration": int((time.time() - self.started) * 1e9)},
+        )
+        _context.record("txn", name=self.name, xid=self.xid, outcome=outcome, reason=reason)
+
+    def _aborted_error(self, reason: str, cause: BaseException | None) -> TransactionAborted:
+        if reason == "timeout":
+            return TransactionTimeout(
+                f"transaction {self.name} ({self.xid}) aborted: not every branch voted "
+                f"within {self.timeout:g}s",
+                reason=reason,
+                xid=self.xid,
+            )
+        refused = [b.resource for b in self._branches if b.vote is not Vote.YES]
+        detail = f": {cause}" if cause is not None else ""
+        return TransactionAborted(
+            f"transaction {self.name} ({self.xid}) aborted ({reason}) by "
+            f"{', '.join(refused) or 'the coordinator'}{detail}",
+            reason=reason,
+            xid=self.xid,
+        )
+
+    async def __aenter__(self) -> AsyncTransaction:
+        event(
+            DEBUG,
+            "txn-started",
+            f"transaction {self.name} started",
+            name=self.name,
+            xid=self.xid,
+            state=self.state.value,
+        )
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self.state is not State.ACTIVE:
+            return  # committed or aborted explicitly inside the block
+        if exc is not None:
+            await async_shielded(self._abort("client"))
+            return
+        await self.commit()
+
+    def __repr__(self) -> str:
+        return f"<Transaction {self.name} {self.xid} {self.state.value}>"

@@ -1,0 +1,230 @@
+"""PostgreSQL in two-phase commit: a participant on the app's psycopg connection, and a
+recovery resource that finds and resolves our prepared transactions.
+
+A branch is psycopg's two-phase transaction with the branch id as PostgreSQL's gid
+(``PREPARE TRANSACTION 'il:…:1'``). Just before preparing, the branch reads its local
+transaction id; recorded with the decision, it later tells (``txid_status``) whether a
+branch that vanished was committed or rolled back, so an "unknown gid" in phase two is
+resolved by asking the database rather than guessed, and a branch resolved by hand
+against the decision is reported as a heuristic outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Awaitable, Callable  # noqa: F401, RUF100 (sync twin: unused)
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg.pq import TransactionStatus
+
+from interlock.errors import ConfigError, HeuristicOutcome
+from interlock.txn._records import BranchRef, PreparedBranch
+from interlock.txn._xid import gtrid_prefix, owned_by, parse_gtrid, split_branch
+
+logger = logging.getLogger("interlock.txn")
+Connect = Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]
+
+_checked: weakref.WeakSet[Any] = weakref.WeakSet()  # connections known to allow PREPARE
+
+PREPARED_DISABLED = (
+    "PostgreSQL at {where} has max_prepared_transactions = 0, so it cannot take part in "
+    "two-phase commit: set max_prepared_transactions (at least the number of concurrent "
+    "transactions, e.g. equal to max_connections) in postgresql.conf or with "
+    "`ALTER SYSTEM SET max_prepared_transactions = 100`, then restart PostgreSQL"
+)
+
+
+def _where(conn: Any) -> str:
+    info = conn.info
+    return f"{info.host}:{info.port}/{info.dbname}"
+
+
+def _forget_tpc(conn: Any) -> None:
+    # psycopg keeps its two-phase state when COMMIT/ROLLBACK PREPARED fails; the branch is
+    # finished either way (or in recovery's hands), so free the connection for new work.
+    if getattr(conn, "_tpc", None) is not None:
+        conn._tpc = None
+
+
+async def _fate(conn: psycopg.AsyncConnection[Any], ref: str) -> str:
+    """``committed``, ``aborted``, ``prepared`` or ``unknown`` for local txid ``ref``."""
+    if not ref.isdigit():
+        return "unknown"
+    cur = await conn.execute("SELECT txid_status(%s)", [int(ref)])
+    row = await cur.fetchone()
+    if not conn.autocommit:
+        await conn.rollback()
+    status = row[0] if row else None
+    if status == "in progress":
+        return "prepared"
+    return status if status in ("committed", "aborted") else "unknown"
+
+
+class AsyncPostgresParticipant:
+    """A branch on the app's connection; created by ``AsyncTransaction.postgres``."""
+
+    kind = "postgres"
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], resource: str) -> None:
+        self.conn = conn
+        self.resource = resource
+        self.ref = ""
+        self.prepared = False
+
+    async def begin(self, xid: str) -> None:
+        """Start the branch: check the connection and the server, then ``tpc_begin``."""
+        conn = self.conn
+        if conn.autocommit:
+            raise ConfigError(
+                "tx.postgres() needs a connection with autocommit=False; two-phase "
+                "transactions cannot run in autocommit mode"
+            )
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            raise ConfigError(
+                "tx.postgres() got a connection with an open transaction; commit or roll it "
+                "back before enlisting the connection"
+            )
+        await conn.tpc_begin(xid)
+        if conn in _checked:
+            return
+        cur = await conn.execute("SELECT current_setting('max_prepared_transactions')::int")
+        row = await cur.fetchone()
+        if not row or row[0] <= 0:
+            await conn.tpc_rollback()
+            raise ConfigError(PREPARED_DISABLED.format(where=_where(conn)))
+        _checked.add(conn)
+
+    async def prepare(self, xid: str) -> bool:
+        conn = self.conn
+        if conn.info.transaction_status == TransactionStatus.INERROR:
+            # PREPARE TRANSACTION would silently act as ROLLBACK: the branch failed earlier.
+            return False
+        cur = await conn.execute("SELECT txid_current()")
+        row = await cur.fetchone()
+        self.ref = str(row[0]) if row else ""
+        try:
+            await conn.tpc_prepare()
+        except psycopg.Error as exc:
+            if exc.sqlstate is not None and not conn.broken:
+                logger.info("PostgreSQL refused to prepare %s: %s", xid, exc)
+                return False  # refused by the server (constraint, serialization, ...)
+            raise
+        self.prepared = True
+        return True
+
+    async def commit(self, xid: str) -> None:
+        conn = self.conn
+        try:
+            await conn.tpc_commit()
+        except psycopg.Error as exc:
+            _forget_tpc(conn)
+            if conn.broken or conn.closed or not isinstance(exc, pg_errors.UndefinedObject):
+                raise
+            fate = await _fate(conn, self.ref)
+            if fate == "committed":
+                return  # committed already (e.g. by recovery)
+            raise HeuristicOutcome(
+                f"branch {xid} on {self.resource} was {fate} although the decision is commit"
+            ) from exc
+
+    async def abort(self, xid: str) -> None:
+        conn = self.conn
+        if conn.closed or conn.broken:
+            _forget_tpc(conn)
+            if self.prepared:
+                raise ConnectionError(f"connection of prepared branch {xid} is gone")
+            return  # the server rolled the unprepared branch back when the session ended
+        try:
+            await conn.tpc_rollback()
+        except psycopg.Error as exc:
+            _forget_tpc(conn)
+            if conn.broken or conn.closed or not isinstance(exc, pg_errors.UndefinedObject):
+                raise
+            if await _fate(conn, self.ref) == "committed":
+                raise HeuristicOutcome(
+                    f"branch {xid} on {self.resource} was committed although the decision is abort"
+                ) from exc
+
+
+class AsyncPostgresResource:
+    """Recovery's view of one PostgreSQL database.
+
+    Args:
+        name: the resource name used when enlisting (``tx.postgres(conn, resource=name)``).
+        connect: a ``postgresql://`` URL / libpq string, or a function returning a new
+            connection (recovery switches it to autocommit).
+    """
+
+    kind = "postgres"
+
+    def __init__(self, name: str, connect: str | Connect) -> None:
+        self.name = name
+        self._connect = connect
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def _session(self) -> psycopg.AsyncConnection[Any]:
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        if isinstance(self._connect, str):
+            conn = await psycopg.AsyncConnection.connect(self._connect, autocommit=True)
+        else:
+            conn = await self._connect()
+            await conn.set_autocommit(True)
+        self._conn = conn
+        return conn
+
+    async def check(self) -> None:
+        conn = await self._session()
+        cur = await conn.execute("SELECT current_setting('max_prepared_transactions')::int")
+        row = await cur.fetchone()
+        if not row or row[0] <= 0:
+            raise ConfigError(PREPARED_DISABLED.format(where=_where(conn)))
+
+    async def prepared(self, namespace: str) -> list[PreparedBranch]:
+        conn = await self._session()
+        cur = await conn.execute(
+            "SELECT gid FROM pg_prepared_xacts"
+            " WHERE database = current_database() AND starts_with(gid, %s)",
+            [gtrid_prefix(namespace)],
+        )
+        found = []
+        for (gid,) in await cur.fetchall():
+            parts = split_branch(gid)
+            if parts is None or not owned_by(parts[0], namespace):
+                continue
+            found.append(PreparedBranch(self.name, parts[0], parts[1], _created(parts[0])))
+        return found
+
+    async def finish(self, branch: PreparedBranch, commit: bool) -> str:
+        """Commit or roll back a prepared branch: ``done``, ``gone`` or ``busy``."""
+        conn = await self._session()
+        verb = "COMMIT PREPARED {}" if commit else "ROLLBACK PREPARED {}"
+        gid = f"{branch.gtrid}:{branch.bqual}"
+        try:
+            await conn.execute(sql.SQL(verb).format(sql.Literal(gid)))
+        except pg_errors.UndefinedObject:
+            return "gone"
+        except pg_errors.ObjectInUse:
+            return "busy"  # its coordinator is finishing it right now
+        return "done"
+
+    async def fate(self, gtrid: str, ref: BranchRef) -> str:
+        return await _fate(await self._session(), ref.ref)
+
+    async def cleanup(self) -> None:
+        """Nothing to clean: PostgreSQL keeps no markers."""
+
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+
+def _created(gtrid: str) -> float:
+    info = parse_gtrid(gtrid)
+    return info.created if info is not None else 0.0
