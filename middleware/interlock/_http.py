@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import random
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,6 +38,8 @@ _REQUEST_COUNTER = "interlock_http_requests_total"
 _DURATION = "interlock_http_request_duration_seconds"
 _IN_PROGRESS = "interlock_http_requests_in_progress"
 _BASE_HEADERS = ("x-request-id", "traceparent", "user-agent")
+_EXEMPLAR_INTERVAL = 1.0  # seconds; a scrape only shows the latest exemplar per bucket
+_random_bits = random.getrandbits
 
 
 def normalise_method(method: str) -> str:
@@ -71,8 +74,12 @@ def parse_traceparent(value: str | None) -> tuple[str, str, bool] | None:
 
 
 def new_ids() -> tuple[str, str, str]:
-    """A fresh ``(request_id, trace_id, span_id)`` from one call to the OS random source."""
-    raw = os.urandom(40).hex()
+    """A fresh ``(request_id, trace_id, span_id)`` (32, 32 and 16 hex digits).
+
+    Ids need uniqueness, not secrecy, so the fast PRNG serves (Python re-seeds it after
+    fork). The lowest bits of the trace and span ids are set: W3C forbids all-zero ids.
+    """
+    raw = f"{_random_bits(320) | 1 << 64 | 1:080x}"
     return raw[:32], raw[32:64], raw[64:]
 
 
@@ -224,12 +231,13 @@ class RequestTools:
 
 
 class _Series:
-    __slots__ = ("counter", "duration", "folded")
+    __slots__ = ("counter", "duration", "exemplar_at", "folded")
 
     def __init__(self, counter: Any, duration: Any, folded: int) -> None:
         self.counter = counter
         self.duration = duration
         self.folded = folded
+        self.exemplar_at = -_EXEMPLAR_INTERVAL
 
 
 class HttpCore:
@@ -396,7 +404,8 @@ class HttpCore:
         if ex.finished:
             return
         ex.finished = True
-        elapsed = time.perf_counter() - ex.started
+        now = time.perf_counter()
+        elapsed = now - ex.started
         route = self.route_of(ex)
         status = ex.status or (499 if ex.disconnected else 500)
         self._in_progress[ex.method_label].dec()
@@ -405,7 +414,8 @@ class HttpCore:
             series = self._new_series(ex.method_label, route, status)
         elif series.folded:
             self._count_folds(series.folded)
-        if self.exemplars:
+        if self.exemplars and now - series.exemplar_at >= _EXEMPLAR_INTERVAL:
+            series.exemplar_at = now
             exemplar = {"trace_id": ex.trace_id}
             series.counter.inc(1, exemplar)
             series.duration.observe(elapsed, exemplar)

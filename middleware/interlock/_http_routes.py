@@ -108,19 +108,24 @@ class AsgiRoutes:
 
     def __init__(self) -> None:
         self._mounts: dict[str, str | None] = {}
+        self._leaves: dict[int, tuple[object, str | None]] = {}
 
     def template(self, scope: Mapping[str, Any], entry_root_path: str) -> str | None:
         """The full route template of the handled request, or ``None`` if unrouted."""
-        leaf = _fastapi_template(scope)
+        leaf = _fastapi_template(scope) if "fastapi" in scope else None
         if leaf is None:
             route = scope.get("route")
             if route is None:
                 return None
-            leaf = getattr(route, "path", None)
-            if not isinstance(leaf, str):
+            known = self._leaves.get(id(route))
+            if known is not None and known[0] is route:
+                leaf = known[1]
+            else:
+                leaf = _leaf_template(route)
+                if len(self._leaves) < _CACHE_LIMIT:
+                    self._leaves[id(route)] = (route, leaf)
+            if leaf is None:
                 return None
-            if getattr(route, "routes", None) is not None or _is_mount(route):
-                leaf = leaf.rstrip("/") + "/{path}"  # a mounted app without its own routes
         root = scope.get("root_path", "")
         if not isinstance(root, str) or root == entry_root_path:
             return leaf or "/"
@@ -137,8 +142,13 @@ class AsgiRoutes:
         return found if found is not None else "/{mount}"
 
 
-def _is_mount(route: object) -> bool:
-    return type(route).__name__ == "Mount"
+def _leaf_template(route: object) -> str | None:
+    leaf = getattr(route, "path", None)
+    if not isinstance(leaf, str):
+        return None
+    if getattr(route, "routes", None) is not None or type(route).__name__ == "Mount":
+        return "/{path}"  # a mounted app without routes of its own; the prefix has the mount
+    return leaf
 
 
 def _fastapi_template(scope: Mapping[str, Any]) -> str | None:

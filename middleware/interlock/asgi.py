@@ -25,7 +25,7 @@ from interlock._http import (
     multiprocess_mode,
 )
 from interlock._http_asgi_cache import AsgiResponseCache
-from interlock._http_routes import AsgiRoutes
+from interlock._http_routes import AsgiRoutes, django_template, is_django_app
 from interlock._http_rules import CacheRule, LockRule
 from interlock.errors import BackendError, LockLost, LockTimeout
 
@@ -86,6 +86,7 @@ class InterlockMiddleware:
             trust_request_id=trust_request_id,
         )
         self.routes = AsgiRoutes()
+        self.django = is_django_app(app)
         self.response_cache = AsgiResponseCache(interlock, self.core) if cache else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -134,7 +135,10 @@ class InterlockMiddleware:
             if kind == "http.response.start":
                 ex.status = message["status"]
                 response_headers = list(message.get("headers", ()))
-                if not any(n.lower() == _REQUEST_ID for n, _ in response_headers):
+                for name, _ in response_headers:
+                    if name == _REQUEST_ID or name.lower() == _REQUEST_ID:
+                        break
+                else:
                     response_headers.append((_REQUEST_ID, request_id))
                 message = {**message, "headers": response_headers}
             await send(message)
@@ -168,6 +172,8 @@ class InterlockMiddleware:
             finally:
                 if ex.route is None:
                     ex.route = self.routes.template(scope, root_path)
+                    if ex.route is None and self.django:
+                        ex.route = django_template(ex.rpath)
                 core.finish(ex)
                 _context._current.reset(token)
 

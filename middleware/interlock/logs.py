@@ -18,11 +18,12 @@ and ``span.id``, so application logs and interlock's request line correlate.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
-import logging.handlers
 import queue
 import re
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -44,6 +45,7 @@ _REDACT_QUERY = frozenset(REDACT_QUERY)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _QUERY_FIELDS = ("url.query", "url.full", "url.original")
 _RESERVED = frozenset((*RESERVED_ATTRS, "taskName", "message", "asctime"))
+_STANDARD = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 
 Processor = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -91,47 +93,47 @@ class Redactor:
     ) -> None:
         self.fields = frozenset(f.lower().replace("_", "-") for f in fields)
         self.query = frozenset(q.lower() for q in query)
-        self._verdicts: dict[str, bool] = {}
-
-    def _secret(self, key: str) -> bool:
-        verdict = self._verdicts.get(key)
-        if verdict is None:
-            last = key.rpartition(".")[2].lower().replace("_", "-")
-            verdict = last in self.fields
-            if len(self._verdicts) < 4096:
-                self._verdicts[key] = verdict
-        return verdict
+        self._harmless: set[str] = set()  # keys seen and judged harmless (bounded)
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
-        for key, value in data.items():
-            if self._secret(key):
+        for key in data.keys() - self._harmless:
+            if key.rpartition(".")[2].lower().replace("_", "-") in self.fields:
                 data[key] = REDACTED
-            elif isinstance(value, dict):
-                self(value)
+            elif len(self._harmless) < 4096:
+                self._harmless.add(key)
         if self.query:
             for key in _QUERY_FIELDS:
                 value = data.get(key)
-                if isinstance(value, str):
+                if type(value) is str:
                     data[key] = redact_query(value, self.query)
         return data
 
 
 def _sanitize(value: Any) -> Any:
     """``value`` with every string valid Unicode and no NaN/infinity (invalid in JSON)."""
-    kind = type(value)
-    if kind is str:
-        return safe_text(value)
-    if kind is int or kind is bool or value is None:
-        return value
-    if isinstance(value, float):
-        return value if value - value == 0 else str(value)
     if isinstance(value, str):
         return safe_text(value)
+    if isinstance(value, float):
+        return value if value - value == 0 else str(value)
     if isinstance(value, dict):
         return {safe_text(str(k)): _sanitize(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | set | frozenset):
         return [_sanitize(v) for v in value]
     return value
+
+
+def _add(data: dict[str, Any], key: str, value: Any) -> None:
+    """Add one extra field; nested mappings become dotted keys (``http.request.x``)."""
+    kind = type(value)
+    if kind is str:
+        data[key] = value if value.isascii() else safe_text(value)
+    elif kind is int or kind is bool or value is None:
+        data[key] = value
+    elif isinstance(value, dict):
+        for inner, item in value.items():
+            _add(data, f"{key}.{safe_text(str(inner))}", item)
+    else:
+        data[key] = _sanitize(value)
 
 
 _encoder = JsonEncoder()
@@ -146,14 +148,23 @@ def _json_default(value: Any) -> Any:
     return _sanitize(converted)
 
 
+_LEVELS = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warning",
+    logging.ERROR: "error",
+    logging.CRITICAL: "critical",
+}
+
+
 class EcsJsonFormatter(JsonFormatter):
     """One JSON object per record with ECS field names.
 
     Every line has ``@timestamp``, ``log.level``, ``message``, ``ecs.version``,
     ``log.logger`` and, when given, ``service.name`` / ``service.environment``; extra
     fields passed with ``logger.info(..., extra={...})`` are written as they are (use
-    dotted ECS names); exceptions become ``error.type``, ``error.message`` and
-    ``error.stack_trace``.
+    dotted ECS names; nested mappings become dotted keys); exceptions become
+    ``error.type``, ``error.message`` and ``error.stack_trace``.
 
     Args:
         service: ``service.name``.
@@ -180,6 +191,7 @@ class EcsJsonFormatter(JsonFormatter):
         super().__init__(json_default=_json_default, json_ensure_ascii=True)
         self.statics = statics
         self.processors: list[Processor] = [Redactor()] if processors is None else list(processors)
+        self._json = json.JSONEncoder(default=_json_default, ensure_ascii=True, allow_nan=False)
         self._second = -1
         self._stamp = ""
 
@@ -190,14 +202,18 @@ class EcsJsonFormatter(JsonFormatter):
             self._second = second
         return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
 
+    def jsonify_log_record(self, log_data: dict[str, Any]) -> str:
+        return self._json.encode(log_data)
+
     def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
         data: dict[str, Any] = {
             "@timestamp": self._timestamp(record.created),
-            "log.level": record.levelname.lower(),
-            "message": safe_text(record.getMessage()),
+            "log.level": _LEVELS.get(record.levelno) or record.levelname.lower(),
+            "message": message if message.isascii() else safe_text(message),
             "log.logger": record.name,
+            **self.statics,
         }
-        data.update(self.statics)
         ctx = _context.current()
         if ctx is not None:
             if ctx.request_id:
@@ -206,9 +222,11 @@ class EcsJsonFormatter(JsonFormatter):
                 data["trace.id"] = ctx.trace_id
             if ctx.span_id:
                 data["span.id"] = ctx.span_id
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED and key[:1] != "_":
-                data[key] = _sanitize(value)
+        fields = record.__dict__
+        if len(fields) > _STANDARD:
+            for key in fields.keys() - _RESERVED:
+                if key[:1] != "_":
+                    _add(data, key, fields[key])
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             data["error.type"] = type(exc).__qualname__
@@ -223,31 +241,85 @@ class EcsJsonFormatter(JsonFormatter):
         for processor in self.processors:
             data = processor(data)
         try:
-            return self.jsonify_log_record(data)
-        except (TypeError, ValueError):  # circular data, NaN keys...: keep the line anyway
-            return self.jsonify_log_record(
+            return self._json.encode(data)
+        except (TypeError, ValueError):  # circular data, odd keys...: keep the line anyway
+            return self._json.encode(
                 {k: data[k] for k in ("@timestamp", "log.level", "message", "log.logger")}
                 | {"error.message": "log record not serialisable", **self.statics}
             )
 
 
-class _DroppingQueueHandler(logging.handlers.QueueHandler):
-    """Formats in the caller's thread (request context intact); never blocks: counts drops."""
+class _LineWriter:
+    """A daemon thread writing formatted lines, batched, so callers never block on I/O."""
 
-    def __init__(self, q: queue.Queue[Any], on_drop: Callable[[], None]) -> None:
-        super().__init__(q)
-        self._on_drop = on_drop
+    def __init__(self, stream: IO[str], size: int, on_drop: Callable[[], None]) -> None:
+        self.stream = stream
+        self.lines: queue.Queue[str | None] = queue.Queue(size)
+        self.on_drop = on_drop
         self.dropped = 0
+        self.thread = threading.Thread(target=self._run, name="interlock-log-writer", daemon=True)
+        self.thread.start()
 
-    def enqueue(self, record: logging.LogRecord) -> None:
+    def put(self, line: str) -> None:
         try:
-            self.queue.put_nowait(record)
+            self.lines.put_nowait(line)
         except queue.Full:
             self.dropped += 1
-            self._on_drop()
+            self.on_drop()
+
+    def _run(self) -> None:
+        get, get_nowait = self.lines.get, self.lines.get_nowait
+        while True:
+            batch = [get()]
+            try:
+                while len(batch) < 512 and batch[-1] is not None:
+                    batch.append(get_nowait())
+            except queue.Empty:
+                pass
+            stop = batch[-1] is None
+            text = "".join(f"{line}\n" for line in batch if line is not None)
+            try:
+                if text:
+                    self.stream.write(text)
+                    self.stream.flush()
+            except Exception:  # a closed or broken stream: count, keep draining
+                self.dropped += len(batch) - stop
+            if stop:
+                return
+
+    def stop(self) -> None:
+        try:
+            self.lines.put(None, timeout=2.0)
+        except queue.Full:
+            return
+        self.thread.join(timeout=5.0)
 
 
-_installed: list[tuple[logging.Handler, logging.handlers.QueueListener | None]] = []
+class _QueueingHandler(logging.Handler):
+    """Formats in the caller's thread (request context intact), writes on another."""
+
+    def __init__(self, writer: _LineWriter) -> None:
+        super().__init__()
+        self.writer = writer
+
+    @property
+    def dropped(self) -> int:
+        return self.writer.dropped
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self.writer.put(line)
+
+    def close(self) -> None:
+        self.writer.stop()
+        super().close()
+
+
+_installed: list[logging.Handler] = []
 
 
 def configure_logging(
@@ -285,9 +357,8 @@ def configure_logging(
         environment=environment,
         processors=[Redactor(redact_fields, redact_query)],
     )
-    output = logging.StreamHandler(stream if stream is not None else sys.stdout)
+    output = stream if stream is not None else sys.stdout
     handler: logging.Handler
-    listener = None
     if queue_size > 0:
         counter = None
         if interlock is not None:
@@ -297,20 +368,15 @@ def configure_logging(
             if counter is not None:
                 counter.inc()
 
-        lines: queue.Queue[Any] = queue.Queue(queue_size)
-        handler = _DroppingQueueHandler(lines, on_drop)
-        handler.setFormatter(formatter)
-        output.setFormatter(logging.Formatter("%(message)s"))
-        listener = logging.handlers.QueueListener(lines, output)
-        listener.start()
+        handler = _QueueingHandler(_LineWriter(output, queue_size, on_drop))
     else:
-        handler = output
-        handler.setFormatter(formatter)
+        handler = logging.StreamHandler(output)
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     unconfigure_logging()
     root.addHandler(handler)
     root.setLevel(level)
-    _installed.append((handler, listener))
+    _installed.append(handler)
     return handler
 
 
@@ -318,10 +384,8 @@ def unconfigure_logging() -> None:
     """Remove the handler of :func:`configure_logging`, flushing pending lines."""
     root = logging.getLogger()
     while _installed:
-        handler, listener = _installed.pop()
+        handler = _installed.pop()
         root.removeHandler(handler)
-        if listener is not None:
-            listener.stop()
         handler.close()
 
 
