@@ -4,10 +4,12 @@ Importing this package runs nothing: metrics, connections and threads are create
 :class:`Interlock` or :class:`AsyncInterlock` is built.
 """
 
+from interlock._async.cache import AsyncCache
 from interlock._async.client import AsyncInterlock
 from interlock._async.lock import AsyncLease, AsyncLock
 from interlock._context import RequestContext, request_context
 from interlock._http_rules import CacheRule, LockRule
+from interlock._sync.cache import Cache
 from interlock._sync.client import Interlock
 from interlock._sync.lock import Lease, Lock
 from interlock.asgi import InterlockMiddleware
@@ -37,11 +39,13 @@ from interlock.wsgi import InterlockWSGIMiddleware
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncCache",
     "AsyncInterlock",
     "AsyncLease",
     "AsyncLock",
     "BackendError",
     "BackendUnavailable",
+    "Cache",
     "CacheError",
     "CacheRule",
     "ConfigError",

@@ -7,13 +7,15 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from interlock._async.backend import AsyncBackend, create_backend
+from interlock._async.cache import AsyncCache
 from interlock._async.lock import _UNSET, AsyncLock, AsyncLockService, OnLost
 from interlock._async.txn import AsyncTransaction
 from interlock._async.txn_manager import AsyncTransactionManager
 from interlock._config import Settings, load_settings
 from interlock._keys import base_key
 from interlock._lock_scripts import FENCED_SET, INFO
-from interlock.errors import FenceRejected
+from interlock.cache import cache_options
+from interlock.errors import ConfigError, FenceRejected
 from interlock.lock import LockInfo, info_from_reply, lock_keys
 from interlock.metrics import Metrics
 from interlock.txn._records import RecoveryReport
@@ -70,6 +72,7 @@ class AsyncInterlock:
             decision_log=decision_log,
             durability=durability,
         )
+        self._caches: dict[str, tuple[AsyncCache, dict[str, Any]]] = {}
 
     @property
     def namespace(self) -> str:
@@ -162,8 +165,43 @@ class AsyncInterlock:
         """
         return await self.transactions.recover(safety=safety)
 
+    def cache(self, name: str, **options: Any) -> AsyncCache:
+        """The named cache ``name``, created on first use; later calls return the same one.
+
+        Args:
+            name: low-cardinality cache name (a metric label), e.g. ``"products"``.
+            **options: only on first use (the same values again are accepted):
+                ``ttl`` (60 s), ``stale_ttl`` (0: serve stale while refreshing),
+                ``negative_ttl`` (min(ttl, 10 s); 0 = don't cache ``None``), ``jitter``
+                (0.1), ``early_refresh`` (XFetch beta, 1.0; 0 = off), ``near`` (False),
+                ``near_size`` (1024), ``near_ttl`` (min(ttl, 5 s)), ``serializer``
+                ("msgpack", "json" or a ``Serializer`` such as
+                ``PickleSerializer(hmac_key=...)``), ``compress_threshold`` (4096 bytes;
+                None = never), ``lock_wait`` (5 s), ``breaker_threshold`` (3),
+                ``breaker_cooldown`` (1 s), ``tag_retention``. See docs/cache.md.
+
+        Raises:
+            ConfigError: for an invalid option, or options that differ from the ones the
+                cache was created with.
+        """
+        known = self._caches.get(name)
+        if known is None:
+            created = AsyncCache(
+                self.backend, self.settings, self.metrics, name, cache_options(**options)
+            )
+            known = self._caches.setdefault(name, (created, dict(options)))
+        cache, first = known
+        if options and options != first:
+            raise ConfigError(
+                f"cache {name!r} already exists with options {first!r}; pass the same "
+                "options, none, or use another cache name"
+            )
+        return cache
+
     async def aclose(self) -> None:
         """Stop background work and close connections."""
+        for cache, _ in list(self._caches.values()):
+            await cache.aclose()
         await self.transactions.aclose()
         await self.locks.aclose()
         await self.backend.aclose()

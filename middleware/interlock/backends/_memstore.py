@@ -210,6 +210,13 @@ class MemStore:
     def cmd_get(self, key: bytes) -> bytes | None:
         return self._get(key, bytes)  # type: ignore[no-any-return]
 
+    def cmd_getrange(self, key: bytes, start: bytes, end: bytes) -> bytes:
+        value = self._get(key, bytes) or b""
+        first, last, size = _int(start), _int(end), len(value)
+        first = max(0, first + size if first < 0 else first)
+        last = last + size if last < 0 else min(last, size - 1)
+        return value[first : last + 1] if first <= last else b""
+
     def cmd_mget(self, *keys: bytes) -> list[bytes | None]:
         return [self._get(k) if isinstance(self._get(k), bytes) else None for k in keys]
 
