@@ -45,6 +45,7 @@ _REDACT_QUERY = frozenset(REDACT_QUERY)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _QUERY_FIELDS = ("url.query", "url.full", "url.original")
 _RESERVED = frozenset((*RESERVED_ATTRS, "taskName", "message", "asctime"))
+_MAX_DEPTH = 8
 _STANDARD = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 
 Processor = Callable[[dict[str, Any]], dict[str, Any]]
@@ -109,31 +110,33 @@ class Redactor:
         return data
 
 
-def _sanitize(value: Any) -> Any:
+def _sanitize(value: Any, depth: int = 0) -> Any:
     """``value`` with every string valid Unicode and no NaN/infinity (invalid in JSON)."""
     if isinstance(value, str):
         return safe_text(value)
     if isinstance(value, float):
         return value if value - value == 0 else str(value)
+    if isinstance(value, dict | list | tuple | set | frozenset) and depth > _MAX_DEPTH:
+        return "<nested too deep>"
     if isinstance(value, dict):
-        return {safe_text(str(k)): _sanitize(v) for k, v in value.items()}
+        return {safe_text(str(k)): _sanitize(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [_sanitize(v) for v in value]
+        return [_sanitize(v, depth + 1) for v in value]
     return value
 
 
-def _add(data: dict[str, Any], key: str, value: Any) -> None:
+def _add(data: dict[str, Any], key: str, value: Any, depth: int = 0) -> None:
     """Add one extra field; nested mappings become dotted keys (``http.request.x``)."""
     kind = type(value)
     if kind is str:
         data[key] = value if value.isascii() else safe_text(value)
     elif kind is int or kind is bool or value is None:
         data[key] = value
-    elif isinstance(value, dict):
+    elif isinstance(value, dict) and depth < _MAX_DEPTH:
         for inner, item in value.items():
-            _add(data, f"{key}.{safe_text(str(inner))}", item)
+            _add(data, f"{key}.{safe_text(str(inner))}", item, depth + 1)
     else:
-        data[key] = _sanitize(value)
+        data[key] = _sanitize(value, depth)
 
 
 _encoder = JsonEncoder()
