@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from interlock import _context
-from interlock._http_cache import CachePlan
+from interlock._http_cache import CachePlan, plan
 from interlock._http_routes import UNMATCHED, RouteTemplate, route_path
 from interlock._http_rules import HTTP_METHODS, CacheRule, LockRule
 from interlock.errors import BackendUnavailable, LockTimeout
@@ -333,6 +333,15 @@ class HttpCore:
                     ex.lock = (rule, params)
                     break
         return ex
+
+    def cache_plan(self, ex: Exchange) -> CachePlan | None:
+        """How the response cache treats this request (``None``: no rule matches)."""
+        for rule in self.cache_rules:
+            if rule.applies(ex.method):
+                params = rule.route.match(ex.rpath)
+                if params is not None:
+                    return plan(rule, params, ex.method, ex.query, ex.headers)
+        return None
 
     def is_metrics_request(self, method: str, path: str, root_path: str) -> bool:
         return (

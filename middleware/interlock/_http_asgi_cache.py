@@ -1,20 +1,208 @@
-"""The response cache of the ASGI middleware (storage is wired once ``il.cache`` lands)."""
+"""The response cache of the ASGI middleware, on ``AsyncInterlock.cache``.
+
+Decisions (cacheability, key, ETag, headers) are the pure functions of
+``interlock._http_cache``; storage, single flight across requests and processes,
+stale-while-revalidate and tag invalidation are the cache's. The loader given to
+``get_or_load`` runs the application against a snapshot of the request and captures the
+response without touching the client, so the cache may also run it in the background to
+refresh a stale entry. A response that may not be stored is kept as a "pass" marker:
+later requests for the key go straight to the application instead of queueing.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
+from interlock import _context
 from interlock._http import Exchange, HttpCore
+from interlock._http_cache import PassList, answer, entry_or_pass, valid_entry
+from interlock._http_routes import AsgiRoutes
+from interlock._http_rules import CacheRule
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _TooLarge(Exception):
+    """Raised into the application's ``send`` when a body outgrows ``max_body``."""
+
+
+class Captured:
+    """A response captured by the loader."""
+
+    __slots__ = ("body", "headers", "status", "template", "truncated")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.body = bytearray()
+        self.truncated = False
+        self.template: str | None = None
 
 
 class AsgiResponseCache:
-    """Placeholder: runs the app; cache decisions are made in ``interlock._http_cache``."""
+    """Serves :class:`~interlock.CacheRule` requests from ``interlock.cache(rule.name)``."""
 
     def __init__(self, interlock: Any, core: HttpCore) -> None:
         self.interlock = interlock
         self.core = core
+        self.options = cache_options(core.cache_rules)
+        self.templates: dict[int, str] = {}  # framework template last seen per rule
+        self.passes = PassList()
+        self.routes = AsgiRoutes()
 
     async def handle(
-        self, ex: Exchange, scope: Any, receive: Any, send: Any, app: Any, routes: Any
+        self, ex: Exchange, scope: Scope, receive: Receive, send: Send, app: App, routes: Any
     ) -> None:
-        await app(scope, receive, send)
+        decision = self.core.cache_plan(ex)
+        if decision is None:
+            await app(scope, receive, send)
+            return
+        ex.cache = decision
+        rule = decision.rule
+        if decision.bypass is not None:
+            count(self.interlock, rule, "bypass", decision.bypass)
+            await app(scope, receive, _tagging(send, "BYPASS"))
+            return
+        if decision.key in self.passes:
+            count(self.interlock, rule, "bypass", "uncacheable")
+            ex.route = self.templates.get(id(rule))
+            await app(scope, receive, _tagging(send, "BYPASS"))
+            return
+        cache = self.interlock.cache(rule.name, **self.options[rule.name])
+        snapshot = dict(scope)
+        root_path = scope.get("root_path", "")
+        mine: list[Captured] = []
+
+        async def loader() -> dict[str, Any] | None:
+            captured = await self._capture(snapshot, app, rule.max_body, root_path)
+            mine.append(captured)
+            body = bytes(captured.body)
+            tags = [*decision.tags, *ex.tags]
+            entry = entry_or_pass(rule, captured.status, captured.headers, body,
+                                  captured.truncated, tags)  # fmt: skip
+            if valid_entry(entry):
+                return entry
+            self.passes.add(decision.key, rule.ttl)
+            _context.record("cache", reason=entry["pass"])
+            return None  # not stored (negative_ttl=0), and not shared
+
+        if decision.serve:
+            entry = await cache.get_or_load(decision.key, loader, ttl=rule.ttl, tags=decision.tags)
+        else:  # Cache-Control: no-cache: refresh the entry from the application
+            entry = await loader()
+            count(self.interlock, rule, "miss", "no-cache")
+            if entry is not None:
+                await cache.set(decision.key, entry, ttl=rule.ttl, tags=[*decision.tags, *ex.tags])
+        captured = mine[0] if mine else None
+        if captured is not None and captured.template is not None:
+            self.templates[id(rule)] = ex.route = captured.template
+        else:
+            ex.route = self.templates.get(id(rule))
+        if not valid_entry(entry):
+            decision.result = "miss"
+            if captured is not None and not captured.truncated:
+                headers = [*captured.headers, ("x-cache", "BYPASS")]
+                await _send(send, captured.status, headers, bytes(captured.body))
+            else:
+                await app(scope, receive, _tagging(send, "BYPASS"))
+            return
+        if captured is not None and decision.serve and set(ex.tags) - set(decision.tags):
+            # tags the handler added: write the entry again under all of them
+            await cache.set(decision.key, entry, ttl=rule.ttl, tags=[*decision.tags, *ex.tags])
+        decision.result = "miss" if captured is not None else _cache_result(ex)
+        status, headers, body = answer(
+            entry, ex.method, ex.headers.get("if-none-match"), decision.result, time.time()
+        )
+        await _send(send, status, headers, body)
+
+    async def _capture(self, snapshot: Scope, app: App, max_body: int, root_path: str) -> Captured:
+        captured = Captured()
+        child = dict(snapshot)
+        done = asyncio.Event()
+        sent_request = False
+
+        async def receive() -> Message:
+            nonlocal sent_request
+            if not sent_request:
+                sent_request = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                captured.status = int(message["status"])
+                captured.headers = [
+                    (bytes(n).decode("latin-1").lower(), bytes(v).decode("latin-1"))
+                    for n, v in message.get("headers", ())
+                ]
+            elif kind == "http.response.body":
+                captured.body += message.get("body", b"")
+                if len(captured.body) > max_body:
+                    raise _TooLarge
+                if not message.get("more_body", False):
+                    done.set()
+
+        try:
+            await app(child, receive, send)
+        except _TooLarge:
+            captured.truncated = True
+        finally:
+            done.set()
+        captured.template = self.routes.template(child, root_path)
+        return captured
+
+
+def cache_options(rules: Sequence[CacheRule]) -> dict[str, dict[str, Any]]:
+    """The cache options per cache name; rules sharing a name must agree on them.
+
+    Raises:
+        ValueError: two rules share a cache name but not ``stale_ttl``.
+    """
+    options: dict[str, dict[str, Any]] = {}
+    for rule in rules:
+        wanted = {"stale_ttl": rule.stale_ttl, "negative_ttl": 0.0}
+        if options.setdefault(rule.name, wanted) != wanted:
+            raise ValueError(
+                f"cache rules sharing the cache name {rule.name!r} have different stale_ttl; "
+                "give them different name= values"
+            )
+    return options
+
+
+def count(interlock: Any, rule: CacheRule, result: str, reason: str | None = None) -> None:
+    """Count and record an outcome decided by the middleware rather than by the cache."""
+    metrics = interlock.metrics
+    label = metrics.label("interlock_cache_requests_total", "cache", rule.name)
+    metrics.cache_requests.labels(cache=label, result=result).inc()
+    _context.record("cache", name=rule.name, result=result, reason=reason)
+
+
+def _cache_result(ex: Exchange) -> str:
+    section = ex.context.events.get("cache") or {}
+    return str(section.get("result", "hit"))
+
+
+def _tagging(send: Send, value: str) -> Send:
+    header = (b"x-cache", value.encode())
+
+    async def tagged(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), header]}
+        await send(message)
+
+    return tagged
+
+
+async def _send(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    raw = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})

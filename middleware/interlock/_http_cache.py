@@ -209,14 +209,79 @@ def make_entry(
     }
 
 
+def entry_or_pass(
+    rule: CacheRule,
+    status: int,
+    headers: Sequence[tuple[str, str]],
+    body: bytes,
+    truncated: bool,
+    tags: Sequence[str],
+) -> dict[str, Any]:
+    """What the loader stores: the entry, or a "pass" marker naming why it may not."""
+    reason = "too-large" if truncated else storable(rule, status, headers)
+    if reason is not None:
+        return {"v": ENTRY_VERSION, "pass": reason}
+    return make_entry(status, headers, body, tags)
+
+
 def valid_entry(entry: object) -> bool:
+    """True for a servable entry (not a pass marker, not foreign or corrupt data)."""
     return (
         isinstance(entry, dict)
         and entry.get("v") == ENTRY_VERSION
+        and "pass" not in entry
         and isinstance(entry.get("status"), int)
         and isinstance(entry.get("body"), bytes)
         and isinstance(entry.get("headers"), list)
     )
+
+
+class PassList:
+    """Keys whose responses may not be stored, remembered for a while in this process.
+
+    Requests for them skip the cache (``bypass``) instead of queueing behind a load whose
+    result will not be shared ("hit-for-pass").
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._until: dict[str, float] = {}
+        self._limit = limit
+
+    def add(self, key: str, seconds: float) -> None:
+        if len(self._until) >= self._limit:
+            self._until.clear()
+        self._until[key] = time.monotonic() + seconds
+
+    def __contains__(self, key: str) -> bool:
+        until = self._until.get(key)
+        if until is None:
+            return False
+        if until < time.monotonic():
+            self._until.pop(key, None)
+            return False
+        return True
+
+    def discard(self, key: str) -> None:
+        self._until.pop(key, None)
+
+
+def x_cache(result: str) -> str:
+    """The ``X-Cache`` value for a cache result."""
+    if result == "stale":
+        return "STALE"
+    if result in ("hit", "near_hit", "coalesced", "negative_hit"):
+        return "HIT"
+    return "MISS"
+
+
+def answer(
+    entry: Mapping[str, Any], method: str, if_none_match: str | None, result: str, now: float
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The response to send from ``entry``: ``304`` when the client's validator matches."""
+    headers = served_headers(entry, x_cache(result), now)
+    if etag_matches(if_none_match, entry.get("etag")):
+        return 304, not_modified(headers), b""
+    return entry["status"], headers, b"" if method == "HEAD" else entry["body"]
 
 
 def served_headers(entry: Mapping[str, Any], x_cache: str, now: float) -> list[tuple[str, str]]:

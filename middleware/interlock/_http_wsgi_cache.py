@@ -1,18 +1,144 @@
-"""The response cache of the WSGI middleware (storage is wired once ``il.cache`` lands)."""
+"""The response cache of the WSGI middleware, on ``Interlock.cache``.
+
+The twin of ``interlock._http_asgi_cache`` (see there): the loader calls the application
+with a snapshot of the environ, reads and closes its body, and returns the entry or a
+"pass" marker; the cache stores it, shares one load per key, refreshes stale entries.
+"""
 
 from __future__ import annotations
 
+import io
+import time
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 
+from interlock import _context
 from interlock._http import Exchange, HttpCore
+from interlock._http_asgi_cache import cache_options, count
+from interlock._http_cache import PassList, answer, entry_or_pass, valid_entry
+from interlock._http_routes import flask_template
+
+StartResponse = Callable[..., Any]
+App = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def status_line(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Unknown"
+
+
+class _Captured:
+    __slots__ = ("body", "headers", "status", "template", "truncated")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.body = bytearray()
+        self.truncated = False
+        self.template: str | None = None
 
 
 class WsgiResponseCache:
-    """Placeholder: runs the app; cache decisions are made in ``interlock._http_cache``."""
+    """Serves :class:`~interlock.CacheRule` requests from ``interlock.cache(rule.name)``."""
 
     def __init__(self, interlock: Any, core: HttpCore) -> None:
         self.interlock = interlock
         self.core = core
+        self.options = cache_options(core.cache_rules)
+        self.templates: dict[int, str] = {}
+        self.passes = PassList()
 
-    def handle(self, ex: Exchange, environ: Any, start_response: Any, app: Any) -> Any:
-        return app(environ, start_response)
+    def handle(
+        self, ex: Exchange, environ: dict[str, Any], start_response: StartResponse, app: App
+    ) -> Iterable[bytes]:
+        decision = self.core.cache_plan(ex)
+        if decision is None:
+            return app(environ, start_response)
+        ex.cache = decision
+        rule = decision.rule
+        if decision.bypass is not None:
+            count(self.interlock, rule, "bypass", decision.bypass)
+            return app(environ, _tagging(start_response, "BYPASS"))
+        if decision.key in self.passes:
+            count(self.interlock, rule, "bypass", "uncacheable")
+            ex.route = ex.route or self.templates.get(id(rule))
+            return app(environ, _tagging(start_response, "BYPASS"))
+        cache = self.interlock.cache(rule.name, **self.options[rule.name])
+        snapshot = dict(environ)
+        mine: list[_Captured] = []
+
+        def loader() -> dict[str, Any] | None:
+            captured = _capture(snapshot, app, rule.max_body)
+            mine.append(captured)
+            entry = entry_or_pass(rule, captured.status, captured.headers, bytes(captured.body),
+                                  captured.truncated, [*decision.tags, *ex.tags])  # fmt: skip
+            if valid_entry(entry):
+                return entry
+            self.passes.add(decision.key, rule.ttl)
+            _context.record("cache", reason=entry["pass"])
+            return None  # not stored (negative_ttl=0), and not shared
+
+        if decision.serve:
+            entry = cache.get_or_load(decision.key, loader, ttl=rule.ttl, tags=decision.tags)
+        else:
+            entry = loader()
+            count(self.interlock, rule, "miss", "no-cache")
+            if entry is not None:
+                cache.set(decision.key, entry, ttl=rule.ttl, tags=[*decision.tags, *ex.tags])
+        captured = mine[0] if mine else None
+        if captured is not None and captured.template is not None:
+            self.templates[id(rule)] = ex.route = captured.template
+        elif ex.route is None:
+            ex.route = self.templates.get(id(rule))
+        if not valid_entry(entry):
+            decision.result = "miss"
+            if captured is not None and not captured.truncated:
+                start_response(
+                    status_line(captured.status), [*captured.headers, ("x-cache", "BYPASS")]
+                )
+                return [bytes(captured.body)]
+            return app(environ, _tagging(start_response, "BYPASS"))
+        if captured is not None and decision.serve and set(ex.tags) - set(decision.tags):
+            cache.set(decision.key, entry, ttl=rule.ttl, tags=[*decision.tags, *ex.tags])
+        section = ex.context.events.get("cache") or {}
+        decision.result = "miss" if captured is not None else str(section.get("result", "hit"))
+        status, headers, body = answer(
+            entry, ex.method, ex.headers.get("if-none-match"), decision.result, time.time()
+        )
+        start_response(status_line(status), headers)
+        return [body]
+
+
+def _capture(snapshot: dict[str, Any], app: App, max_body: int) -> _Captured:
+    captured = _Captured()
+    child = dict(snapshot)
+    child["wsgi.input"] = io.BytesIO(b"")
+
+    def start_response(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
+        captured.status = int(status[:3])
+        captured.headers = [(n.lower(), v) for n, v in headers]
+        captured.template = flask_template(child)
+        return captured.body.extend
+
+    result = app(child, start_response)
+    try:
+        for chunk in result:
+            captured.body += chunk
+            if len(captured.body) > max_body:
+                captured.truncated = True
+                break
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    return captured
+
+
+def _tagging(start_response: StartResponse, value: str) -> StartResponse:
+    def tagged(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
+        return start_response(status, [*headers, ("X-Cache", value)], *exc)
+
+    return tagged

@@ -87,7 +87,9 @@ class InterlockMiddleware:
         )
         self.routes = AsgiRoutes()
         self.django = is_django_app(app)
-        self.response_cache = AsgiResponseCache(interlock, self.core) if cache else None
+        self.response_cache = (
+            AsgiResponseCache(interlock, self.core) if self.core.cache_rules else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

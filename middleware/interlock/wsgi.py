@@ -78,7 +78,9 @@ class InterlockWSGIMiddleware:
         self._environ_keys = [
             (name, "HTTP_" + name.upper().replace("-", "_")) for name in sorted(self.core.wanted)
         ]
-        self.response_cache = WsgiResponseCache(interlock, self.core) if cache else None
+        self.response_cache = (
+            WsgiResponseCache(interlock, self.core) if self.core.cache_rules else None
+        )
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         core = self.core
