@@ -27,6 +27,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from itertools import islice
 from typing import IO, Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -44,7 +45,7 @@ REDACT_QUERY = (
 _REDACT_QUERY = frozenset(REDACT_QUERY)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _QUERY_FIELDS = ("url.query", "url.full", "url.original")
-_RESERVED = frozenset((*RESERVED_ATTRS, "taskName", "message", "asctime"))
+_RESERVED = frozenset((*RESERVED_ATTRS, "taskName", "message", "asctime", "color_message"))
 _MAX_DEPTH = 8
 _STANDARD = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 
@@ -227,9 +228,17 @@ class EcsJsonFormatter(JsonFormatter):
                 data["span.id"] = ctx.span_id
         fields = record.__dict__
         if len(fields) > _STANDARD:
-            for key in fields.keys() - _RESERVED:
-                if key[:1] != "_":
-                    _add(data, key, fields[key])
+            extras = fields.keys() - _RESERVED
+            added = 0
+            for key, value in islice(fields.items(), _STANDARD, None):  # extras come last
+                if key in extras:
+                    added += 1
+                    if key[:1] != "_":
+                        _add(data, key, value)
+            if added < len(extras):  # a record factory put some before the standard ones
+                for key in extras:
+                    if key[:1] != "_" and key not in data:
+                        _add(data, key, fields[key])
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             data["error.type"] = type(exc).__qualname__
