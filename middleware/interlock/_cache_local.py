@@ -7,11 +7,16 @@ thread for ``mem://``), hence the lock.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from interlock._cache_entry import Envelope
+
+logger = logging.getLogger("interlock.cache")
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
 
@@ -85,6 +90,14 @@ class NearCache:
             while len(self._data) > self.size:
                 self._remove(next(iter(self._data)))
             return True
+
+    def remember(self, key: str, value: Any, envelope: Envelope, epoch: int) -> bool:
+        """Hold a value just read or written, while its envelope says it is fresh."""
+        fresh_for = (envelope.fresh_until_ms - time.time() * 1000) / 1000
+        tags = [tag for tag, _ in envelope.tags]
+        return self.put(
+            key, value, negative=envelope.negative, tags=tags, fresh_for=fresh_for, epoch=epoch
+        )
 
     def drop(self, key: str) -> None:
         with self._lock:
@@ -171,3 +184,40 @@ class CircuitBreaker:
             self.state = OPEN
             self._retry_at = self._clock() + self.cooldown
             return opened
+
+
+class Health:
+    """A cache's circuit breaker and what it reports: the ``interlock_cache_degraded``
+    gauge and one log event when the cache degrades and one when it recovers."""
+
+    def __init__(self, name: str, breaker: CircuitBreaker, gauge: Any) -> None:
+        self.name = name
+        self.breaker = breaker
+        self._gauge = gauge
+        gauge.set(0)
+
+    def allow(self) -> bool:
+        return self.breaker.allow()
+
+    def failed(self, exc: BaseException) -> None:
+        if self.breaker.failure():
+            self._gauge.set(1)
+            logger.warning(
+                "cache %r degraded: backend unreachable, serving from loaders",
+                self.name,
+                extra={
+                    "event.action": "cache-degraded",
+                    "interlock.cache.name": self.name,
+                    "error.message": str(exc),
+                    "error.type": type(exc).__name__,
+                },
+            )
+
+    def ok(self) -> None:
+        if self.breaker.success():
+            self._gauge.set(0)
+            logger.info(
+                "cache %r recovered: backend reachable again",
+                self.name,
+                extra={"event.action": "cache-recovered", "interlock.cache.name": self.name},
+            )

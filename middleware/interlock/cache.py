@@ -1,31 +1,21 @@
 """The distributed cache: the pure parts shared by :class:`AsyncCache` and :class:`Cache`.
 
 The drivers live in ``interlock/_async/cache.py`` (``_sync`` is generated); the atomic
-steps are the Lua scripts in ``interlock._cache_scripts``. What lives here has no I/O:
-options, key layout, the stored envelope, the early-refresh (XFetch) and jitter math.
-
-Entry envelope (big-endian), then the serialized (possibly zlib-compressed) value::
-
-    magic "il" | format 1 | codec u8 | flags u8 | created_ms u64 | ttl_ms u32 |
-    stale_ms u32 | loader_us u32 | tag count u8 | per tag: len u8, tag, version u64
-
-``ttl_ms`` is the (jittered) fresh lifetime, ``stale_ms`` how long the entry may be served
-stale after it, ``loader_us`` how long the loader took (the XFetch ``delta``), and each tag
-carries the version it had when the load began (see docs/cache.md, "Tags").
+steps are the Lua scripts in ``interlock._cache_scripts``; the stored format is in
+``interlock._cache_entry``. What lives here has no I/O: options, key layout, result names,
+the early-refresh (XFetch) and jitter math. See docs/cache.md.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-import struct
-import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from interlock._keys import MAX_KEY_BYTES, encode_key
-from interlock.errors import ConfigError, SerializationError
+from interlock.errors import ConfigError
 from interlock.serializers import Serializer, resolve_serializer
 
 _P = ParamSpec("_P")
@@ -37,15 +27,6 @@ RESULTS = ("hit", "near_hit", "stale", "miss", "coalesced", "negative_hit", "byp
 FILL_WINDOW_S = 60.0  # a load older than this is not written back (nor is one invalidated)
 MAX_TTL_S = 30 * 86400.0
 MAX_TAGS = 32
-
-_MAGIC = b"il"
-_FORMAT = 1
-_HEADER = struct.Struct(">2sBBBQIIIB")
-HEADER_SIZE = _HEADER.size
-_TAG_VERSION = struct.Struct(">Q")
-FLAG_COMPRESSED = 1
-FLAG_NEGATIVE = 2
-_U32 = 2**32 - 1
 
 
 def _seconds(name: str, value: object, *, low: float, high: float = MAX_TTL_S) -> float:
@@ -144,17 +125,23 @@ def cache_options(**options: Any) -> CacheOptions:
 class EntryKeys:
     """Redis keys of one entry; all share the hash tag ``{name:key}``."""
 
-    __slots__ = ("encoded", "entry", "generation", "lease")
+    __slots__ = ("encoded", "entry")
 
-    def __init__(self, encoded: str, entry: str, lease: str, generation: str) -> None:
+    def __init__(self, encoded: str, entry: str) -> None:
         self.encoded = encoded
         self.entry = entry
-        self.lease = lease
-        self.generation = generation
+
+    @property
+    def lease(self) -> str:
+        return f"{self.entry}:l"
+
+    @property
+    def generation(self) -> str:
+        return f"{self.entry}:g"
 
     @property
     def all(self) -> list[str]:
-        return [self.entry, self.lease, self.generation]
+        return [self.entry, f"{self.entry}:l", f"{self.entry}:g"]
 
 
 def encode(key: object) -> str:
@@ -173,8 +160,7 @@ def entry_keys(namespace: str, name: str, key: object, encoded: str | None = Non
     """
     if encoded is None:
         encoded = encode(key)
-    base = f"{namespace}:cache:{{{name}:{encoded}}}"
-    return EntryKeys(encoded, base, f"{base}:l", f"{base}:g")
+    return EntryKeys(encoded, f"{namespace}:cache:{{{name}:{encoded}}}")
 
 
 def tag_keys(namespace: str, name: str, tags: object) -> tuple[tuple[str, str], ...]:
@@ -231,6 +217,30 @@ def default_key(function: Callable[..., Any]) -> Callable[..., object]:
     return make
 
 
+class Job:
+    """One load: the key, its tags (``(encoded tag, version key)``) and the versions of
+    them seen so far, its TTL, the loader, and the header of a stored entry already found
+    unusable (``b""``: none)."""
+
+    __slots__ = ("keys", "loader", "rejected", "tags", "ttl", "versions")
+
+    def __init__(
+        self,
+        keys: EntryKeys,
+        tags: Sequence[tuple[str, str]],
+        ttl: float,
+        loader: Callable[[], Any],
+        rejected: bytes,
+        versions: dict[str, int],
+    ) -> None:
+        self.keys = keys
+        self.tags = tags
+        self.ttl = ttl
+        self.loader = loader
+        self.rejected = rejected
+        self.versions = versions
+
+
 def channel(namespace: str, name: str) -> str:
     """The pub/sub channel of a cache: fills, writes, deletes and tag invalidations."""
     return f"{namespace}:cache-events:{name}"
@@ -257,103 +267,3 @@ def refresh_early(
     if beta <= 0 or delta_us <= 0:
         return False
     return now_ms - delta_us / 1000 * beta * math.log(rand or 1e-300) >= fresh_until_ms
-
-
-# -- envelope ------------------------------------------------------------------------------
-
-
-class Envelope:
-    """A decoded entry header plus its (still serialized) value bytes."""
-
-    __slots__ = ("codec", "created_ms", "delta_us", "flags", "header", "payload", "stale_ms",
-                 "tags", "ttl_ms")  # fmt: skip
-
-    def __init__(self, data: bytes) -> None:
-        try:
-            magic, fmt, codec, flags, created, ttl, stale, delta, count = _HEADER.unpack_from(data)
-        except struct.error:
-            raise SerializationError("cache entry is truncated or not interlock's") from None
-        if magic != _MAGIC or fmt != _FORMAT:
-            raise SerializationError("cache entry has an unknown format; not decoded")
-        self.codec, self.flags, self.created_ms = codec, flags, created
-        self.ttl_ms, self.stale_ms, self.delta_us = ttl, stale, delta
-        offset = HEADER_SIZE
-        tags: list[tuple[str, int]] = []
-        try:
-            for _ in range(count):
-                size = data[offset]
-                tag = data[offset + 1 : offset + 1 + size].decode()
-                (version,) = _TAG_VERSION.unpack_from(data, offset + 1 + size)
-                tags.append((tag, version))
-                offset += 1 + size + _TAG_VERSION.size
-        except (IndexError, struct.error, UnicodeDecodeError):
-            raise SerializationError("cache entry has a corrupt tag list") from None
-        self.tags = tags
-        self.header = data[:HEADER_SIZE]
-        self.payload = data[offset:]
-
-    @property
-    def negative(self) -> bool:
-        return bool(self.flags & FLAG_NEGATIVE)
-
-    @property
-    def fresh_until_ms(self) -> int:
-        return self.created_ms + self.ttl_ms  # type: ignore[no-any-return]
-
-    @property
-    def expires_ms(self) -> int:
-        return self.created_ms + self.ttl_ms + self.stale_ms  # type: ignore[no-any-return]
-
-    def value(self, serializer: Serializer) -> Any:
-        """Decode the value; a foreign codec (e.g. a planted pickle) is refused unread."""
-        if self.negative:
-            return None
-        if self.codec != serializer.codec:
-            raise SerializationError(
-                f"cache entry uses codec {self.codec}, this cache reads codec {serializer.codec}"
-            )
-        body = self.payload
-        if self.flags & FLAG_COMPRESSED:
-            try:
-                body = zlib.decompress(body)
-            except zlib.error as exc:
-                raise SerializationError(f"cache entry fails to decompress: {exc}") from exc
-        return serializer.loads(body)
-
-    def stale_against(self, current: dict[str, int]) -> bool:
-        """True if a tag was invalidated after this entry's load began."""
-        return any(current.get(tag, 0) > version for tag, version in self.tags)
-
-
-def encode_envelope(
-    value: Any,
-    serializer: Serializer,
-    *,
-    created_ms: int,
-    ttl_ms: int,
-    stale_ms: int,
-    delta_us: int,
-    tags: Sequence[tuple[str, int]] = (),
-    compress_threshold: int | None = None,
-) -> bytes:
-    """Serialize ``value`` (``None`` becomes a negative entry) into a stored envelope."""
-    flags = 0
-    if value is None:
-        flags, body = FLAG_NEGATIVE, b""
-    else:
-        body = serializer.dumps(value)
-        if compress_threshold is not None and len(body) >= compress_threshold:
-            packed = zlib.compress(body, 1)
-            if len(packed) < len(body):
-                flags, body = FLAG_COMPRESSED, packed
-    parts = [
-        _HEADER.pack(
-            _MAGIC, _FORMAT, serializer.codec, flags, created_ms,
-            min(ttl_ms, _U32), min(stale_ms, _U32), min(max(delta_us, 0), _U32), len(tags),
-        )
-    ]  # fmt: skip
-    for tag, version in tags:
-        raw = tag.encode()
-        parts.append(bytes((len(raw),)) + raw + _TAG_VERSION.pack(version))
-    parts.append(body)
-    return b"".join(parts)

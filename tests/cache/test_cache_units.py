@@ -13,16 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from interlock import ConfigError, SerializationError
+from interlock._cache_entry import HEADER_SIZE, Envelope, encode_envelope
 from interlock._cache_local import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, NearCache
 from interlock._keys import base_key
 from interlock.cache import (
     FILL_WINDOW_S,
-    HEADER_SIZE,
-    Envelope,
     cache_options,
     call_ttl,
     default_key,
-    encode_envelope,
     entry_keys,
     jittered_ms,
     refresh_early,

@@ -8,50 +8,38 @@ backend fails the cache fails open behind a circuit breaker: loaders serve every
 
 from __future__ import annotations
 
-import functools
-import logging
 import random
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from interlock import _context
 from interlock._async.backend import AsyncBackend
-from interlock._async.cache_load import (
-    CORRUPT,
-    FRESH,
-    STALE,
-    AsyncLoader,
-    Job,
-    Load,
-    LoadFunction,
-)
-from interlock._async.cache_store import AsyncCacheStore
-from interlock._cache_local import CircuitBreaker, NearCache
+from interlock._async.cache_decorator import KeyFunction, TagsOption, cached
+from interlock._async.cache_load import AsyncLoader, LoadFunction, Outcome
+from interlock._async.cache_refresh import AsyncRefresher
+from interlock._async.cache_store import AsyncCacheStore, Tags
+from interlock._cache_entry import CORRUPT, FRESH, STALE, build_entry
+from interlock._cache_local import CircuitBreaker, Health, NearCache, NearEntry
 from interlock._config import Settings
 from interlock._keys import validate_name
-from interlock._synchronization import async_check_cacheable
 from interlock.cache import (
     RESULTS,
     AsyncCachedFunction,
     CacheOptions,
+    Job,
     call_ttl,
-    default_key,
     encode,
     entry_keys,
     refresh_early,
-    tag_key,
     tag_keys,
 )
 from interlock.errors import BackendError, BackendUnavailable
 from interlock.metrics import Metrics
 
-logger = logging.getLogger("interlock.cache")
 P = ParamSpec("P")
 R = TypeVar("R")
-Tags = Sequence[tuple[str, str]]
-KeyFunction = Callable[..., object]
-TagsOption = Sequence[str | int] | Callable[..., Sequence[str | int]] | None
 
 
 class AsyncCache:
@@ -74,41 +62,41 @@ class AsyncCache:
         self.name = validate_name("cache", name)
         self.options = options
         self._namespace = settings.namespace
+        self._backend = backend
         self._origin = secrets.token_hex(8)
         self._store = AsyncCacheStore(
             backend,
             settings.namespace,
             name,
+            serializer=options.codec,
             cluster="cluster" in settings.scheme,
             origin=self._origin,
             on_event=self._on_event,
         )
         self._near = NearCache(options.near_size, options.near_ttl) if options.near else None
         self._near_ready = False
-        self._breaker = CircuitBreaker(options.breaker_threshold, options.breaker_cooldown)
         label = metrics.label("interlock_cache_requests_total", "cache", name)
         self._results = {r: metrics.cache_requests.labels(cache=label, result=r) for r in RESULTS}
-        load_label = metrics.label("interlock_cache_load_seconds", "cache", name)
-        self._load_seconds = metrics.cache_load.labels(cache=load_label)
-        self._degraded = metrics.cache_degraded.labels(
+        gauge = metrics.cache_degraded.labels(
             cache=metrics.label("interlock_cache_degraded", "cache", name)
         )
-        self._degraded.set(0)
+        self._health = Health(
+            name, CircuitBreaker(options.breaker_threshold, options.breaker_cooldown), gauge
+        )
+        load_label = metrics.label("interlock_cache_load_seconds", "cache", name)
         self._loader = AsyncLoader(
-            name,
             options,
             self._store,
             self._near,
-            self._breaker,
-            self._load_seconds.observe,
-            self._backend_failed,
-            lambda tag: (tag, tag_key(self._namespace, self.name, tag)),
+            self._health,
+            metrics.cache_load.labels(cache=load_label).observe,
         )
+        self._refresher = AsyncRefresher(name, self._loader)
 
     @property
     def degraded(self) -> bool:
         """True while the backend is considered down and the cache fails open."""
-        return self._breaker.degraded
+        return self._health.breaker.degraded
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -123,27 +111,25 @@ class AsyncCache:
         encoded = encode(key)
         near = self._near
         if near is not None:
-            if self._near_ready:
-                held = near.get(encoded)
-                if held is not None:
-                    return self._done("negative_hit" if held.negative else "near_hit", held.value)
-            else:
-                await self._start_near()
+            held = await self._near_lookup(near, encoded)
+            if held is not None:
+                return self._done("negative_hit" if held.negative else "near_hit", held.value)
         keys = entry_keys(self._namespace, self.name, key, encoded)
         wanted = self._tags(tags) if tags else ()
-        if not self._breaker.allow():
+        if not self._health.allow():
             return self._done("bypass", default)
         epoch = near.epoch if near is not None else 0
         try:
             data, versions = await self._store.read(keys.entry, wanted)
-            verdict = await self._loader.judge(keys, data, versions)
+            verdict = await self._store.judge(keys, data, versions)
         except BackendError as exc:
-            self._backend_failed(exc)
+            self._health.failed(exc)
             return self._done("bypass", default)
-        self._backend_ok()
+        self._health.ok()
         envelope = verdict.envelope
         if verdict.state is FRESH and envelope is not None:
-            self._loader.remember(keys, verdict.value, envelope, epoch)
+            if near is not None:
+                near.remember(encoded, verdict.value, envelope, epoch)
             return self._done("negative_hit" if envelope.negative else "hit", verdict.value)
         return self._done("error" if verdict.state is CORRUPT else "miss", default)
 
@@ -171,85 +157,47 @@ class AsyncCache:
         encoded = encode(key)
         near = self._near
         if near is not None:
-            if self._near_ready:
-                held = near.get(encoded)
-                if held is not None:
-                    return self._done("negative_hit" if held.negative else "near_hit", held.value)
-            else:
-                await self._start_near()
+            held = await self._near_lookup(near, encoded)
+            if held is not None:
+                return self._done("negative_hit" if held.negative else "near_hit", held.value)
         keys = entry_keys(self._namespace, self.name, key, encoded)
         wanted = self._tags(tags) if tags else ()
         life = self.options.ttl if ttl is None else call_ttl(self.options, ttl, bool(wanted))
-        if not self._breaker.allow():
-            return await self._bypass(keys.entry, wanted, loader)
+        if not self._health.allow():
+            return self._report(await self._loader.bypass(keys.entry, wanted, loader))
         if keys.entry in self._loader.flights:
-            return await self._follow(Job(keys, wanted, life, loader, b"", {}))
+            job = Job(keys, wanted, life, loader, b"", {})
+            return self._report(await self._loader.follow(job))
         epoch = near.epoch if near is not None else 0
         try:
-            data, versions = await self._store.read(keys.entry, wanted)
-            verdict = await self._loader.judge(keys, data, versions)
+            if wanted:
+                data, versions = await self._store.read(keys.entry, wanted)
+            else:
+                data, versions = await self._backend.execute("GET", keys.entry), {}
+            verdict = self._store.verdict(keys, data, versions)
+            if verdict is None:
+                verdict = await self._store.judge(keys, data, versions)
         except BackendError as exc:
-            self._backend_failed(exc)
-            return await self._bypass(keys.entry, wanted, loader)
-        self._backend_ok()
+            self._health.failed(exc)
+            return self._report(await self._loader.bypass(keys.entry, wanted, loader))
+        self._health.ok()
         envelope = verdict.envelope
         if envelope is not None and verdict.state is FRESH:
             beta = self.options.early_refresh
             if beta and refresh_early(
                 verdict.now_ms, envelope.fresh_until_ms, envelope.delta_us, beta, random.random()
             ):
-                self._loader.refresh(Job(keys, wanted, life, loader, envelope.header, versions))
-            self._loader.remember(keys, verdict.value, envelope, epoch)
+                self._refresher.refresh(Job(keys, wanted, life, loader, envelope.header, versions))
+            if near is not None:
+                near.remember(encoded, verdict.value, envelope, epoch)
             return self._done("negative_hit" if envelope.negative else "hit", verdict.value)
         if envelope is not None and verdict.state is STALE:
-            self._loader.refresh(Job(keys, wanted, life, loader, envelope.header, versions))
+            self._refresher.refresh(Job(keys, wanted, life, loader, envelope.header, versions))
             return self._done("stale", verdict.value)
-        job = Job(keys, wanted, life, loader, verdict.rejected, versions)
-        return await self._lead(job, "error" if verdict.state is CORRUPT else None)
-
-    async def _lead(self, job: Job, result: str | None = None, replace: bool = False) -> Any:
-        flights = self._loader.flights
-        load = Load(job.tags)
-        if replace:
-            flights[job.keys.entry] = load
-        elif flights.setdefault(job.keys.entry, load) is not load:
-            return await self._follow(job)
-        load.flight.start(lambda: self._loader.lead(load, job))
-        value, outcome = await load.flight.wait()
-        return self._done(result or outcome, value)
-
-    async def _follow(self, job: Job) -> Any:
-        """Share the load in flight, unless it began before a delete, write or invalidation."""
-        load = self._loader.flights.get(job.keys.entry)
-        if load is None:
-            return await self._lead(job)
-        if not load.degraded:
-            try:
-                reply = await self._store.lease(job.keys, job.tags, "", 0, b"", False, {})
-                verdict = await self._loader.judge(job.keys, reply.entry, reply.versions)
-            except BackendError as exc:
-                self._backend_failed(exc)
-            else:
-                if verdict.state is FRESH or verdict.state is STALE:
-                    return self._done("hit" if verdict.state is FRESH else "stale", verdict.value)
-                await load.started.wait(self.options.lock_wait)
-                if not load.matches(reply.generation, reply.versions):
-                    job.rejected, job.versions = verdict.rejected, reply.versions
-                    return await self._lead(job, replace=True)
-        value, _ = await load.flight.wait()
-        return self._done("coalesced", value)
-
-    async def _bypass(self, key: str, tags: Tags, loader: LoadFunction) -> Any:
-        """Serve from the loader (the backend is down), still one load per key at a time."""
-        flights = self._loader.flights
-        load = Load(tags, degraded=True)
-        current = flights.setdefault(key, load)
-        if current is not load:
-            value, _ = await current.flight.wait()
-            return self._done("coalesced", value)
-        load.flight.start(lambda: self._loader.load_only(load, loader, key))
-        value, _ = await load.flight.wait()
-        return self._done("bypass", value)
+        value, result = await self._loader.shared(
+            Job(keys, wanted, life, loader, verdict.rejected, versions)
+        )
+        return self._done("error" if verdict.state is CORRUPT else result, value)
 
     # -- writes --------------------------------------------------------------------------
 
@@ -272,15 +220,17 @@ class AsyncCache:
         keys = entry_keys(self._namespace, self.name, key)
         wanted = self._tags(tags) if tags else ()
         life = self.options.ttl if ttl is None else call_ttl(self.options, ttl, bool(wanted))
-        self._writable()
-        try:
+
+        async def write() -> None:
             versions = await self._store.versions(wanted) if wanted else {}
-            data, px, _ = self._loader.envelope(value, life, 0.0, versions, wanted)
+            data, px, _ = build_entry(
+                value, self.options, ttl=life, duration=0.0,
+                tags=[(tag, versions.get(tag, 0)) for tag, _ in wanted],
+                now_ms=int(time.time() * 1000), rand=random.random(),
+            )  # fmt: skip
             await self._store.write(keys, data, px)
-        except BackendError as exc:
-            self._backend_failed(exc)
-            raise
-        self._backend_ok()
+
+        await self._write(write)
         if self._near is not None:
             self._near.drop(keys.encoded)
 
@@ -296,13 +246,7 @@ class AsyncCache:
         keys = entry_keys(self._namespace, self.name, key)
         if self._near is not None:
             self._near.drop(keys.encoded)
-        self._writable()
-        try:
-            existed = await self._store.delete(keys)
-        except BackendError as exc:
-            self._backend_failed(exc)
-            raise
-        self._backend_ok()
+        existed: bool = await self._write(lambda: self._store.delete(keys))
         if self._near is not None:
             self._near.drop(keys.encoded)
         return existed
@@ -319,18 +263,10 @@ class AsyncCache:
         ((encoded, version_key),) = self._tags([tag])
         if self._near is not None:
             self._near.drop_tag(encoded)
-        self._writable()
         retention_ms = int(self.options.tag_retention * 1000)
-        try:
-            await self._store.invalidate_tag(encoded, version_key, retention_ms)
-        except BackendError as exc:
-            self._backend_failed(exc)
-            raise
-        self._backend_ok()
+        await self._write(lambda: self._store.invalidate_tag(encoded, version_key, retention_ms))
         if self._near is not None:
             self._near.drop_tag(encoded)
-
-    # -- decorator -----------------------------------------------------------------------
 
     def cached(
         self,
@@ -351,56 +287,49 @@ class AsyncCache:
 
         The wrapper has ``invalidate(*args, **kwargs)`` to delete one call's result.
         """
-
-        def decorate(function: AsyncCachedFunction[P, R]) -> AsyncCachedFunction[P, R]:
-            async_check_cacheable(function)
-            make_key = key or default_key(function)
-
-            @functools.wraps(function)
-            async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-                call_tags = tags(*args, **kwargs) if callable(tags) else tags or ()
-                result: R = await self.get_or_load(
-                    make_key(*args, **kwargs),
-                    lambda: function(*args, **kwargs),
-                    ttl=ttl,
-                    tags=call_tags,
-                )
-                return result
-
-            async def invalidate(*args: Any, **kwargs: Any) -> bool:
-                return await self.delete(make_key(*args, **kwargs))
-
-            wrapper.invalidate = invalidate  # type: ignore[attr-defined]
-            wrapper.cache = self  # type: ignore[attr-defined]
-            return wrapper
-
-        return decorate
+        return cached(self, key, ttl, tags)
 
     # -- plumbing ------------------------------------------------------------------------
 
     def _tags(self, tags: object) -> Tags:
         return tag_keys(self._namespace, self.name, tags)
 
+    def _report(self, outcome: Outcome) -> Any:
+        value, result = outcome
+        return self._done(result, value)
+
     def _done(self, result: str, value: Any) -> Any:
         self._results[result].inc()
-        _context.record("cache", name=self.name, result=result)
+        if _context.current() is not None:
+            _context.record("cache", name=self.name, result=result)
         return value
 
-    def _writable(self) -> None:
-        if not self._breaker.allow():
+    async def _near_lookup(self, near: NearCache, encoded: str) -> NearEntry | None:
+        """The near cache's entry; it serves only once its invalidations arrive."""
+        if self._near_ready:
+            return near.get(encoded)
+        if self._health.allow():
+            try:
+                await self._store.ensure_listening()
+            except BackendError as exc:
+                self._health.failed(exc)
+            else:
+                self._near_ready = True
+        return None
+
+    async def _write(self, operation: Callable[[], Any]) -> Any:
+        """Run a write unless degraded; failures raise (a lost write must not go unseen)."""
+        if not self._health.allow():
             raise BackendUnavailable(
                 f"cache {self.name!r} is degraded (backend unreachable); the write was not made"
             )
-
-    async def _start_near(self) -> None:
-        if not self._breaker.allow():
-            return
         try:
-            await self._store.ensure_listening()
+            result = await operation()
         except BackendError as exc:
-            self._backend_failed(exc)
-        else:
-            self._near_ready = True
+            self._health.failed(exc)
+            raise
+        self._health.ok()
+        return result
 
     def _on_event(self, origin: str, op: str, subject: str) -> None:
         near = self._near
@@ -414,32 +343,9 @@ class AsyncCache:
             elif op == "t":
                 near.drop_tag(subject)
 
-    def _backend_failed(self, exc: BaseException) -> None:
-        if self._breaker.failure():
-            self._degraded.set(1)
-            logger.warning(
-                "cache %r degraded: backend unreachable, serving from loaders",
-                self.name,
-                extra={
-                    "event.action": "cache-degraded",
-                    "interlock.cache.name": self.name,
-                    "error.message": str(exc),
-                    "error.type": type(exc).__name__,
-                },
-            )
-
-    def _backend_ok(self) -> None:
-        if self._breaker.success():
-            self._degraded.set(0)
-            logger.info(
-                "cache %r recovered: backend reachable again",
-                self.name,
-                extra={"event.action": "cache-recovered", "interlock.cache.name": self.name},
-            )
-
     async def aclose(self) -> None:
         """Stop background refreshes and leave the cache's channel."""
-        await self._loader.aclose()
+        await self._refresher.aclose()
         await self._store.aclose()
 
     def __repr__(self) -> str:

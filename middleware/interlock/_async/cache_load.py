@@ -1,86 +1,34 @@
 """Loading for the cache: single-flight in the process, one fill lease across processes.
 
-A miss makes the caller the leader of a *flight* for the key (later callers of this
-process share its outcome). The leader asks Redis for the key's fill lease: if it gets it,
-it runs the loader and writes the value (unless a delete or write happened meanwhile);
-if another process holds it, the leader sleeps until that process's fill is announced on
-the cache's channel, at most ``lock_wait`` seconds, then loads by itself.
+A miss makes the caller the leader of a *flight* for the key; later callers of this
+process share its outcome, unless a delete, write or tag invalidation happened since the
+flight began (then they start a new one). The leader asks Redis for the key's fill lease:
+if it gets it, it runs the loader and writes the value, unless the load became outdated
+meanwhile; if another process holds it, the leader sleeps until that process's fill is
+announced on the cache's channel, at most ``lock_wait`` seconds, then loads by itself.
 """
 
 from __future__ import annotations
 
-import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from interlock._async.cache_store import ACQUIRED, FOUND, AsyncCacheStore
-from interlock._cache_local import CircuitBreaker, NearCache
+from interlock._async.cache_store import ACQUIRED, FOUND, AsyncCacheStore, Tags
+from interlock._cache_entry import FRESH, STALE, Envelope, build_entry
+from interlock._cache_local import Health, NearCache
 from interlock._synchronization import AsyncEvent, AsyncFlight, async_call, async_shielded
-from interlock.cache import (
-    FILL_WINDOW_S,
-    HEADER_SIZE,
-    CacheOptions,
-    EntryKeys,
-    Envelope,
-    encode_envelope,
-    jittered_ms,
-)
+from interlock.cache import FILL_WINDOW_S, CacheOptions, EntryKeys, Job
 from interlock.errors import BackendError, SerializationError
 from interlock.lock import new_token
 
-logger = logging.getLogger("interlock.cache")
 LoadFunction = Callable[[], Any]
-Tags = Sequence[tuple[str, str]]
-FRESH, STALE, ABSENT, REJECTED, CORRUPT = "fresh", "stale", "absent", "rejected", "corrupt"
-
-
-class Verdict:
-    """What a read found: its state, the envelope, the value, and when it was judged."""
-
-    __slots__ = ("envelope", "now_ms", "rejected", "state", "value")
-
-    def __init__(
-        self,
-        state: str,
-        envelope: Envelope | None = None,
-        value: Any = None,
-        now_ms: float = 0.0,
-        rejected: bytes = b"",
-    ) -> None:
-        self.state = state
-        self.envelope = envelope
-        self.value = value
-        self.now_ms = now_ms
-        self.rejected = rejected
-
-
-class Job:
-    """One load: the key, its tags and the versions of them seen so far, its TTL, the
-    loader, and the header of a stored entry already found unusable (``b""``: none)."""
-
-    __slots__ = ("keys", "loader", "rejected", "tags", "ttl", "versions")
-
-    def __init__(
-        self,
-        keys: EntryKeys,
-        tags: Tags,
-        ttl: float,
-        loader: LoadFunction,
-        rejected: bytes,
-        versions: dict[str, int],
-    ) -> None:
-        self.keys = keys
-        self.tags = tags
-        self.ttl = ttl
-        self.loader = loader
-        self.rejected = rejected
-        self.versions = versions
+Outcome = tuple[Any, str]  # (value, result for interlock_cache_requests_total)
 
 
 class Load:
-    """A flight in progress: followers check it began after the last invalidation."""
+    """A flight in progress, and what it loads under (for followers to check)."""
 
     __slots__ = ("degraded", "flight", "generation", "started", "tags", "versions")
 
@@ -108,105 +56,67 @@ class AsyncLoader:
 
     def __init__(
         self,
-        name: str,
         options: CacheOptions,
         store: AsyncCacheStore,
         near: NearCache | None,
-        breaker: CircuitBreaker,
+        health: Health,
         observe_load: Callable[[float], None],
-        on_failure: Callable[[BaseException], None],
-        tag_entry: Callable[[str], tuple[str, str]],
     ) -> None:
-        self.name = name
         self.options = options
         self.store = store
         self.near = near
-        self.breaker = breaker
+        self.health = health
         self.flights: dict[str, Load] = {}
-        self.refreshing: dict[str, AsyncFlight] = {}
         self.lease_ms = int(max(options.lock_wait, 1.0) * 1000)
-        self.closed = False
         self._observe_load = observe_load
-        self._failed = on_failure
-        self._tag_entry = tag_entry
 
-    async def judge(self, keys: EntryKeys, data: bytes | None, versions: dict[str, int]) -> Verdict:
-        """Decide whether stored ``data`` may be served, given the current tag versions."""
-        if data is None:
-            return Verdict(ABSENT)
-        try:
-            envelope = Envelope(data)
-            if envelope.tags:
-                missing = [self._tag_entry(t) for t, _ in envelope.tags if t not in versions]
-                if missing:  # written under tags the caller did not name: one more read
-                    versions = {**versions, **await self.store.versions(missing)}
-                if envelope.stale_against(versions):
-                    return Verdict(REJECTED, envelope, rejected=envelope.header)
-            now_ms = time.time() * 1000
-            if now_ms >= envelope.expires_ms:
-                return Verdict(REJECTED, envelope, rejected=envelope.header)
-            state = FRESH if now_ms < envelope.fresh_until_ms else STALE
-            return Verdict(state, envelope, envelope.value(self.options.codec), now_ms)
-        except SerializationError as exc:
-            logger.warning(
-                "cache %r: unreadable entry treated as a miss: %s",
-                self.name,
-                exc,
-                extra={
-                    "event.action": "cache-entry-rejected",
-                    "interlock.cache.name": self.name,
-                    "interlock.cache.key": keys.encoded,
-                    "error.message": str(exc),
-                },
-            )
-            return Verdict(CORRUPT, rejected=data[:HEADER_SIZE])
+    # -- sharing flights -----------------------------------------------------------------
 
-    # -- envelopes -----------------------------------------------------------------------
+    async def shared(self, job: Job, replace: bool = False) -> Outcome:
+        """Lead a new flight for ``job`` (or follow the one that beat us to it)."""
+        load = Load(job.tags)
+        if replace:
+            self.flights[job.keys.entry] = load
+        elif self.flights.setdefault(job.keys.entry, load) is not load:
+            return await self.follow(job)
+        load.flight.start(lambda: self.lead(load, job))
+        outcome: Outcome = await load.flight.wait()
+        return outcome
 
-    def envelope(
-        self, value: Any, ttl: float, duration: float, versions: dict[str, int], tags: Tags
-    ) -> tuple[bytes, int, int]:
-        """The stored bytes of ``value``, its PX in ms and its fresh lifetime in ms."""
-        options = self.options
-        negative = value is None
-        life = options.negative_ttl if negative and options.negative_ttl > 0 else ttl
-        fresh_ms = jittered_ms(life, options.jitter, random.random())
-        stale_ms = 0 if negative else int(options.stale_ttl * 1000)
-        data = encode_envelope(
-            value,
-            options.codec,
-            created_ms=int(time.time() * 1000),
-            ttl_ms=fresh_ms,
-            stale_ms=stale_ms,
-            delta_us=int(duration * 1_000_000),
-            tags=[(tag, versions.get(tag, 0)) for tag, _ in tags],
-            compress_threshold=options.compress_threshold,
-        )
-        return data, fresh_ms + stale_ms, fresh_ms
+    async def follow(self, job: Job) -> Outcome:
+        """Share the flight in progress, unless it began before a delete, write or
+        invalidation (then lead a new one); a value that landed meanwhile is served."""
+        load = self.flights.get(job.keys.entry)
+        if load is None:
+            return await self.shared(job)
+        if not load.degraded:
+            try:
+                reply = await self.store.lease(job.keys, job.tags, "", 0, b"", False, {})
+                verdict = await self.store.judge(job.keys, reply.entry, reply.versions)
+            except BackendError as exc:
+                self.health.failed(exc)
+            else:
+                if verdict.state is FRESH or verdict.state is STALE:
+                    return verdict.value, "hit" if verdict.state is FRESH else "stale"
+                await load.started.wait(self.options.lock_wait)
+                if not load.matches(reply.generation, reply.versions):
+                    job.rejected, job.versions = verdict.rejected, reply.versions
+                    return await self.shared(job, replace=True)
+        value, _ = await load.flight.wait()
+        return value, "coalesced"
 
-    def remember(self, keys: EntryKeys, value: Any, envelope: Envelope, epoch: int) -> None:
-        """Put a value read or written just now into the near cache."""
-        if self.near is not None:
-            fresh_for = (envelope.fresh_until_ms - time.time() * 1000) / 1000
-            tags = [tag for tag, _ in envelope.tags]
-            self.near.put(
-                keys.encoded, value, negative=envelope.negative, tags=tags,
-                fresh_for=fresh_for, epoch=epoch,
-            )  # fmt: skip
+    async def bypass(self, key: str, tags: Tags, loader: LoadFunction) -> Outcome:
+        """Serve from the loader (the backend is down), still one load per key at a time."""
+        load = Load(tags, degraded=True)
+        current = self.flights.setdefault(key, load)
+        if current is not load:
+            value, _ = await current.flight.wait()
+            return value, "coalesced"
+        load.flight.start(lambda: self._load_only(load, loader, key))
+        outcome: Outcome = await load.flight.wait()
+        return outcome
 
-    # -- leading a flight ----------------------------------------------------------------
-
-    async def lead(self, load: Load, job: Job) -> tuple[Any, str]:
-        """Lead a flight: find or load the value; returns (value, result)."""
-        try:
-            return await self._lead(load, job)
-        finally:
-            load.started.set()
-            if self.flights.get(job.keys.entry) is load:
-                del self.flights[job.keys.entry]
-
-    async def load_only(self, load: Load, loader: LoadFunction, key: str) -> tuple[Any, str]:
-        """Lead a flight without the backend (the cache is degraded)."""
+    async def _load_only(self, load: Load, loader: LoadFunction, key: str) -> Outcome:
         try:
             started = time.monotonic()
             value = await async_call(loader)
@@ -216,7 +126,18 @@ class AsyncLoader:
             if self.flights.get(key) is load:
                 del self.flights[key]
 
-    async def _lead(self, load: Load, job: Job) -> tuple[Any, str]:
+    # -- leading a flight ----------------------------------------------------------------
+
+    async def lead(self, load: Load, job: Job) -> Outcome:
+        """The flight's work: find or load the value."""
+        try:
+            return await self._lead(load, job)
+        finally:
+            load.started.set()
+            if self.flights.get(job.keys.entry) is load:
+                del self.flights[job.keys.entry]
+
+    async def _lead(self, load: Load, job: Job) -> Outcome:
         token: str | None = new_token()
         generation, seen, leased_at = "0", b"", time.monotonic()
         deadline = leased_at + self.options.lock_wait
@@ -238,8 +159,8 @@ class AsyncLoader:
                     load.generation, load.versions = generation, reply.versions
                     load.started.set()
                 if reply.state == FOUND:
-                    verdict = await self.judge(job.keys, reply.entry, reply.versions)
-                    if verdict.state in (FRESH, STALE):
+                    verdict = await self.store.judge(job.keys, reply.entry, reply.versions)
+                    if verdict.state is FRESH or verdict.state is STALE:
                         return verdict.value, "coalesced" if waited else "hit"
                     job.rejected = verdict.rejected
                     continue
@@ -252,7 +173,7 @@ class AsyncLoader:
                 waited = True
                 await event.wait(min(reply.pttl_ms / 1000 + 0.005, remaining))
         except BackendError as exc:
-            self._failed(exc)
+            self.health.failed(exc)
             load.degraded = True
             token = None
         finally:
@@ -294,7 +215,11 @@ class AsyncLoader:
                 await self._release(job.keys, token)
             return value
         try:
-            data, px, _ = self.envelope(value, job.ttl, duration, job.versions, job.tags)
+            data, px, _ = build_entry(
+                value, self.options, ttl=job.ttl, duration=duration,
+                tags=[(tag, job.versions.get(tag, 0)) for tag, _ in job.tags],
+                now_ms=int(time.time() * 1000), rand=random.random(),
+            )  # fmt: skip
         except SerializationError:
             if token:
                 await self._release(job.keys, token)
@@ -303,62 +228,16 @@ class AsyncLoader:
         try:
             written = await self.store.fill(job.keys, data, px, token, generation, seen)
         except BackendError as exc:
-            self._failed(exc)
+            self.health.failed(exc)
             return value
-        if written:
-            self.remember(job.keys, value, Envelope(data), epoch)
+        if written and self.near is not None:
+            self.near.remember(job.keys.encoded, value, Envelope(data), epoch)
         return value
 
     async def _release(self, keys: EntryKeys, token: str) -> bool:
         try:
             await self.store.release(keys, token)
         except BackendError as exc:  # the lease lapses by itself
-            self._failed(exc)
+            self.health.failed(exc)
             return False
         return True
-
-    # -- background refresh (XFetch, stale-while-revalidate) ------------------------------
-
-    def refresh(self, job: Job) -> None:
-        """Reload ``job`` in the background unless this or another process already does."""
-        key = job.keys.entry
-        if self.closed or key in self.refreshing or key in self.flights:
-            return
-        flight = self.refreshing[key] = AsyncFlight()
-        flight.start(lambda: self._refresh(job), background=True)
-
-    async def _refresh(self, job: Job) -> None:
-        try:
-            token = new_token()
-            leased_at = time.monotonic()
-            reply = await self.store.lease(
-                job.keys, job.tags, token, self.lease_ms, job.rejected, True, job.versions
-            )
-            if reply.state == ACQUIRED:
-                job.versions = reply.versions
-                seen = job.rejected if reply.present else b""
-                # A failed refresh keeps the lease until it lapses: the stale value is
-                # served meanwhile and the origin is retried once per lease, not per call.
-                await self.load_and_fill(job, token, reply.generation, seen, leased_at, True)
-        except BackendError as exc:
-            self._failed(exc)
-        except Exception as exc:  # the caller already has a value; report, don't raise
-            logger.warning(
-                "background refresh of cache %r failed: %s",
-                self.name,
-                exc,
-                extra={
-                    "event.action": "cache-refresh-failed",
-                    "interlock.cache.name": self.name,
-                    "interlock.cache.key": job.keys.encoded,
-                    "error.message": str(exc),
-                    "error.type": type(exc).__name__,
-                },
-            )
-        finally:
-            self.refreshing.pop(job.keys.entry, None)
-
-    async def aclose(self) -> None:
-        self.closed = True
-        for flight in list(self.refreshing.values()):
-            await flight.settle(2.0)

@@ -8,10 +8,12 @@ come from ``TAG_VERSIONS`` sent in the same pipeline (see docs/cache.md, "Tags")
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from interlock._async.backend import AsyncBackend
+from interlock._cache_entry import CORRUPT, Envelope, Verdict, judge
 from interlock._cache_scripts import (
     DELETE,
     FILL,
@@ -24,7 +26,8 @@ from interlock._cache_scripts import (
 )
 from interlock._synchronization import AsyncEvent
 from interlock.backends._script import Arg, Script
-from interlock.cache import FILL_WINDOW_S, EntryKeys, channel, message
+from interlock.cache import FILL_WINDOW_S, EntryKeys, channel, message, tag_key
+from interlock.serializers import Serializer
 
 logger = logging.getLogger("interlock.cache")
 Tags = Sequence[tuple[str, str]]  # (encoded tag, tag version key)
@@ -64,11 +67,15 @@ class AsyncCacheStore:
         namespace: str,
         name: str,
         *,
+        serializer: Serializer,
         cluster: bool,
         origin: str,
         on_event: OnEvent,
     ) -> None:
         self.backend = backend
+        self.name = name
+        self.namespace = namespace
+        self.serializer = serializer
         self.cluster = cluster
         self.origin = origin
         self.channel = channel(namespace, name)
@@ -113,6 +120,36 @@ class AsyncCacheStore:
     async def versions(self, tags: Tags) -> dict[str, int]:
         reply = await self.backend.run(TAG_VERSIONS, [key for _, key in tags], [])
         return {tag: int(v) for (tag, _), v in zip(tags, reply, strict=True)}
+
+    def verdict(
+        self, keys: EntryKeys, data: bytes | None, versions: dict[str, int]
+    ) -> Verdict | None:
+        """``_cache_entry.judge`` now; an unreadable entry is logged (and never decoded)."""
+        verdict = judge(data, versions, self.serializer, time.time() * 1000)
+        if verdict is not None and verdict.state is CORRUPT:
+            logger.warning(
+                "cache %r: unreadable entry treated as a miss: %s",
+                self.name,
+                verdict.error,
+                extra={
+                    "event.action": "cache-entry-rejected",
+                    "interlock.cache.name": self.name,
+                    "interlock.cache.key": keys.encoded,
+                    "error.message": verdict.error,
+                },
+            )
+        return verdict
+
+    async def judge(self, keys: EntryKeys, data: bytes | None, versions: dict[str, int]) -> Verdict:
+        """:meth:`verdict`, first reading the versions of tags the caller did not name."""
+        verdict = self.verdict(keys, data, versions)
+        if verdict is None:
+            assert data is not None
+            missing = [tag for tag, _ in Envelope(data).tags if tag not in versions]
+            tags = [(tag, tag_key(self.namespace, self.name, tag)) for tag in missing]
+            verdict = self.verdict(keys, data, {**versions, **await self.versions(tags)})
+            assert verdict is not None
+        return verdict
 
     async def lease(
         self,
