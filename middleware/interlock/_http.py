@@ -25,7 +25,7 @@ from interlock._http_cache import CachePlan, plan
 from interlock._http_routes import UNMATCHED, RouteTemplate, route_path
 from interlock._http_rules import HTTP_METHODS, CacheRule, LockRule
 from interlock.errors import BackendUnavailable, LockTimeout
-from interlock.logs import redact_query, safe_text
+from interlock.logs import ECS_FIELDS, redact_query, safe_text
 
 OTHER_METHOD = "_OTHER"
 LOGGER = "interlock.http"
@@ -461,10 +461,14 @@ class HttpCore:
         fields = log_fields(ex, route, status, elapsed)
         message = f"{fields['http.request.method']} {fields['url.path']} {status}"
         level = logging.ERROR if ex.error is not None else logging.INFO
-        record = self.logger.makeRecord(
-            self.logger.name, level, "interlock/_http.py", 0, message, (), None, None, fields
+        logger = self.logger
+        record = logging.getLogRecordFactory()(
+            logger.name, level, "interlock/_http.py", 0, message, (), None, None, None
         )
-        self.logger.handle(record)
+        attributes = record.__dict__
+        attributes.update(fields)  # like extra=: any formatter sees the ECS fields
+        attributes[ECS_FIELDS] = fields  # ours takes them in one step (already clean)
+        logger.handle(record)
 
 
 def log_fields(ex: Exchange, route: str, status: int, elapsed: float) -> dict[str, Any]:

@@ -49,6 +49,10 @@ _RESERVED = frozenset((*RESERVED_ATTRS, "taskName", "message", "asctime", "color
 _MAX_DEPTH = 8
 _STANDARD = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 
+# A record attribute holding fields that are already flat, valid and JSON-ready (set by
+# the middleware along with the same fields as attributes, for other formatters).
+ECS_FIELDS = "_interlock_ecs"
+
 Processor = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -206,6 +210,33 @@ class EcsJsonFormatter(JsonFormatter):
             self._second = second
         return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
 
+    @staticmethod
+    def _add_context(data: dict[str, Any]) -> None:
+        ctx = _context.current()
+        if ctx is not None:
+            if ctx.request_id:
+                data["http.request.id"] = ctx.request_id
+            if ctx.trace_id:
+                data["trace.id"] = ctx.trace_id
+            if ctx.span_id:
+                data["span.id"] = ctx.span_id
+
+    @staticmethod
+    def _add_extras(data: dict[str, Any], fields: dict[str, Any]) -> None:
+        if len(fields) <= _STANDARD:
+            return
+        extras = fields.keys() - _RESERVED
+        added = 0
+        for key, value in islice(fields.items(), _STANDARD, None):  # extras come last
+            if key in extras:
+                added += 1
+                if key[:1] != "_":
+                    _add(data, key, value)
+        if added < len(extras):  # a record factory put some before the standard ones
+            for key in extras:
+                if key[:1] != "_" and key not in data:
+                    _add(data, key, fields[key])
+
     def jsonify_log_record(self, log_data: dict[str, Any]) -> str:
         return self._json.encode(log_data)
 
@@ -218,27 +249,13 @@ class EcsJsonFormatter(JsonFormatter):
             "log.logger": record.name,
             **self.statics,
         }
-        ctx = _context.current()
-        if ctx is not None:
-            if ctx.request_id:
-                data["http.request.id"] = ctx.request_id
-            if ctx.trace_id:
-                data["trace.id"] = ctx.trace_id
-            if ctx.span_id:
-                data["span.id"] = ctx.span_id
         fields = record.__dict__
-        if len(fields) > _STANDARD:
-            extras = fields.keys() - _RESERVED
-            added = 0
-            for key, value in islice(fields.items(), _STANDARD, None):  # extras come last
-                if key in extras:
-                    added += 1
-                    if key[:1] != "_":
-                        _add(data, key, value)
-            if added < len(extras):  # a record factory put some before the standard ones
-                for key in extras:
-                    if key[:1] != "_" and key not in data:
-                        _add(data, key, fields[key])
+        ready = fields.get(ECS_FIELDS)
+        if ready is not None and len(fields) == _STANDARD + len(ready) + 1:
+            data.update(ready)  # the middleware's request line: nothing else to look at
+        else:
+            self._add_context(data)
+            self._add_extras(data, fields)
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             data["error.type"] = type(exc).__qualname__
