@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Middleware benchmark: interlock vs starlette-exporter and prometheus-fastapi-instrumentator.
 
-Run:  .venv/bin/python benchmarks/middleware.py [--requests 5000] [--rounds 9] [--seconds 5] [--write]
+Run:  .venv/bin/python benchmarks/middleware.py [--requests N] [--rounds N] [--seconds S] [--write]
 
 1. Added cost in-process: one Starlette app (a route with a path parameter returning a short
    text), driven over raw ASGI calls, bare and behind each middleware. Rounds interleave the
@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,14 +147,14 @@ def in_process(requests: int, rounds: int) -> dict[str, float]:
 
 # -- under uvicorn ---------------------------------------------------------------------------
 
-SERVER_APP = '''
+SERVER_APP = """
 import logging, os
 import sys
 sys.path.insert(0, {benchmarks!r})
 from middleware import build, configure_log_sinks
 configure_log_sinks()
 app = build({variant!r})
-'''
+"""
 
 
 async def _client(host: str, port: int, connections: int, seconds: float) -> int:
@@ -216,7 +215,8 @@ def under_uvicorn(variant: str, seconds: float, connections: int) -> float:
             f"import sys; sys.path.insert(0, {str(HERE)!r}); from middleware import load; "
             f"print(load('127.0.0.1', {port}, {connections}, {seconds}))"
         )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        command = [sys.executable, "-c", code]
+        out = subprocess.run(command, capture_output=True, text=True, check=True)
         return float(out.stdout.strip())
     finally:
         server.terminate()
