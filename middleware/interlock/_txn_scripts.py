@@ -22,10 +22,15 @@ from interlock.backends._script import Script
 
 LOG_DECIDE = Script(
     "txn_log_decide",
-    r"""-- Record a decision unless one is already recorded (the first decision wins).
+    r"""-- Record a decision unless one is already recorded (the first decision wins), and
+-- remove the decisions of transactions completed since the last call (same round trip).
 -- KEYS: 1 decisions hash, 2 creation index
--- ARGV: 1 gtrid, 2 encoded decision, 3 creation time ms
+-- ARGV: 1 gtrid, 2 encoded decision, 3 creation time ms, 4.. gtrids to forget
 -- Returns: {1, record} recorded; {0, existing record} a decision was already there
+for i = 4, #ARGV do
+  redis.call('HDEL', KEYS[1], ARGV[i])
+  redis.call('ZREM', KEYS[2], ARGV[i])
+end
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
 if existing then return {0, existing} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])

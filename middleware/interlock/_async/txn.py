@@ -211,7 +211,11 @@ class AsyncTransaction:
             self._move(State.COMMITTED)
             self._finished("committed")
             return
-        await manager.ready()
+        try:
+            await manager.ready()
+        except BaseException:
+            await async_shielded(self._abort("error"))  # e.g. DurabilityError: nothing decided
+            raise
         self._move(State.PREPARING)
         started = time.monotonic()
         remaining = self._deadline - started
@@ -293,12 +297,15 @@ class AsyncTransaction:
         return bool(yes)
 
     async def _decide(self, decision: Decision) -> Decision:
-        log = self._manager.log
+        manager = self._manager
         error: Exception | None = None
         for pause in (*_DECIDE_RETRIES, None):
+            forget = manager.take_completed()
             try:
-                return await log.decide(decision)  # first decision wins: retries are safe
+                # The first decision wins, so retrying after an unclear failure is safe.
+                return await manager.log.decide(decision, forget)
             except Exception as exc:
+                manager.completed(forget)  # maybe not forgotten: again next time
                 error = exc
                 if pause is not None:
                     await async_sleep(pause)
@@ -351,10 +358,7 @@ class AsyncTransaction:
             )
         else:
             self._move(State.COMMITTED)
-            try:
-                await manager.log.forget([self.xid])
-            except Exception:  # recovery removes it after checking every branch
-                logging.getLogger("interlock.txn").debug("forget failed", exc_info=True)
+            manager.completed([self.xid])  # removed with the next decision, or at close
         self._finished("committed")
         for callback in self._on_commit:
             try:

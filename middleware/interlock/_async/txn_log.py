@@ -53,8 +53,11 @@ class AsyncDecisionLog(Protocol):
     async def check(self) -> None:
         """Verify the durability contract (and create storage); raise DurabilityError."""
 
-    async def decide(self, decision: Decision) -> Decision:
-        """Record ``decision`` unless one exists for its xid; return the recorded one."""
+    async def decide(self, decision: Decision, forget: Sequence[str] = ()) -> Decision:
+        """Record ``decision`` unless one exists for its xid; return the recorded one.
+
+        ``forget`` names completed transactions whose decisions go in the same write.
+        """
 
     async def get(self, xid: str) -> Decision | None:
         """The recorded decision of ``xid``, if any."""
@@ -111,8 +114,9 @@ class AsyncRedisDecisionLog:
             raise DurabilityError(message)
         logger.warning(message, extra={"event.action": "txn-log-not-durable"})
 
-    async def decide(self, decision: Decision) -> Decision:
+    async def decide(self, decision: Decision, forget: Sequence[str] = ()) -> Decision:
         args: list[Arg] = [decision.xid, encode_decision(decision), int(decision.created * 1000)]
+        args.extend(forget)
         reply = await self.backend.run(LOG_DECIDE, self.keys, args)
         return decision if reply[0] == 1 else decode_decision(reply[1])
 

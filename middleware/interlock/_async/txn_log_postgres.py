@@ -128,15 +128,18 @@ class AsyncPostgresDecisionLog:
         if self.create:
             await self.migrate()
 
-    async def decide(self, decision: Decision) -> Decision:
+    async def decide(self, decision: Decision, forget: Sequence[str] = ()) -> Decision:
         record = encode_decision(decision)
         query = sql.SQL(
-            "WITH inserted AS ("
+            "WITH forgotten AS (DELETE FROM {t} WHERE namespace = %s AND xid = ANY(%s)),"
+            " inserted AS ("
             " INSERT INTO {t} (xid, namespace, name, outcome, created, record)"
             " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (xid) DO NOTHING RETURNING record)"
             " SELECT record FROM inserted UNION ALL SELECT record FROM {t} WHERE xid = %s"
         ).format(t=self._ident)
         params = [
+            self.namespace,
+            list(forget),
             decision.xid,
             self.namespace,
             decision.name,

@@ -105,6 +105,7 @@ class AsyncTransactionManager:
         self.resources: dict[str, AsyncResource] = {}
         self.add_resource(AsyncRedisResource(backend, namespace))
         self.registered_stores: set[str] = set()
+        self._completed: list[str] = []
         self._lock = lock
         self._ready = False
         self._ready_mutex = AsyncMutex()
@@ -156,26 +157,52 @@ class AsyncTransactionManager:
         self.add_resource(AsyncMySQLResource(name, connect, retention))
 
     async def ready(self) -> None:
-        """Run the decision log's start-up check once (called before the first decision)."""
+        """Run the start-up check once, before the first decision (see :meth:`check`)."""
         if self._ready:
             return
         async with self._ready_mutex:
             if not self._ready:
-                await self.log.check()
+                await self._check()
                 self._ready = True
 
     async def check(self) -> None:
-        """Check the decision log and every registered resource now (start-up check).
+        """Check the decision log and every registered resource now (the start-up check,
+        otherwise run before the first decision). Creates the PostgreSQL decision table
+        and MySQL commit-marker tables when missing.
 
         Raises:
             DurabilityError: the decision log cannot promise durable decisions.
             ConfigError: a resource cannot take part (no prepared transactions, no
                 XA RECOVER privilege, ...); the message says how to fix it.
         """
-        self._ready = False
-        await self.ready()
-        for resource in self.resources.values():
+        async with self._ready_mutex:
+            await self._check()
+            self._ready = True
+
+    async def _check(self) -> None:
+        await self.log.check()
+        for resource in list(self.resources.values()):
             await resource.check()
+
+    # -- completed transactions -----------------------------------------------------------
+
+    def completed(self, xids: list[str]) -> None:
+        """Queue decisions of fully committed transactions for removal from the log."""
+        self._completed.extend(xids)
+
+    def take_completed(self) -> list[str]:
+        """The queued decisions to remove (the caller removes them with its next write)."""
+        taken, self._completed = self._completed, []
+        return taken
+
+    async def flush_completed(self) -> None:
+        """Remove the queued decisions now (at close; otherwise the next decision does)."""
+        taken = self.take_completed()
+        if taken:
+            try:
+                await self.log.forget(taken)
+            except Exception:  # recovery removes them after checking every branch
+                logger.debug("removing completed decisions failed", exc_info=True)
 
     # -- observability -------------------------------------------------------------------
 
@@ -207,6 +234,7 @@ class AsyncTransactionManager:
         """
         async with self._recovery_mutex:
             await self.ready()
+            await self.flush_completed()
             return await self._recover(safety)
 
     async def _recover(self, safety: float) -> RecoveryReport:
@@ -451,6 +479,7 @@ class AsyncTransactionManager:
                 logger.debug("releasing the recovery lease failed", exc_info=True)
 
     async def aclose(self) -> None:
+        await self.flush_completed()
         self._closing = True
         if self._worker_wakeup is not None:
             self._worker_wakeup.set()

@@ -103,16 +103,18 @@ class AsyncPostgresParticipant:
         if conn.info.transaction_status == TransactionStatus.INERROR:
             # PREPARE TRANSACTION would silently act as ROLLBACK: the branch failed earlier.
             return False
-        cur = await conn.execute("SELECT txid_current()")
-        row = await cur.fetchone()
-        self.ref = str(row[0]) if row else ""
         try:
-            await conn.tpc_prepare()
+            # One round trip: the local id (to tell the branch's fate later) and PREPARE.
+            async with conn.pipeline():
+                cur = await conn.execute("SELECT txid_current()")
+                await conn.tpc_prepare()
         except psycopg.Error as exc:
             if exc.sqlstate is not None and not conn.broken:
                 logger.info("PostgreSQL refused to prepare %s: %s", xid, exc)
                 return False  # refused by the server (constraint, serialization, ...)
             raise
+        row = await cur.fetchone()
+        self.ref = str(row[0]) if row else ""
         self.prepared = True
         return True
 

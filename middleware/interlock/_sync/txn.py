@@ -212,7 +212,11 @@ class Transaction:
             self._move(State.COMMITTED)
             self._finished("committed")
             return
-        manager.ready()
+        try:
+            manager.ready()
+        except BaseException:
+            shielded(self._abort("error"))  # e.g. DurabilityError: nothing decided
+            raise
         self._move(State.PREPARING)
         started = time.monotonic()
         remaining = self._deadline - started
@@ -294,12 +298,15 @@ class Transaction:
         return bool(yes)
 
     def _decide(self, decision: Decision) -> Decision:
-        log = self._manager.log
+        manager = self._manager
         error: Exception | None = None
         for pause in (*_DECIDE_RETRIES, None):
+            forget = manager.take_completed()
             try:
-                return log.decide(decision)  # first decision wins: retries are safe
+                # The first decision wins, so retrying after an unclear failure is safe.
+                return manager.log.decide(decision, forget)
             except Exception as exc:
+                manager.completed(forget)  # maybe not forgotten: again next time
                 error = exc
                 if pause is not None:
                     sleep(pause)
@@ -352,10 +359,7 @@ class Transaction:
             )
         else:
             self._move(State.COMMITTED)
-            try:
-                manager.log.forget([self.xid])
-            except Exception:  # recovery removes it after checking every branch
-                logging.getLogger("interlock.txn").debug("forget failed", exc_info=True)
+            manager.completed([self.xid])  # removed with the next decision, or at close
         self._finished("committed")
         for callback in self._on_commit:
             try:

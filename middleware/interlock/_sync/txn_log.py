@@ -54,8 +54,11 @@ class DecisionLog(Protocol):
     def check(self) -> None:
         """Verify the durability contract (and create storage); raise DurabilityError."""
 
-    def decide(self, decision: Decision) -> Decision:
-        """Record ``decision`` unless one exists for its xid; return the recorded one."""
+    def decide(self, decision: Decision, forget: Sequence[str] = ()) -> Decision:
+        """Record ``decision`` unless one exists for its xid; return the recorded one.
+
+        ``forget`` names completed transactions whose decisions go in the same write.
+        """
 
     def get(self, xid: str) -> Decision | None:
         """The recorded decision of ``xid``, if any."""
@@ -112,8 +115,9 @@ class RedisDecisionLog:
             raise DurabilityError(message)
         logger.warning(message, extra={"event.action": "txn-log-not-durable"})
 
-    def decide(self, decision: Decision) -> Decision:
+    def decide(self, decision: Decision, forget: Sequence[str] = ()) -> Decision:
         args: list[Arg] = [decision.xid, encode_decision(decision), int(decision.created * 1000)]
+        args.extend(forget)
         reply = self.backend.run(LOG_DECIDE, self.keys, args)
         return decision if reply[0] == 1 else decode_decision(reply[1])
 

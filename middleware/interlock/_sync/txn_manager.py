@@ -106,6 +106,7 @@ class TransactionManager:
         self.resources: dict[str, Resource] = {}
         self.add_resource(RedisResource(backend, namespace))
         self.registered_stores: set[str] = set()
+        self._completed: list[str] = []
         self._lock = lock
         self._ready = False
         self._ready_mutex = Mutex()
@@ -157,26 +158,52 @@ class TransactionManager:
         self.add_resource(MySQLResource(name, connect, retention))
 
     def ready(self) -> None:
-        """Run the decision log's start-up check once (called before the first decision)."""
+        """Run the start-up check once, before the first decision (see :meth:`check`)."""
         if self._ready:
             return
         with self._ready_mutex:
             if not self._ready:
-                self.log.check()
+                self._check()
                 self._ready = True
 
     def check(self) -> None:
-        """Check the decision log and every registered resource now (start-up check).
+        """Check the decision log and every registered resource now (the start-up check,
+        otherwise run before the first decision). Creates the PostgreSQL decision table
+        and MySQL commit-marker tables when missing.
 
         Raises:
             DurabilityError: the decision log cannot promise durable decisions.
             ConfigError: a resource cannot take part (no prepared transactions, no
                 XA RECOVER privilege, ...); the message says how to fix it.
         """
-        self._ready = False
-        self.ready()
-        for resource in self.resources.values():
+        with self._ready_mutex:
+            self._check()
+            self._ready = True
+
+    def _check(self) -> None:
+        self.log.check()
+        for resource in list(self.resources.values()):
             resource.check()
+
+    # -- completed transactions -----------------------------------------------------------
+
+    def completed(self, xids: list[str]) -> None:
+        """Queue decisions of fully committed transactions for removal from the log."""
+        self._completed.extend(xids)
+
+    def take_completed(self) -> list[str]:
+        """The queued decisions to remove (the caller removes them with its next write)."""
+        taken, self._completed = self._completed, []
+        return taken
+
+    def flush_completed(self) -> None:
+        """Remove the queued decisions now (at close; otherwise the next decision does)."""
+        taken = self.take_completed()
+        if taken:
+            try:
+                self.log.forget(taken)
+            except Exception:  # recovery removes them after checking every branch
+                logger.debug("removing completed decisions failed", exc_info=True)
 
     # -- observability -------------------------------------------------------------------
 
@@ -208,6 +235,7 @@ class TransactionManager:
         """
         with self._recovery_mutex:
             self.ready()
+            self.flush_completed()
             return self._recover(safety)
 
     def _recover(self, safety: float) -> RecoveryReport:
@@ -452,6 +480,7 @@ class TransactionManager:
                 logger.debug("releasing the recovery lease failed", exc_info=True)
 
     def close(self) -> None:
+        self.flush_completed()
         self._closing = True
         if self._worker_wakeup is not None:
             self._worker_wakeup.set()

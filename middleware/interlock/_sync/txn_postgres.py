@@ -104,16 +104,18 @@ class PostgresParticipant:
         if conn.info.transaction_status == TransactionStatus.INERROR:
             # PREPARE TRANSACTION would silently act as ROLLBACK: the branch failed earlier.
             return False
-        cur = conn.execute("SELECT txid_current()")
-        row = cur.fetchone()
-        self.ref = str(row[0]) if row else ""
         try:
-            conn.tpc_prepare()
+            # One round trip: the local id (to tell the branch's fate later) and PREPARE.
+            with conn.pipeline():
+                cur = conn.execute("SELECT txid_current()")
+                conn.tpc_prepare()
         except psycopg.Error as exc:
             if exc.sqlstate is not None and not conn.broken:
                 logger.info("PostgreSQL refused to prepare %s: %s", xid, exc)
                 return False  # refused by the server (constraint, serialization, ...)
             raise
+        row = cur.fetchone()
+        self.ref = str(row[0]) if row else ""
         self.prepared = True
         return True
 

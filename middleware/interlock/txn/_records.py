@@ -63,7 +63,7 @@ def encode_decision(decision: Decision) -> str:
             "xid": decision.xid,
             "name": decision.name,
             "outcome": decision.outcome,
-            "created": round(decision.created, 3),
+            "created": decision.created,
             "branches": [[b.resource, b.kind, b.bqual, b.ref] for b in decision.branches],
         },
         separators=(",", ":"),

@@ -42,14 +42,18 @@ MARKER_DDL = (
 )
 MARKER_INSERT = "INSERT INTO interlock_xa_branches (gtrid, bqual) VALUES (%s, %s)"
 MARKER_SELECT = "SELECT 1 FROM interlock_xa_branches WHERE gtrid = %s AND bqual = %s"
-MARKER_PURGE = (
-    "DELETE FROM interlock_xa_branches WHERE created < NOW() - INTERVAL %s SECOND LIMIT 10000"
+MARKER_EXPIRED = (
+    "SELECT gtrid, bqual FROM interlock_xa_branches"
+    " WHERE created < NOW() - INTERVAL %s SECOND LIMIT 5000"
 )
+MARKER_DELETE = "DELETE FROM interlock_xa_branches WHERE gtrid = %s AND bqual = %s"
 
 # Server error numbers (mysqld_error.h).
 XAER_NOTA = 1397  # unknown XID
 XAER_OUTSIDE = 1400  # some work is done outside the global transaction
 NO_SUCH_TABLE = 1146
+LOCK_WAIT_TIMEOUT = 1205
+PURGE_EVERY = 600.0  # seconds between purges of old commit markers
 ACCESS_DENIED = (1044, 1045, 1142, 1227)
 ROLLED_BACK = (1402, 1613, 1614, 1213, 1205)  # XA_RB*, deadlock, lock wait timeout
 _SAFE = re.compile(r"^[A-Za-z0-9_.~:-]{1,64}$")
@@ -239,12 +243,15 @@ class XaRecovery:
         self.retention = retention
         self._conn: Any = None
         self._lock = threading.Lock()
+        self._next_purge = 0.0
 
     def _session(self) -> Any:
         if self._conn is not None and self._conn.open:
             return self._conn
         conn = self._connect()
         conn.autocommit(True)
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION innodb_lock_wait_timeout = 2")  # never stall recovery
         self._conn = conn
         return conn
 
@@ -323,12 +330,23 @@ class XaRecovery:
         return "aborted"
 
     def cleanup(self) -> None:
+        """Delete markers older than the retention (at most every ``PURGE_EVERY`` s)."""
+        now = time.monotonic()
+        if now < self._next_purge:
+            return
         with self._lock:
             try:
-                self._execute(MARKER_PURGE, (int(self.retention),))
+                # A plain read finds expired markers; deleting them by key never waits on
+                # the (locked) marker row of a branch that is prepared right now.
+                expired = self._execute(MARKER_EXPIRED, (int(self.retention),))
+                if expired:
+                    with self._session().cursor() as cur:
+                        cur.executemany(MARKER_DELETE, list(expired))
             except pymysql.err.MySQLError as exc:
-                if server_errno(exc) != NO_SUCH_TABLE:
+                if server_errno(exc) not in (NO_SUCH_TABLE, LOCK_WAIT_TIMEOUT):
                     raise
+                logger.debug("purging commit markers of %s skipped: %s", self.name, exc)
+        self._next_purge = now + PURGE_EVERY
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
