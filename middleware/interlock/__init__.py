@@ -7,11 +7,13 @@ Importing this package runs nothing: metrics, connections and threads are create
 from interlock._async.cache import AsyncCache
 from interlock._async.client import AsyncInterlock
 from interlock._async.lock import AsyncLease, AsyncLock
+from interlock._async.txn import AsyncParticipant, AsyncTransaction
 from interlock._context import RequestContext, request_context
 from interlock._http_rules import CacheRule, LockRule
 from interlock._sync.cache import Cache
 from interlock._sync.client import Interlock
 from interlock._sync.lock import Lease, Lock
+from interlock._sync.txn import Participant, Transaction
 from interlock.asgi import InterlockMiddleware
 from interlock.errors import (
     BackendError,
@@ -34,6 +36,7 @@ from interlock.errors import (
     TransactionTimeout,
 )
 from interlock.lock import LockInfo
+from interlock.txn import RecoveryReport, TransactionInDoubt
 from interlock.wsgi import InterlockWSGIMiddleware
 
 __version__ = "0.1.0"
@@ -43,6 +46,8 @@ __all__ = [
     "AsyncInterlock",
     "AsyncLease",
     "AsyncLock",
+    "AsyncParticipant",
+    "AsyncTransaction",
     "BackendError",
     "BackendUnavailable",
     "Cache",
@@ -65,11 +70,15 @@ __all__ = [
     "LockNotOwned",
     "LockRule",
     "LockTimeout",
+    "Participant",
+    "RecoveryReport",
     "RequestContext",
     "ScriptError",
     "SerializationError",
+    "Transaction",
     "TransactionAborted",
     "TransactionError",
+    "TransactionInDoubt",
     "TransactionTimeout",
     "request_context",
 ]
