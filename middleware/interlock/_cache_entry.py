@@ -37,8 +37,8 @@ FRESH, STALE, ABSENT, REJECTED, CORRUPT = "fresh", "stale", "absent", "rejected"
 class Envelope:
     """A decoded entry header plus its (still serialized) value bytes."""
 
-    __slots__ = ("codec", "created_ms", "delta_us", "flags", "header", "payload", "stale_ms",
-                 "tags", "ttl_ms")  # fmt: skip
+    __slots__ = ("codec", "created_ms", "data", "delta_us", "expires_ms", "flags",
+                 "fresh_until_ms", "negative", "offset", "stale_ms", "tags", "ttl_ms")  # fmt: skip
 
     def __init__(self, data: bytes) -> None:
         try:
@@ -49,8 +49,15 @@ class Envelope:
             raise SerializationError("cache entry has an unknown format; not decoded")
         self.codec, self.flags, self.created_ms = codec, flags, created
         self.ttl_ms, self.stale_ms, self.delta_us = ttl, stale, delta
+        self.fresh_until_ms: int = created + ttl
+        self.expires_ms: int = created + ttl + stale
+        self.negative = bool(flags & FLAG_NEGATIVE)
+        self.data = data
         offset = HEADER_SIZE
         tags: list[tuple[str, int]] = []
+        if not count:
+            self.tags, self.offset = tags, offset
+            return
         try:
             for _ in range(count):
                 size = data[offset]
@@ -60,21 +67,16 @@ class Envelope:
                 offset += 1 + size + _TAG_VERSION.size
         except (IndexError, struct.error, UnicodeDecodeError):
             raise SerializationError("cache entry has a corrupt tag list") from None
-        self.tags = tags
-        self.header = data[:HEADER_SIZE]
-        self.payload = data[offset:]
+        self.tags, self.offset = tags, offset
 
     @property
-    def negative(self) -> bool:
-        return bool(self.flags & FLAG_NEGATIVE)
+    def header(self) -> bytes:
+        """The fixed-size header: identifies this version of the entry (compare-and-set)."""
+        return self.data[:HEADER_SIZE]
 
     @property
-    def fresh_until_ms(self) -> int:
-        return self.created_ms + self.ttl_ms  # type: ignore[no-any-return]
-
-    @property
-    def expires_ms(self) -> int:
-        return self.created_ms + self.ttl_ms + self.stale_ms  # type: ignore[no-any-return]
+    def payload(self) -> bytes:
+        return self.data[self.offset :]
 
     def value(self, serializer: Serializer) -> Any:
         """Decode the value; a foreign codec (e.g. a planted pickle) is refused unread."""
@@ -84,7 +86,7 @@ class Envelope:
             raise SerializationError(
                 f"cache entry uses codec {self.codec}, this cache reads codec {serializer.codec}"
             )
-        body = self.payload
+        body = self.data[self.offset :]
         if self.flags & FLAG_COMPRESSED:
             try:
                 body = zlib.decompress(body)

@@ -143,8 +143,8 @@ class CircuitBreaker:
         self.threshold = threshold
         self.cooldown = cooldown
         self.state = CLOSED
+        self.failures = 0  # consecutive
         self._clock = clock
-        self._failures = 0
         self._retry_at = 0.0
         self._lock = threading.Lock()
 
@@ -167,18 +167,18 @@ class CircuitBreaker:
             return True
 
     def success(self) -> bool:
-        if self.state is CLOSED and not self._failures:
+        if self.state is CLOSED and not self.failures:
             return False
         with self._lock:
             recovered = self.state is not CLOSED
             self.state = CLOSED
-            self._failures = 0
+            self.failures = 0
             return recovered
 
     def failure(self) -> bool:
         with self._lock:
-            self._failures += 1
-            if self.state is CLOSED and self._failures < self.threshold:
+            self.failures += 1
+            if self.state is CLOSED and self.failures < self.threshold:
                 return False
             opened = self.state is CLOSED
             self.state = OPEN

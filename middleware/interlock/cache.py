@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -260,10 +261,23 @@ def jittered_ms(ttl: float, jitter: float, rand: float) -> int:
 
 
 def refresh_early(
-    now_ms: float, fresh_until_ms: int, delta_us: int, beta: float, rand: float
+    now_ms: float,
+    fresh_until_ms: int,
+    delta_us: int,
+    beta: float,
+    rand: Callable[[], float] = random.random,
 ) -> bool:
     """XFetch (Vattani et al., VLDB 2015): refresh now with a probability that rises
-    towards expiry, earlier for slow loaders: ``now - delta * beta * ln(rand) >= expiry``."""
-    if beta <= 0 or delta_us <= 0:
+    towards expiry, earlier for slow loaders: ``now - delta * beta * ln(rand()) >= expiry``.
+
+    ``rand()`` is uniform in [0, 1) with 53-bit resolution, so ``-ln(rand())`` is at most
+    ``_MAX_EXP`` (for 0 it is taken as ``2**-53``): further from expiry than that, no draw
+    can refresh, and none is made.
+    """
+    scale = delta_us / 1000 * beta
+    if scale <= 0 or fresh_until_ms - now_ms > scale * _MAX_EXP:
         return False
-    return now_ms - delta_us / 1000 * beta * math.log(rand or 1e-300) >= fresh_until_ms
+    return now_ms - scale * math.log(rand() or 2.0**-53) >= fresh_until_ms
+
+
+_MAX_EXP = -math.log(2.0**-53)

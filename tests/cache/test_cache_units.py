@@ -149,20 +149,31 @@ def test_pickle_needs_a_key_and_verifies_it() -> None:
 
 def test_xfetch_refreshes_earlier_for_slow_loaders_and_near_expiry() -> None:
     expiry = 10_000
-    # -ln(0.5) ≈ 0.69: a 1 s loader with beta 1 refreshes from 0.69 s before expiry
-    assert not refresh_early(9_000, expiry, 1_000_000, 1.0, 0.5)
-    assert refresh_early(9_400, expiry, 1_000_000, 1.0, 0.5)
-    assert not refresh_early(9_400, expiry, 100_000, 1.0, 0.5)  # fast loader: later
-    assert refresh_early(9_400, expiry, 100_000, 10.0, 0.5)  # larger beta: earlier
-    assert not refresh_early(9_999, expiry, 1_000_000, 0.0, 0.5)  # disabled
-    assert refresh_early(9_990, expiry, 20_000, 1.0, 0.0)  # rand 0 does not divide by zero
+    half = lambda: 0.5  # noqa: E731 - -ln(0.5) ≈ 0.69
+    # a 1 s loader with beta 1 refreshes from 0.69 s before expiry
+    assert not refresh_early(9_000, expiry, 1_000_000, 1.0, half)
+    assert refresh_early(9_400, expiry, 1_000_000, 1.0, half)
+    assert not refresh_early(9_400, expiry, 100_000, 1.0, half)  # fast loader: later
+    assert refresh_early(9_400, expiry, 100_000, 10.0, half)  # larger beta: earlier
+    assert not refresh_early(9_999, expiry, 1_000_000, 0.0, half)  # disabled
+    assert refresh_early(9_990, expiry, 20_000, 1.0, lambda: 0.0)  # no division by zero
+
+
+def test_xfetch_draws_only_when_a_refresh_is_possible() -> None:
+    def never() -> float:
+        raise AssertionError("drew a random number")
+
+    # 36.8 times the loader's duration before expiry, no draw can trigger a refresh
+    assert not refresh_early(0, 40_000, 1_000_000, 1.0, never)
+    assert refresh_early(0, 36_000, 1_000_000, 1.0, lambda: 1e-16)
 
 
 def test_xfetch_probability_matches_the_exponential_law() -> None:
     delta_us, gap_ms = 200_000, 100  # P(refresh) = exp(-gap / delta) = exp(-0.5)
+    draws = iter((i + 0.5) / 10_000 for i in range(10_000))
     hits = sum(
-        refresh_early(10_000 - gap_ms, 10_000, delta_us, 1.0, (i + 0.5) / 10_000)
-        for i in range(10_000)
+        refresh_early(10_000 - gap_ms, 10_000, delta_us, 1.0, lambda: next(draws))
+        for _ in range(10_000)
     )
     assert abs(hits / 10_000 - math.exp(-0.5)) < 0.01
 

@@ -20,8 +20,8 @@ from interlock._async.cache_decorator import KeyFunction, TagsOption, cached
 from interlock._async.cache_load import AsyncLoader, LoadFunction, Outcome
 from interlock._async.cache_refresh import AsyncRefresher
 from interlock._async.cache_store import AsyncCacheStore, Tags
-from interlock._cache_entry import CORRUPT, FRESH, STALE, build_entry
-from interlock._cache_local import CircuitBreaker, Health, NearCache, NearEntry
+from interlock._cache_entry import CORRUPT, FRESH, STALE, build_entry, judge
+from interlock._cache_local import CLOSED, CircuitBreaker, Health, NearCache, NearEntry
 from interlock._config import Settings
 from interlock._keys import validate_name
 from interlock.cache import (
@@ -63,6 +63,7 @@ class AsyncCache:
         self.options = options
         self._namespace = settings.namespace
         self._backend = backend
+        self._serializer = options.codec
         self._origin = secrets.token_hex(8)
         self._store = AsyncCacheStore(
             backend,
@@ -80,9 +81,8 @@ class AsyncCache:
         gauge = metrics.cache_degraded.labels(
             cache=metrics.label("interlock_cache_degraded", "cache", name)
         )
-        self._health = Health(
-            name, CircuitBreaker(options.breaker_threshold, options.breaker_cooldown), gauge
-        )
+        self._breaker = CircuitBreaker(options.breaker_threshold, options.breaker_cooldown)
+        self._health = Health(name, self._breaker, gauge)
         load_label = metrics.label("interlock_cache_load_seconds", "cache", name)
         self._loader = AsyncLoader(
             options,
@@ -163,7 +163,8 @@ class AsyncCache:
         keys = entry_keys(self._namespace, self.name, key, encoded)
         wanted = self._tags(tags) if tags else ()
         life = self.options.ttl if ttl is None else call_ttl(self.options, ttl, bool(wanted))
-        if not self._health.allow():
+        breaker = self._breaker
+        if breaker.state is not CLOSED and not breaker.allow():
             return self._report(await self._loader.bypass(keys.entry, wanted, loader))
         if keys.entry in self._loader.flights:
             job = Job(keys, wanted, life, loader, b"", {})
@@ -174,18 +175,19 @@ class AsyncCache:
                 data, versions = await self._store.read(keys.entry, wanted)
             else:
                 data, versions = await self._backend.execute("GET", keys.entry), {}
-            verdict = self._store.verdict(keys, data, versions)
-            if verdict is None:
+            verdict = judge(data, versions, self._serializer, time.time() * 1000)
+            if verdict is None or verdict.state is CORRUPT:  # tags to read, or to log
                 verdict = await self._store.judge(keys, data, versions)
         except BackendError as exc:
             self._health.failed(exc)
             return self._report(await self._loader.bypass(keys.entry, wanted, loader))
-        self._health.ok()
+        if breaker.failures or breaker.state is not CLOSED:
+            self._health.ok()
         envelope = verdict.envelope
         if envelope is not None and verdict.state is FRESH:
             beta = self.options.early_refresh
             if beta and refresh_early(
-                verdict.now_ms, envelope.fresh_until_ms, envelope.delta_us, beta, random.random()
+                verdict.now_ms, envelope.fresh_until_ms, envelope.delta_us, beta
             ):
                 self._refresher.refresh(Job(keys, wanted, life, loader, envelope.header, versions))
             if near is not None:

@@ -24,7 +24,7 @@ from interlock._cache_scripts import (
     TAG_VERSIONS,
     WRITE,
 )
-from interlock._synchronization import AsyncEvent
+from interlock._synchronization import AsyncEvent, AsyncMutex
 from interlock.backends._script import Arg, Script
 from interlock.cache import FILL_WINDOW_S, EntryKeys, channel, message, tag_key
 from interlock.serializers import Serializer
@@ -83,6 +83,7 @@ class AsyncCacheStore:
         self._on_event = on_event
         self._waiters: dict[str, list[AsyncEvent]] = {}
         self._reset_hooked = False
+        self._subscribing = AsyncMutex()
         self._closed = False
 
     # -- scripts -------------------------------------------------------------------------
@@ -211,11 +212,16 @@ class AsyncCacheStore:
         """Subscribe to the cache's channel (once); returns when messages will arrive."""
         if self.listening:
             return
-        await self.backend.subscribe(self.channel, self._on_message)
-        if not self._reset_hooked:
-            self._reset_hooked = True
-            self.backend.on_reset(self._on_reset)
-        self.listening = True
+        async with self._subscribing:  # one subscription, even for concurrent first callers
+            if not self._subscribed():
+                await self.backend.subscribe(self.channel, self._on_message)
+                if not self._reset_hooked:
+                    self._reset_hooked = True
+                    self.backend.on_reset(self._on_reset)
+                self.listening = True
+
+    def _subscribed(self) -> bool:
+        return self.listening
 
     def add_waiter(self, key: str) -> AsyncEvent:
         """An event set when ``key`` is filled, written, deleted or its lease is freed."""

@@ -21,8 +21,8 @@ from interlock._sync.cache_decorator import KeyFunction, TagsOption, cached
 from interlock._sync.cache_load import Loader, LoadFunction, Outcome
 from interlock._sync.cache_refresh import Refresher
 from interlock._sync.cache_store import CacheStore, Tags
-from interlock._cache_entry import CORRUPT, FRESH, STALE, build_entry
-from interlock._cache_local import CircuitBreaker, Health, NearCache, NearEntry
+from interlock._cache_entry import CORRUPT, FRESH, STALE, build_entry, judge
+from interlock._cache_local import CLOSED, CircuitBreaker, Health, NearCache, NearEntry
 from interlock._config import Settings
 from interlock._keys import validate_name
 from interlock.cache import (
@@ -64,6 +64,7 @@ class Cache:
         self.options = options
         self._namespace = settings.namespace
         self._backend = backend
+        self._serializer = options.codec
         self._origin = secrets.token_hex(8)
         self._store = CacheStore(
             backend,
@@ -81,9 +82,8 @@ class Cache:
         gauge = metrics.cache_degraded.labels(
             cache=metrics.label("interlock_cache_degraded", "cache", name)
         )
-        self._health = Health(
-            name, CircuitBreaker(options.breaker_threshold, options.breaker_cooldown), gauge
-        )
+        self._breaker = CircuitBreaker(options.breaker_threshold, options.breaker_cooldown)
+        self._health = Health(name, self._breaker, gauge)
         load_label = metrics.label("interlock_cache_load_seconds", "cache", name)
         self._loader = Loader(
             options,
@@ -164,7 +164,8 @@ class Cache:
         keys = entry_keys(self._namespace, self.name, key, encoded)
         wanted = self._tags(tags) if tags else ()
         life = self.options.ttl if ttl is None else call_ttl(self.options, ttl, bool(wanted))
-        if not self._health.allow():
+        breaker = self._breaker
+        if breaker.state is not CLOSED and not breaker.allow():
             return self._report(self._loader.bypass(keys.entry, wanted, loader))
         if keys.entry in self._loader.flights:
             job = Job(keys, wanted, life, loader, b"", {})
@@ -175,18 +176,19 @@ class Cache:
                 data, versions = self._store.read(keys.entry, wanted)
             else:
                 data, versions = self._backend.execute("GET", keys.entry), {}
-            verdict = self._store.verdict(keys, data, versions)
-            if verdict is None:
+            verdict = judge(data, versions, self._serializer, time.time() * 1000)
+            if verdict is None or verdict.state is CORRUPT:  # tags to read, or to log
                 verdict = self._store.judge(keys, data, versions)
         except BackendError as exc:
             self._health.failed(exc)
             return self._report(self._loader.bypass(keys.entry, wanted, loader))
-        self._health.ok()
+        if breaker.failures or breaker.state is not CLOSED:
+            self._health.ok()
         envelope = verdict.envelope
         if envelope is not None and verdict.state is FRESH:
             beta = self.options.early_refresh
             if beta and refresh_early(
-                verdict.now_ms, envelope.fresh_until_ms, envelope.delta_us, beta, random.random()
+                verdict.now_ms, envelope.fresh_until_ms, envelope.delta_us, beta
             ):
                 self._refresher.refresh(Job(keys, wanted, life, loader, envelope.header, versions))
             if near is not None:

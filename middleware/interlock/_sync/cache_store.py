@@ -25,7 +25,7 @@ from interlock._cache_scripts import (
     TAG_VERSIONS,
     WRITE,
 )
-from interlock._synchronization import Event
+from interlock._synchronization import Event, Mutex
 from interlock.backends._script import Arg, Script
 from interlock.cache import FILL_WINDOW_S, EntryKeys, channel, message, tag_key
 from interlock.serializers import Serializer
@@ -84,6 +84,7 @@ class CacheStore:
         self._on_event = on_event
         self._waiters: dict[str, list[Event]] = {}
         self._reset_hooked = False
+        self._subscribing = Mutex()
         self._closed = False
 
     # -- scripts -------------------------------------------------------------------------
@@ -212,11 +213,16 @@ class CacheStore:
         """Subscribe to the cache's channel (once); returns when messages will arrive."""
         if self.listening:
             return
-        self.backend.subscribe(self.channel, self._on_message)
-        if not self._reset_hooked:
-            self._reset_hooked = True
-            self.backend.on_reset(self._on_reset)
-        self.listening = True
+        with self._subscribing:  # one subscription, even for concurrent first callers
+            if not self._subscribed():
+                self.backend.subscribe(self.channel, self._on_message)
+                if not self._reset_hooked:
+                    self._reset_hooked = True
+                    self.backend.on_reset(self._on_reset)
+                self.listening = True
+
+    def _subscribed(self) -> bool:
+        return self.listening
 
     def add_waiter(self, key: str) -> Event:
         """An event set when ``key`` is filled, written, deleted or its lease is freed."""
