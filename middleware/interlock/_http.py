@@ -25,7 +25,7 @@ from interlock._http_cache import CachePlan, plan
 from interlock._http_routes import UNMATCHED, RouteTemplate, route_path
 from interlock._http_rules import HTTP_METHODS, CacheRule, LockRule
 from interlock.errors import BackendUnavailable, LockTimeout
-from interlock.logs import ECS_FIELDS, redact_query, safe_text
+from interlock.logs import ECS_FIELDS, direct_sinks, redact_query, safe_text, write_direct
 
 OTHER_METHOD = "_OTHER"
 LOGGER = "interlock.http"
@@ -462,6 +462,10 @@ class HttpCore:
         message = f"{fields['http.request.method']} {fields['url.path']} {status}"
         level = logging.ERROR if ex.error is not None else logging.INFO
         logger = self.logger
+        sinks = direct_sinks(logger, level)
+        if sinks is not None:
+            write_direct(sinks, level, logger.name, message, fields)
+            return
         record = logging.getLogRecordFactory()(
             logger.name, level, "interlock/_http.py", 0, message, (), None, None, None
         )

@@ -20,12 +20,12 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import queue
 import re
 import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterable
 from itertools import islice
 from typing import IO, Any
@@ -267,11 +267,28 @@ class EcsJsonFormatter(JsonFormatter):
             data["error.stack_trace"] = safe_text(record.exc_text)
         if record.stack_info:
             data["log.origin.stack_trace"] = safe_text(record.stack_info)
+        return self._finish(data)
+
+    def format_fields(
+        self, created: float, level: int, logger: str, message: str, fields: dict[str, Any]
+    ) -> str:
+        """The line of a record made only of ready ECS ``fields`` (the request line)."""
+        data: dict[str, Any] = {
+            "@timestamp": self._timestamp(created),
+            "log.level": _LEVELS[level],
+            "message": message if message.isascii() else safe_text(message),
+            "log.logger": logger,
+            **self.statics,
+            **fields,
+        }
+        return self._finish(data)
+
+    def _finish(self, data: dict[str, Any]) -> str:
         for processor in self.processors:
             data = processor(data)
         try:
             return self._json.encode(data)
-        except (TypeError, ValueError):  # circular data, odd keys...: keep the line anyway
+        except (TypeError, ValueError, RecursionError):  # keep the line anyway
             return self._json.encode(
                 {k: data[k] for k in ("@timestamp", "log.level", "message", "log.logger")}
                 | {"error.message": "log record not serialisable", **self.statics}
@@ -279,48 +296,65 @@ class EcsJsonFormatter(JsonFormatter):
 
 
 class _LineWriter:
-    """A daemon thread writing formatted lines, batched, so callers never block on I/O."""
+    """A daemon thread writing formatted lines in batches, so callers never block on I/O.
 
-    def __init__(self, stream: IO[str], size: int, on_drop: Callable[[], None]) -> None:
+    Callers append to a deque (no lock, no thread wake-up); the thread writes what has
+    gathered every ``interval`` seconds, or sooner once ``batch`` lines wait. When
+    ``size`` lines wait, further lines are dropped and counted.
+    """
+
+    def __init__(
+        self,
+        stream: IO[str],
+        size: int,
+        on_drop: Callable[[], None],
+        interval: float = 0.05,
+        batch: int = 256,
+    ) -> None:
         self.stream = stream
-        self.lines: queue.Queue[str | None] = queue.Queue(size)
+        self.size = size
         self.on_drop = on_drop
+        self.interval = interval
+        self.batch = batch
         self.dropped = 0
+        self._lines: deque[str] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
         self.thread = threading.Thread(target=self._run, name="interlock-log-writer", daemon=True)
         self.thread.start()
 
     def put(self, line: str) -> None:
-        try:
-            self.lines.put_nowait(line)
-        except queue.Full:
+        lines = self._lines
+        if len(lines) >= self.size:
             self.dropped += 1
             self.on_drop()
+            return
+        lines.append(line)
+        if len(lines) == self.batch:
+            self._wake.set()
 
     def _run(self) -> None:
-        get, get_nowait = self.lines.get, self.lines.get_nowait
+        lines, wake = self._lines, self._wake
         while True:
-            batch = [get()]
-            try:
-                while len(batch) < 512 and batch[-1] is not None:
-                    batch.append(get_nowait())
-            except queue.Empty:
-                pass
-            stop = batch[-1] is None
-            text = "".join(f"{line}\n" for line in batch if line is not None)
-            try:
-                if text:
-                    self.stream.write(text)
+            wake.wait(self.interval)
+            wake.clear()
+            stopping = self._stopping
+            while lines:
+                chunk: list[str] = []
+                while lines and len(chunk) < 4096:
+                    chunk.append(lines.popleft())
+                try:
+                    self.stream.write("\n".join(chunk) + "\n")
                     self.stream.flush()
-            except Exception:  # a closed or broken stream: count, keep draining
-                self.dropped += len(batch) - stop
-            if stop:
+                except Exception:  # a closed or broken stream: count, keep draining
+                    self.dropped += len(chunk)
+            if stopping:
                 return
 
     def stop(self) -> None:
-        try:
-            self.lines.put(None, timeout=2.0)
-        except queue.Full:
-            return
+        """Write what is pending and end the thread."""
+        self._stopping = True
+        self._wake.set()
         self.thread.join(timeout=5.0)
 
 
@@ -346,6 +380,54 @@ class _QueueingHandler(logging.Handler):
     def close(self) -> None:
         self.writer.stop()
         super().close()
+
+
+def direct_sinks(logger: logging.Logger, level: int) -> list[Any] | None:
+    """The handlers a record of ``logger`` at ``level`` reaches, if all are interlock's own.
+
+    The request line takes a shortcut around ``LogRecord`` when every handler it would
+    reach is a handler of :func:`configure_logging` (background writer) or a plain
+    ``StreamHandler`` with an :class:`EcsJsonFormatter` and nothing filters on the way:
+    the same line then goes to the same streams, at a fraction of the cost. Anything else
+    (filters, other handlers, no handler at all) returns ``None``: the standard path.
+    """
+    sinks: list[Any] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters or current.disabled:
+            return None
+        for handler in current.handlers:
+            if level < handler.level:
+                continue
+            if (
+                type(handler) not in (_QueueingHandler, logging.StreamHandler)
+                or handler.filters
+                or not isinstance(handler.formatter, EcsJsonFormatter)
+            ):
+                return None
+            sinks.append(handler)
+        if not current.propagate:
+            break
+        current = current.parent
+    return sinks or None
+
+
+def write_direct(
+    sinks: list[Any], level: int, logger: str, message: str, fields: dict[str, Any]
+) -> None:
+    """Write a ready request line to the sinks of :func:`direct_sinks`."""
+    created = time.time()
+    for handler in sinks:
+        line = handler.formatter.format_fields(created, level, logger, message, fields)
+        if type(handler) is _QueueingHandler:
+            handler.writer.put(line)
+            continue
+        with handler.lock:  # as StreamHandler.emit does
+            try:
+                handler.stream.write(line + handler.terminator)
+                handler.flush()
+            except Exception:  # a broken stream: report as logging would, go on
+                logging.Handler.handleError(handler, logging.makeLogRecord({"msg": line}))
 
 
 _installed: list[logging.Handler] = []

@@ -170,3 +170,42 @@ def test_configure_logging_queue_flushes_on_unconfigure_and_counts_drops() -> No
         assert dropped > 0 and len(written) + dropped == 50
         assert all(json.loads(line)["message"].startswith("line ") for line in written)
         assert metric_value(il, "interlock_log_records_dropped_total", sink="stream") == dropped
+
+
+@pytest.mark.usefixtures("restore_root")
+@pytest.mark.parametrize("queue_size", [10_000, 0], ids=["background-writer", "synchronous"])
+def test_request_line_is_the_same_on_the_direct_and_the_standard_path(queue_size: int) -> None:
+    from interlock._http import HttpCore
+
+    with Interlock("mem://") as il:
+        core = HttpCore(il)
+        stream = io.StringIO()
+        configure_logging("shop", stream=stream, queue_size=queue_size)  # the direct path
+
+        def request() -> None:
+            ex = core.begin("GET", "/p/1", "", "token=x", {"user-agent": "ua\udcff"}, "::1")
+            ex.request_id, ex.trace_id, ex.span_id = "r", "a" * 32, "b" * 16
+            ex.status = 200
+            core.finish(ex)
+
+        request()
+        filtered = logging.Filter("nothing")  # any filter: the standard LogRecord path
+        logging.getLogger().addFilter(filtered)
+        try:
+            request()
+        finally:
+            logging.getLogger().removeFilter(filtered)
+        logging.getLogger("interlock.http").addFilter(lambda record: True)
+        try:
+            request()
+        finally:
+            logging.getLogger("interlock.http").filters.clear()
+        unconfigure_logging()
+        direct, *standard = (json.loads(line) for line in stream.getvalue().splitlines())
+        assert len(standard) == 2
+        for line in (direct, *standard):
+            line.pop("@timestamp")
+            line.pop("event.duration")
+        assert direct == standard[0] == standard[1]
+        assert direct["url.query"] == f"token={REDACTED}"
+        assert direct["user_agent.original"] == "ua\ufffd"
