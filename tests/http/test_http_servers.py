@@ -37,6 +37,17 @@ def _wait_up(url: str, process: subprocess.Popen[str], timeout: float = 20) -> N
     raise AssertionError(f"{url} did not come up")
 
 
+def _wait_for(client: httpx.Client, text: str, timeout: float = 10) -> str:
+    """Poll /metrics until it contains ``text``; returns the page."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page = client.get("/metrics").text
+        if text in page or time.monotonic() > deadline:
+            assert text in page
+            return page
+        time.sleep(0.02)
+
+
 def _stop(process: subprocess.Popen[str]) -> str:
     process.terminate()
     try:
@@ -99,17 +110,16 @@ def test_uvicorn_serves_metrics_ids_and_releases_locks_on_disconnect(
 
     # a client that leaves while its request holds the lock
     host, port = base.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port))) as sock:
-        sock.sendall(
-            b"POST /slow/1 HTTP/1.1\r\nHost: x\r\nX-Request-ID: leaver\r\nContent-Length: 0\r\n\r\n"
-        )
-        time.sleep(0.2)
     with httpx.Client(base_url=base) as client:
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(
+                b"POST /slow/1 HTTP/1.1\r\nHost: x\r\nX-Request-ID: leaver\r\n"
+                b"Content-Length: 0\r\n\r\n"
+            )
+            _wait_for(client, 'interlock_lock_held{lock="slow"} 1.0')
         busy = client.post("/slow/1")  # the handler still runs: the lock is held
         assert busy.status_code == 423 and busy.headers["retry-after"] == "1"
-        time.sleep(1.2)
-        metrics = client.get("/metrics").text
-        assert 'interlock_lock_held{lock="slow"} 0.0' in metrics
+        metrics = _wait_for(client, 'interlock_lock_held{lock="slow"} 0.0')
         series = 'method="GET",route="/items/{item_id:int}",status="200"'
         assert f"interlock_http_requests_total{{{series}}} 1.0" in metrics
         assert client.post("/slow/1").status_code == 200  # free again
