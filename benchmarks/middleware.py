@@ -236,6 +236,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="record in benchmarks/RESULTS.md")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     medians = in_process(args.requests, args.rounds)
     bare = medians["bare"]
     added = {variant: (medians[variant] - bare) * 1e6 for variant in VARIANTS}
@@ -244,12 +245,14 @@ def main() -> None:
         variant: under_uvicorn(variant, args.seconds, args.connections)
         for variant in ("bare", LOGGED, "starlette-exporter")
     }
+    load_after = os.getloadavg()[0]
     lines = [
         "## Middleware",
         "",
         f"`.venv/bin/python benchmarks/middleware.py --requests {args.requests} --rounds "
-        f"{args.rounds} --seconds {args.seconds:g} --write` — {machine()}, 2 cores, "
-        "all variants in the same run.",
+        f"{args.rounds} --seconds {args.seconds:g} --write` — {machine()}, {os.cpu_count()} "
+        f"cores, all variants in the same run; load average {load_before:.1f} before, "
+        f"{load_after:.1f} after (other work on the machine).",
         "",
         f"Added CPU time per request over a bare Starlette app ({bare * 1e6:.1f} µs/request), "
         f"in-process raw ASGI calls, median of {args.rounds} interleaved rounds of "
