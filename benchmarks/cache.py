@@ -8,8 +8,8 @@ the same value (a small JSON document).
 1. Hit latency of a warm key through each library's read-through API (interlock
    ``get_or_load``, cashews ``@cache``, aiocache ``@cached``) against the raw floor: redis-py
    ``GET`` + ``json.loads``. Contenders take turns in interleaved rounds; the ratio is the
-   median over rounds of (contender / raw floor of the same round), so load drift on the
-   machine cancels out.
+   median over rounds of (contender / raw floor of the same round), and the order is shuffled
+   every round, so load drift on the machine cancels out.
 2. Near-cache hit (``near=True``) against interlock's own Redis hit.
 3. Loader calls for 50 concurrent cold callers of one key: in one process, and in each of
    4 processes started together (200 callers), with each library's default and with its
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import subprocess
 import sys
 import time
@@ -131,8 +132,9 @@ async def hit_latency(url: str, port: int, rounds: int, calls: int) -> dict[str,
         for _ in range(50):  # fill the key, open connections, load scripts
             await reader()
     per_round: dict[str, list[float]] = {kind: [] for kind in kinds}
+    order = random.Random(7)
     for _ in range(rounds):
-        for kind in kinds:
+        for kind in order.sample(kinds, len(kinds)):  # no contender always runs first
             reader = readers[kind]
             started = time.perf_counter()
             for _ in range(calls):

@@ -150,7 +150,7 @@ class AsyncCache:
 
         Args:
             key: ``str``, ``int`` or a tuple of them.
-            loader: a function returning the value (async caches: or an awaitable of it).
+            loader: a function returning the value (with asyncio: also a coroutine function).
             ttl: fresh lifetime in seconds (default: the cache's ``ttl``).
             tags: tags to invalidate the entry by (see :meth:`invalidate_tag`).
         """

@@ -96,6 +96,7 @@ class AsyncLoader:
             except BackendError as exc:
                 self.health.failed(exc)
             else:
+                self.health.ok()
                 if verdict.state is FRESH or verdict.state is STALE:
                     return verdict.value, "hit" if verdict.state is FRESH else "stale"
                 await load.started.wait(self.options.lock_wait)
@@ -153,6 +154,7 @@ class AsyncLoader:
                     job.keys, job.tags, token or "", self.lease_ms, job.rejected, True,
                     job.versions,
                 )  # fmt: skip
+                self.health.ok()
                 generation, job.versions = reply.generation, reply.versions
                 seen = job.rejected if reply.present else b""
                 if load.generation is None:

@@ -151,7 +151,7 @@ class Cache:
 
         Args:
             key: ``str``, ``int`` or a tuple of them.
-            loader: a function returning the value (sync caches: or an awaitable of it).
+            loader: a function returning the value (with asyncio: also a coroutine function).
             ttl: fresh lifetime in seconds (default: the cache's ``ttl``).
             tags: tags to invalidate the entry by (see :meth:`invalidate_tag`).
         """

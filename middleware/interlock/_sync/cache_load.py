@@ -97,6 +97,7 @@ class Loader:
             except BackendError as exc:
                 self.health.failed(exc)
             else:
+                self.health.ok()
                 if verdict.state is FRESH or verdict.state is STALE:
                     return verdict.value, "hit" if verdict.state is FRESH else "stale"
                 load.started.wait(self.options.lock_wait)
@@ -154,6 +155,7 @@ class Loader:
                     job.keys, job.tags, token or "", self.lease_ms, job.rejected, True,
                     job.versions,
                 )  # fmt: skip
+                self.health.ok()
                 generation, job.versions = reply.generation, reply.versions
                 seen = job.rejected if reply.present else b""
                 if load.generation is None:
