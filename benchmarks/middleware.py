@@ -256,8 +256,8 @@ def main() -> None:
         "",
         f"Added CPU time per request over a bare Starlette app ({bare * 1e6:.1f} µs/request), "
         f"in-process raw ASGI calls, median of {args.rounds} interleaved rounds of "
-        f"{args.requests} requests (process CPU time, so other load on the machine "
-        "does not count):",
+        f"{args.requests} requests (process CPU time, less disturbed than wall time by other "
+        "load on the machine; compare the ratios, not the absolute times):",
         "",
         "| middleware | µs/request | added µs | vs starlette-exporter |",
         "|---|---:|---:|---:|",
