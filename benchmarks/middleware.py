@@ -81,12 +81,12 @@ def build(variant: str) -> Any:
 def configure_log_sinks() -> list[Any]:
     """Log sinks as ``configure_logging`` makes them, writing to /dev/null: bench.queued with
     its default background writer, bench.sync with ``queue_size=0`` (a StreamHandler)."""
-    from interlock.logs import EcsJsonFormatter, _LineWriter, _QueueingHandler
+    from interlock.logs import EcsJsonFormatter, QueueingHandler, _LineWriter
 
     devnull = open(os.devnull, "w")  # noqa: SIM115
     sync = logging.StreamHandler(devnull)
     sync.setFormatter(EcsJsonFormatter("bench"))
-    queued = _QueueingHandler(_LineWriter(devnull, 100_000, lambda: None))
+    queued = QueueingHandler(_LineWriter(devnull, 100_000, lambda: None))
     queued.setFormatter(EcsJsonFormatter("bench"))
     for name, handler, level in (
         ("bench.silent", None, logging.WARNING),

@@ -1,107 +1,39 @@
 """The sans-IO core of the ASGI and WSGI middleware.
 
-Everything here is a plain decision or bookkeeping step without network I/O: request ids
-and W3C trace context, bounded metric labels, which rule applies, the RFC 9457 problem
-answers, the HTTP metrics and the one log line per request. ``interlock.asgi`` and
+Everything here is a plain decision or bookkeeping step without network I/O: which rule
+applies, bounded metric labels, the HTTP metrics and the one log line per request. Its
+helpers: ``_http_wire`` (request ids, trace context, text), ``_http_rules``,
+``_http_routes``, ``_http_cache`` (response-cache decisions), ``_http_responses``
+(problems, the metrics page) and ``_http_log`` (the log line). ``interlock.asgi`` and
 ``interlock.wsgi`` are short drivers around it; per-request state lives in an
 :class:`Exchange`, never on the middleware.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
-import random
-import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from interlock import _context
 from interlock._http_cache import CachePlan, plan
+from interlock._http_log import direct_sinks, log_fields, write_direct
+from interlock._http_responses import Problem, multiprocess_mode, problem
 from interlock._http_routes import UNMATCHED, RouteTemplate, route_path
-from interlock._http_rules import HTTP_METHODS, CacheRule, LockRule
+from interlock._http_rules import CacheRule, LockRule
+from interlock._http_wire import new_ids, normalise_method, parse_request_id, parse_traceparent
 from interlock.errors import BackendUnavailable, LockTimeout
-from interlock.logs import ECS_FIELDS, direct_sinks, redact_query, safe_text, write_direct
+from interlock.logs import ECS_FIELDS
 
-OTHER_METHOD = "_OTHER"
 LOGGER = "interlock.http"
-PROBLEM_BASE = "urn:interlock:problem:"
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=@-]{1,128}")
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
-_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 _SERIES_LIMIT = 8192  # cached label children; beyond it, children are looked up each time
 _REQUEST_COUNTER = "interlock_http_requests_total"
 _DURATION = "interlock_http_request_duration_seconds"
 _IN_PROGRESS = "interlock_http_requests_in_progress"
 _BASE_HEADERS = ("x-request-id", "traceparent", "user-agent")
 _EXEMPLAR_INTERVAL = 1.0  # seconds; a scrape only shows the latest exemplar per bucket
-_random_bits = random.getrandbits
-
-
-def normalise_method(method: str) -> str:
-    """The ``method`` label: a standard HTTP method, else ``_OTHER``."""
-    return method if method in HTTP_METHODS else OTHER_METHOD
-
-
-def parse_request_id(value: str | None) -> str | None:
-    """``value`` if it is an acceptable request id (1-128 of ``A-Za-z0-9._:+/=@-``)."""
-    if value and _REQUEST_ID.fullmatch(value):
-        return value
-    return None
-
-
-def parse_traceparent(value: str | None) -> tuple[str, str, bool] | None:
-    """``(trace_id, parent_span_id, sampled)`` from a W3C ``traceparent``, or ``None``.
-
-    Version ``ff`` and all-zero ids are invalid; version ``00`` must have no suffix;
-    future versions may append fields after a dash.
-    """
-    if not value or len(value) > 512:
-        return None
-    found = _TRACEPARENT.fullmatch(value.strip())
-    if found is None:
-        return None
-    version, trace_id, parent, flags, rest = found.groups()
-    if version == "ff" or (version == "00" and rest) or trace_id == _ZERO_TRACE:
-        return None
-    if parent == _ZERO_SPAN:
-        return None
-    return trace_id, parent, bool(int(flags, 16) & 1)
-
-
-def new_ids() -> tuple[str, str, str]:
-    """A fresh ``(request_id, trace_id, span_id)`` (32, 32 and 16 hex digits).
-
-    Ids need uniqueness, not secrecy, so the fast PRNG serves (Python re-seeds it after
-    fork). The lowest bits of the trace and span ids are set: W3C forbids all-zero ids.
-    """
-    raw = f"{_random_bits(320) | 1 << 64 | 1:080x}"
-    return raw[:32], raw[32:64], raw[64:]
-
-
-def clean(text: str, limit: int = 2048) -> str:
-    """``text`` made safe for a log field: valid Unicode, at most ``limit`` characters."""
-    if len(text) > limit:
-        text = text[:limit] + "…"
-    return safe_text(text)
-
-
-def latin1(value: bytes) -> str:
-    return value.decode("latin-1")
-
-
-def utf8(value: str) -> str:
-    """A WSGI/ASGI string (bytes as latin-1) re-read as UTF-8, invalid bytes replaced."""
-    if value.isascii():
-        return value
-    try:
-        return value.encode("latin-1").decode("utf-8", "replace")
-    except UnicodeEncodeError:  # already real text (an ASGI path is decoded)
-        return value
 
 
 @dataclass(slots=True)
@@ -130,45 +62,6 @@ class Exchange:
     cache: CachePlan | None = None
     tags: list[str] = field(default_factory=list)
     finished: bool = False
-
-
-@dataclass(slots=True)
-class Problem:
-    """A complete RFC 9457 ``application/problem+json`` response."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-
-def problem(
-    status: int,
-    kind: str,
-    title: str,
-    detail: str,
-    *,
-    request_id: str,
-    retry_after: float | None = None,
-    **extra: Any,
-) -> Problem:
-    """Build a problem response of type ``urn:interlock:problem:<kind>``."""
-    document = {
-        "type": PROBLEM_BASE + kind,
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "request_id": request_id,
-        **extra,
-    }
-    body = json.dumps(document, ensure_ascii=True).encode()
-    headers = [
-        ("content-type", "application/problem+json"),
-        ("content-length", str(len(body))),
-        ("cache-control", "no-store"),
-    ]
-    if retry_after is not None:
-        headers.append(("retry-after", str(max(0, math.ceil(retry_after)))))
-    return Problem(status, headers, body)
 
 
 class RequestTools:
@@ -473,74 +366,6 @@ class HttpCore:
         attributes.update(fields)  # like extra=: any formatter sees the ECS fields
         attributes[ECS_FIELDS] = fields  # ours takes them in one step (already clean)
         logger.handle(record)
-
-
-def log_fields(ex: Exchange, route: str, status: int, elapsed: float) -> dict[str, Any]:
-    """The ECS fields of the per-request log line (docs/logging.md)."""
-    fields: dict[str, Any] = {
-        "event.kind": "event",
-        "event.category": "web",
-        "event.outcome": "failure" if status >= 500 or ex.error is not None else "success",
-        "http.request.method": clean(ex.method, 32),
-        "url.path": clean(ex.path),
-        "http.route": clean(route, 256),
-        "http.response.status_code": status,
-        "event.duration": int(elapsed * 1e9),
-        "http.request.id": ex.request_id,
-        "trace.id": ex.trace_id,
-        "span.id": ex.span_id,
-    }
-    if ex.query:
-        fields["url.query"] = redact_query(clean(utf8(ex.query)))
-    if ex.client_ip:
-        fields["client.ip"] = clean(ex.client_ip, 64)
-    agent = ex.headers.get("user-agent")
-    if agent:
-        fields["user_agent.original"] = clean(utf8(agent), 512)
-    if ex.parent_id is not None:
-        fields["interlock.http.parent_span_id"] = ex.parent_id
-    if ex.disconnected:
-        fields["interlock.http.client_disconnected"] = True
-    if ex.error is not None:
-        fields["error.type"] = type(ex.error).__qualname__
-        fields["error.message"] = clean(str(ex.error), 1024)
-    for section, values in ex.context.events.items():
-        _flatten(fields, f"interlock.{section}", values)
-    return fields
-
-
-def _flatten(out: dict[str, Any], prefix: str, values: Mapping[str, Any]) -> None:
-    for key, value in values.items():
-        if isinstance(value, Mapping):
-            _flatten(out, f"{prefix}.{key}", value)
-        elif value is not None:
-            out[f"{prefix}.{key}"] = value
-
-
-def multiprocess_mode() -> bool:
-    """True when prometheus-client runs in multiprocess mode (gunicorn, uvicorn workers)."""
-    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-
-
-def exposition(registry: Any, accept: str | None, multiprocess: bool) -> tuple[bytes, str]:
-    """The metrics page and its content type, negotiated from ``Accept``.
-
-    OpenMetrics (with exemplars) when the scraper asks for it, else the Prometheus text
-    format. In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) the page aggregates every
-    worker's files instead of reading ``registry``.
-    """
-    from prometheus_client import CollectorRegistry
-    from prometheus_client.exposition import choose_encoder
-
-    if multiprocess:
-        from prometheus_client.multiprocess import MultiProcessCollector
-
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    elif registry is None:
-        registry = CollectorRegistry()  # the instance registers nowhere: nothing to show
-    encoder, content_type = choose_encoder(accept or "")
-    return encoder(registry), content_type
 
 
 def _typed(items: Sequence[Any], kind: type, option: str) -> tuple[Any, ...]:

@@ -16,15 +16,9 @@ from typing import Any
 
 from interlock import _context
 from interlock._async.client import AsyncInterlock
-from interlock._http import (
-    Exchange,
-    HttpCore,
-    Problem,
-    RequestTools,
-    exposition,
-    multiprocess_mode,
-)
+from interlock._http import Exchange, HttpCore, RequestTools
 from interlock._http_asgi_cache import AsgiResponseCache
+from interlock._http_responses import Problem, exposition, multiprocess_mode
 from interlock._http_routes import AsgiRoutes, django_template, is_django_app
 from interlock._http_rules import CacheRule, LockRule
 from interlock.errors import BackendError, LockLost, LockTimeout

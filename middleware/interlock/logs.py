@@ -358,7 +358,7 @@ class _LineWriter:
         self.thread.join(timeout=5.0)
 
 
-class _QueueingHandler(logging.Handler):
+class QueueingHandler(logging.Handler):
     """Formats in the caller's thread (request context intact), writes on another."""
 
     def __init__(self, writer: _LineWriter) -> None:
@@ -380,54 +380,6 @@ class _QueueingHandler(logging.Handler):
     def close(self) -> None:
         self.writer.stop()
         super().close()
-
-
-def direct_sinks(logger: logging.Logger, level: int) -> list[Any] | None:
-    """The handlers a record of ``logger`` at ``level`` reaches, if all are interlock's own.
-
-    The request line takes a shortcut around ``LogRecord`` when every handler it would
-    reach is a handler of :func:`configure_logging` (background writer) or a plain
-    ``StreamHandler`` with an :class:`EcsJsonFormatter` and nothing filters on the way:
-    the same line then goes to the same streams, at a fraction of the cost. Anything else
-    (filters, other handlers, no handler at all) returns ``None``: the standard path.
-    """
-    sinks: list[Any] = []
-    current: logging.Logger | None = logger
-    while current is not None:
-        if current.filters or current.disabled:
-            return None
-        for handler in current.handlers:
-            if level < handler.level:
-                continue
-            if (
-                type(handler) not in (_QueueingHandler, logging.StreamHandler)
-                or handler.filters
-                or not isinstance(handler.formatter, EcsJsonFormatter)
-            ):
-                return None
-            sinks.append(handler)
-        if not current.propagate:
-            break
-        current = current.parent
-    return sinks or None
-
-
-def write_direct(
-    sinks: list[Any], level: int, logger: str, message: str, fields: dict[str, Any]
-) -> None:
-    """Write a ready request line to the sinks of :func:`direct_sinks`."""
-    created = time.time()
-    for handler in sinks:
-        line = handler.formatter.format_fields(created, level, logger, message, fields)
-        if type(handler) is _QueueingHandler:
-            handler.writer.put(line)
-            continue
-        with handler.lock:  # as StreamHandler.emit does
-            try:
-                handler.stream.write(line + handler.terminator)
-                handler.flush()
-            except Exception:  # a broken stream: report as logging would, go on
-                logging.Handler.handleError(handler, logging.makeLogRecord({"msg": line}))
 
 
 _installed: list[logging.Handler] = []
@@ -479,7 +431,7 @@ def configure_logging(
             if counter is not None:
                 counter.inc()
 
-        handler = _QueueingHandler(_LineWriter(output, queue_size, on_drop))
+        handler = QueueingHandler(_LineWriter(output, queue_size, on_drop))
     else:
         handler = logging.StreamHandler(output)
     handler.setFormatter(formatter)

@@ -14,17 +14,11 @@ from http import HTTPStatus
 from typing import Any
 
 from interlock import _context
-from interlock._http import (
-    Exchange,
-    HttpCore,
-    Problem,
-    RequestTools,
-    exposition,
-    multiprocess_mode,
-    utf8,
-)
+from interlock._http import Exchange, HttpCore, RequestTools
+from interlock._http_responses import Problem, exposition, multiprocess_mode
 from interlock._http_routes import django_template, flask_template, is_django_app
 from interlock._http_rules import CacheRule, LockRule
+from interlock._http_wire import utf8
 from interlock._http_wsgi_cache import WsgiResponseCache
 from interlock._sync.client import Interlock
 from interlock.errors import BackendError, LockLost, LockTimeout

@@ -8,18 +8,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from interlock import CacheRule, Interlock, LockRule
-from interlock._http import (
-    HttpCore,
+from interlock._http import HttpCore
+from interlock._http_responses import exposition, problem
+from interlock._http_routes import UNMATCHED, RouteTemplate, route_path
+from interlock._http_wire import (
     clean,
-    exposition,
     new_ids,
     normalise_method,
     parse_request_id,
     parse_traceparent,
-    problem,
     utf8,
 )
-from interlock._http_routes import UNMATCHED, RouteTemplate, route_path
 from interlock.metrics import OVERFLOW
 from interlock.testing import metric_value
 
