@@ -58,7 +58,7 @@ class AsgiResponseCache:
         self.routes = AsgiRoutes()
 
     async def handle(
-        self, ex: Exchange, scope: Scope, receive: Receive, send: Send, app: App, routes: Any
+        self, ex: Exchange, scope: Scope, receive: Receive, send: Send, app: App
     ) -> None:
         decision = self.core.cache_plan(ex)
         if decision is None:
@@ -72,10 +72,19 @@ class AsgiResponseCache:
             return
         if decision.key in self.passes:
             count(self.interlock, rule, "bypass", "uncacheable")
-            ex.route = self.templates.get(id(rule))
             await app(scope, receive, _tagging(send, "BYPASS"))
             return
         cache = self.interlock.cache(rule.name, **self.options[rule.name])
+        if ex.method == "HEAD":  # from the GET entry if there is one; never stored
+            entry = await cache.get(decision.key) if decision.serve else None
+            if not valid_entry(entry):
+                await app(scope, receive, _tagging(send, "MISS"))
+                return
+            ex.route = self.templates.get(id(rule))
+            decision.result = _cache_result(ex)
+            await _send(send, *answer(entry, "HEAD", ex.headers.get("if-none-match"),
+                                      decision.result, time.time()))  # fmt: skip
+            return
         snapshot = dict(scope)
         root_path = scope.get("root_path", "")
         mine: list[Captured] = []

@@ -19,7 +19,7 @@ import hashlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import parse_qsl, urlencode
 
 from interlock._http_rules import CacheRule
@@ -130,8 +130,8 @@ def plan(
     if rule.per_user and credentials:
         user = _digest(["user", headers.get("authorization", ""), headers.get("cookie", "")])
     vary = {name: headers.get(name, "") for name in rule.vary}
-    key = cache_key(
-        method, rule.route.template, params, normalise_query(query, rule.ignore_query), vary, user
+    key = cache_key(  # HEAD is answered from the GET entry
+        "GET", rule.route.template, params, normalise_query(query, rule.ignore_query), vary, user
     )
     refresh = "no-cache" in request_cc or (
         "cache-control" not in headers and "no-cache" in headers.get("pragma", "").lower()
@@ -224,7 +224,7 @@ def entry_or_pass(
     return make_entry(status, headers, body, tags)
 
 
-def valid_entry(entry: object) -> bool:
+def valid_entry(entry: object) -> TypeGuard[dict[str, Any]]:
     """True for a servable entry (not a pass marker, not foreign or corrupt data)."""
     return (
         isinstance(entry, dict)

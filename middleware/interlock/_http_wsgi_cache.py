@@ -64,9 +64,19 @@ class WsgiResponseCache:
             return app(environ, _tagging(start_response, "BYPASS"))
         if decision.key in self.passes:
             count(self.interlock, rule, "bypass", "uncacheable")
-            ex.route = ex.route or self.templates.get(id(rule))
             return app(environ, _tagging(start_response, "BYPASS"))
         cache = self.interlock.cache(rule.name, **self.options[rule.name])
+        if ex.method == "HEAD":  # from the GET entry if there is one; never stored
+            entry = cache.get(decision.key) if decision.serve else None
+            if not valid_entry(entry):
+                return app(environ, _tagging(start_response, "MISS"))
+            ex.route = ex.route or self.templates.get(id(rule))
+            section = ex.context.events.get("cache") or {}
+            decision.result = str(section.get("result", "hit"))
+            inm = ex.headers.get("if-none-match")
+            status, headers, body = answer(entry, "HEAD", inm, decision.result, time.time())
+            start_response(status_line(status), headers)
+            return [body]
         snapshot = dict(environ)
         mine: list[_Captured] = []
 

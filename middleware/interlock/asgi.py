@@ -153,9 +153,7 @@ class InterlockMiddleware:
                     return
                 tools.lease = lease
             if self.response_cache is not None:
-                await self.response_cache.handle(
-                    ex, scope, receive_wrapper, send_wrapper, self.app, self.routes
-                )
+                await self.response_cache.handle(ex, scope, receive_wrapper, send_wrapper, self.app)
             else:
                 await self.app(scope, receive_wrapper, send_wrapper)
         except BaseException as exc:

@@ -131,6 +131,24 @@ def test_miss_then_hit_with_age_etag_and_304(
     asyncio.run(main())
 
 
+def test_head_is_answered_from_the_get_entry(make_ail: Callable[..., AsyncInterlock]) -> None:
+    async def main() -> None:
+        async with make_ail() as ail:
+            shop = Shop()
+            app = _app(ail, shop)
+            cold = await asgi_request(app, "HEAD", "/products/8")
+            assert cold.status == 200 and cold.headers["x-cache"] == "MISS"  # the app answered
+            got = await _get(app, "/products/8")
+            assert got.headers["x-cache"] == "MISS"  # the HEAD stored nothing
+            head = await asgi_request(app, "HEAD", "/products/8")
+            assert head.status == 200 and head.body == b"" and head.headers["x-cache"] == "HIT"
+            assert head.headers["etag"] == got.headers["etag"]
+            assert head.headers["content-length"] == str(len(got.body))
+            assert shop.calls["product"] == 2
+
+    asyncio.run(main())
+
+
 def test_query_is_normalised_into_the_key(make_ail: Callable[..., AsyncInterlock]) -> None:
     async def main() -> None:
         async with make_ail() as ail:
