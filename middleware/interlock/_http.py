@@ -324,8 +324,9 @@ class HttpCore:
         else:
             series.counter.inc()
             series.duration.observe(elapsed)
-        if self.logger.isEnabledFor(logging.INFO):
-            self._log(ex, route, status, elapsed)
+        level = logging.ERROR if ex.error is not None else logging.INFO
+        if self.logger.isEnabledFor(level):
+            self._log(ex, route, status, elapsed, level)
 
     def _new_series(self, method: str, route: str, status: int) -> _Series:
         label, metrics = self.metrics.label, self.metrics
@@ -350,10 +351,9 @@ class HttpCore:
         if folded & 2:
             overflow.labels(metric=_DURATION).inc()
 
-    def _log(self, ex: Exchange, route: str, status: int, elapsed: float) -> None:
+    def _log(self, ex: Exchange, route: str, status: int, elapsed: float, level: int) -> None:
         fields = log_fields(ex, route, status, elapsed)
         message = f"{fields['http.request.method']} {fields['url.path']} {status}"
-        level = logging.ERROR if ex.error is not None else logging.INFO
         logger = self.logger
         sinks = direct_sinks(logger, level)
         if sinks is not None:

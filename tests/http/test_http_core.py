@@ -243,3 +243,20 @@ def test_core_rejects_what_is_not_an_interlock() -> None:
         HttpCore(Interlock("mem://"), locks=[CacheRule("/x", ttl=1)])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="metrics_path"):
         HttpCore(Interlock("mem://"), metrics_path="metrics")
+
+
+def test_only_failures_are_logged_when_the_logger_is_at_warning(il: Interlock) -> None:
+    import logging
+
+    from interlock.testing import capture_logs
+
+    core = HttpCore(il)
+    with capture_logs("interlock.http", logging.WARNING) as logs:
+        ok = core.begin("GET", "/ok", "", "", {}, None)
+        ok.status = 200
+        core.finish(ok)
+        failed = core.begin("GET", "/boom", "", "", {}, None)
+        failed.error = RuntimeError("boom")
+        core.finish(failed)
+    assert [line["url.path"] for line in logs.requests()] == ["/boom"]
+    assert logs.requests()[0]["log.level"] == "error"
