@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
@@ -132,23 +133,28 @@ async def hit_latency(url: str, port: int, rounds: int, calls: int) -> dict[str,
         for _ in range(50):  # fill the key, open connections, load scripts
             await reader()
     per_round: dict[str, list[float]] = {kind: [] for kind in kinds}
+    cpu_round: dict[str, list[float]] = {kind: [] for kind in kinds}
     order = random.Random(7)
     for _ in range(rounds):
         for kind in order.sample(kinds, len(kinds)):  # no contender always runs first
             reader = readers[kind]
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             for _ in range(calls):
                 await reader()
             per_round[kind].append((time.perf_counter() - started) / calls)
+            cpu_round[kind].append((time.process_time() - cpu) / calls)
     for closer in closers:
         await closer()
-    floor = per_round["raw"]
+    floor, cpu_floor = per_round["raw"], cpu_round["raw"]
     redis_hit = per_round["interlock"]
     out = {}
     for kind, times in per_round.items():
+        cpu = cpu_round[kind]
         out[kind] = {
             "us": median(times) * 1e6,
             "vs_raw": median([t / f for t, f in zip(times, floor, strict=True)]),
+            "cpu_us": median(cpu) * 1e6,
+            "cpu_vs_raw": median([t / f for t, f in zip(cpu, cpu_floor, strict=True)]),
             "speedup_vs_interlock": median([h / t for t, h in zip(times, redis_hit, strict=True)]),
         }
     return out
@@ -217,17 +223,25 @@ def stampede_processes(kind: str, url: str, port: int) -> int:
 # -- report ----------------------------------------------------------------------------------
 
 
-def report(hits: dict[str, dict[str, float]], stampede: dict[str, tuple[int, int]]) -> str:
+def report(
+    hits: dict[str, dict[str, float]], stampede: dict[str, tuple[int, int]], load: str
+) -> str:
     lines = [
-        f"Machine: {machine()}; one throwaway redis-server on localhost; all contenders in"
-        " the same run.",
+        f"Machine: {machine()}, {os.cpu_count()} cores; one throwaway redis-server on "
+        f"localhost; all contenders in the same run; load average {load} (other work on "
+        "the machine). Medians over interleaved rounds in shuffled order; ratios are medians "
+        "of per-round ratios.",
         "",
-        f"| read-through hit (warm key) | {MICRO}s per call (median) | {TIMES} raw floor |",
-        "|---|---|---|",
+        f"| read-through hit (warm key) | {MICRO}s per call | {TIMES} raw floor | "
+        f"client CPU {MICRO}s per call | {TIMES} raw floor |",
+        "|---|---:|---:|---:|---:|",
     ]
     for kind in ("raw", "raw (socket_timeout)", "interlock", "cashews", "aiocache"):
         row = hits[kind]
-        lines.append(f"| {kind} | {row['us']:.1f} | {row['vs_raw']:.3f} |")
+        lines.append(
+            f"| {kind} | {row['us']:.1f} | {row['vs_raw']:.3f} | {row['cpu_us']:.1f} | "
+            f"{row['cpu_vs_raw']:.3f} |"
+        )
     near = hits["interlock near"]
     lines += [
         "",
@@ -259,6 +273,7 @@ def main() -> None:
         kind, url, port, suffix = args.worker
         worker(kind, url, int(port), suffix)
         return
+    load_before = os.getloadavg()[0]
     with start_redis() as server:
         url, port = server.url, server.port
         hits = asyncio.run(run_hits(url, port, args))
@@ -268,7 +283,8 @@ def main() -> None:
             one = asyncio.run(stampede_once(kind, url, port, uuid.uuid4().hex[:8], nothing))
             server.flushall()
             stampede[kind] = (one, stampede_processes(kind, url, port))
-    text = report(hits, stampede)
+    load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+    text = report(hits, stampede, load)
     print(text)
     print(json.dumps({"hits": hits, "stampede": stampede}, indent=1))
     if args.write:

@@ -393,6 +393,13 @@ def test_cached_decorator_sync(il: Interlock) -> None:
         @products.cached()
         async def wrong() -> None: ...
 
+    async def coroutine_loader() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="returned an awaitable"):
+        products.get_or_load("async-loader", coroutine_loader)
+    assert products.get_or_load("async-loader", lambda: 2) == 2  # its lease was freed
+
 
 def test_cached_decorator_async(backend_url: str) -> None:
     async def main() -> None:
