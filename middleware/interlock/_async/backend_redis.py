@@ -21,7 +21,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from interlock._config import Settings
-from interlock._synchronization import AsyncEvent, AsyncWorker, async_sleep
+from interlock._synchronization import AsyncEvent, AsyncMutex, AsyncWorker, async_sleep
+from interlock.backends._cluster import async_cluster_ready
 from interlock.backends._errors import UNAVAILABLE, map_redis_errors
 from interlock.backends._script import Arg, Script
 from interlock.errors import BackendUnavailable, ConfigError
@@ -67,13 +68,12 @@ class AsyncRedisBackend:
         self.url = settings.url
         self._settings = settings
         options = _common_options(settings)
-        self._client: Any
+        self._client: Any = None  # a cluster client is built on first use (it does I/O)
+        self._connect_mutex = AsyncMutex()
         if "cluster" in settings.scheme:
             nodes, auth = _cluster_nodes(settings.url)
-            node: Any = ClusterNode
-            self._client = RedisCluster(
-                startup_nodes=[node(h, p) for h, p in nodes], **auth, **options
-            )
+            self._cluster_nodes = nodes
+            self._cluster_options = {**auth, **options}
             self._pubsub_targets = [
                 {"host": h, "port": p, **auth, **options} for h, p in nodes
             ]
@@ -89,18 +89,33 @@ class AsyncRedisBackend:
 
     # -- commands ------------------------------------------------------------------------
 
+    async def _connect(self) -> Any:
+        async with self._connect_mutex:
+            if self._client is None:
+                node: Any = ClusterNode
+                with map_redis_errors("cluster discovery"):
+                    client = RedisCluster(
+                        startup_nodes=[node(h, p) for h, p in self._cluster_nodes],
+                        **self._cluster_options,
+                    )
+                    await async_cluster_ready(client)
+                self._client = client
+            return self._client
+
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        client = self._client if self._client is not None else await self._connect()
         with map_redis_errors(script.name):
             try:
-                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
             except redis_errors.NoScriptError:
-                return await self._client.eval(script.source, len(keys), *keys, *args)
+                return await client.eval(script.source, len(keys), *keys, *args)
 
     async def run_many(
         self, calls: Sequence[tuple[Script, Sequence[str], Sequence[Arg]]]
     ) -> list[Any]:
+        client = self._client if self._client is not None else await self._connect()
         with map_redis_errors("pipeline"):
-            pipe = self._client.pipeline(transaction=False)
+            pipe = client.pipeline(transaction=False)
             for script, keys, args in calls:
                 pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             results: list[Any] = await pipe.execute(raise_on_error=False)
@@ -116,8 +131,9 @@ class AsyncRedisBackend:
         return results
 
     async def execute(self, *args: Arg) -> Any:
+        client = self._client if self._client is not None else await self._connect()
         with map_redis_errors(str(args[0])):
-            return await self._client.execute_command(*args)
+            return await client.execute_command(*args)
 
     # -- pub/sub -------------------------------------------------------------------------
 
@@ -152,7 +168,9 @@ class AsyncRedisBackend:
         target = dict(self._pubsub_targets[attempt % len(self._pubsub_targets)])
         url = target.pop("url", None)
         client: Any = redis_lib.Redis.from_url(url, **target) if url else redis_lib.Redis(**target)
-        return client.pubsub()
+        pubsub = client.pubsub()
+        pubsub.owner = client  # closed together in _drop
+        return pubsub
 
     async def _listen(self) -> None:
         attempt = 0
@@ -198,12 +216,15 @@ class AsyncRedisBackend:
     async def _drop(pubsub: Any) -> None:
         try:
             await pubsub.aclose()
+            await pubsub.owner.aclose()
         except Exception:  # already broken; nothing more to release
             logger.debug("closing a broken pub/sub connection failed", exc_info=True)
 
     async def aclose(self) -> None:
         self._closing = True
         await self._listener.join(timeout=2 * _POLL + self._settings.socket_timeout)
+        if self._client is None:
+            return
         try:
             await self._client.aclose()
         except Exception:

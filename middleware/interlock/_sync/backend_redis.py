@@ -22,7 +22,8 @@ from redis.retry import Retry
 from redis.backoff import NoBackoff
 
 from interlock._config import Settings
-from interlock._synchronization import Event, Worker, sleep
+from interlock._synchronization import Event, Mutex, Worker, sleep
+from interlock.backends._cluster import cluster_ready
 from interlock.backends._errors import UNAVAILABLE, map_redis_errors
 from interlock.backends._script import Arg, Script
 from interlock.errors import BackendUnavailable, ConfigError
@@ -68,13 +69,12 @@ class RedisBackend:
         self.url = settings.url
         self._settings = settings
         options = _common_options(settings)
-        self._client: Any
+        self._client: Any = None  # a cluster client is built on first use (it does I/O)
+        self._connect_mutex = Mutex()
         if "cluster" in settings.scheme:
             nodes, auth = _cluster_nodes(settings.url)
-            node: Any = ClusterNode
-            self._client = RedisCluster(
-                startup_nodes=[node(h, p) for h, p in nodes], **auth, **options
-            )
+            self._cluster_nodes = nodes
+            self._cluster_options = {**auth, **options}
             self._pubsub_targets = [
                 {"host": h, "port": p, **auth, **options} for h, p in nodes
             ]
@@ -90,18 +90,33 @@ class RedisBackend:
 
     # -- commands ------------------------------------------------------------------------
 
+    def _connect(self) -> Any:
+        with self._connect_mutex:
+            if self._client is None:
+                node: Any = ClusterNode
+                with map_redis_errors("cluster discovery"):
+                    client = RedisCluster(
+                        startup_nodes=[node(h, p) for h, p in self._cluster_nodes],
+                        **self._cluster_options,
+                    )
+                    cluster_ready(client)
+                self._client = client
+            return self._client
+
     def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        client = self._client if self._client is not None else self._connect()
         with map_redis_errors(script.name):
             try:
-                return self._client.evalsha(script.sha, len(keys), *keys, *args)
+                return client.evalsha(script.sha, len(keys), *keys, *args)
             except redis_errors.NoScriptError:
-                return self._client.eval(script.source, len(keys), *keys, *args)
+                return client.eval(script.source, len(keys), *keys, *args)
 
     def run_many(
         self, calls: Sequence[tuple[Script, Sequence[str], Sequence[Arg]]]
     ) -> list[Any]:
+        client = self._client if self._client is not None else self._connect()
         with map_redis_errors("pipeline"):
-            pipe = self._client.pipeline(transaction=False)
+            pipe = client.pipeline(transaction=False)
             for script, keys, args in calls:
                 pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             results: list[Any] = pipe.execute(raise_on_error=False)
@@ -117,8 +132,9 @@ class RedisBackend:
         return results
 
     def execute(self, *args: Arg) -> Any:
+        client = self._client if self._client is not None else self._connect()
         with map_redis_errors(str(args[0])):
-            return self._client.execute_command(*args)
+            return client.execute_command(*args)
 
     # -- pub/sub -------------------------------------------------------------------------
 
@@ -153,7 +169,9 @@ class RedisBackend:
         target = dict(self._pubsub_targets[attempt % len(self._pubsub_targets)])
         url = target.pop("url", None)
         client: Any = redis_lib.Redis.from_url(url, **target) if url else redis_lib.Redis(**target)
-        return client.pubsub()
+        pubsub = client.pubsub()
+        pubsub.owner = client  # closed together in _drop
+        return pubsub
 
     def _listen(self) -> None:
         attempt = 0
@@ -199,12 +217,15 @@ class RedisBackend:
     def _drop(pubsub: Any) -> None:
         try:
             pubsub.close()
+            pubsub.owner.close()
         except Exception:  # already broken; nothing more to release
             logger.debug("closing a broken pub/sub connection failed", exc_info=True)
 
     def close(self) -> None:
         self._closing = True
         self._listener.join(timeout=2 * _POLL + self._settings.socket_timeout)
+        if self._client is None:
+            return
         try:
             self._client.close()
         except Exception:
