@@ -70,6 +70,8 @@ def _listen(host: str, port: int) -> socket.socket:
 def _logging(target: str, ail: AsyncInterlock) -> Iterator[str]:
     if target == "auto":
         target = "-" if not sys.stdout.isatty() else "none"
+    # the load generator's own HTTP client is not the shop: keep its request logs out
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     stream: IO[str] | None = None
     if target == "none":
         root = logging.getLogger()
