@@ -23,6 +23,7 @@ Key = KeyPart | tuple[KeyPart, ...]
 MAX_KEY_BYTES = 200
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _SAFE = "!\"#$&'()*+,-./;<=>?@[\\]^_`|~"  # printable ASCII minus : { } % and space
+_PLAIN = re.compile(r"[A-Za-z0-9_.\-/@+=]+\Z")  # needs no quoting (the common case)
 
 
 def validate_name(kind: str, name: str) -> str:
@@ -40,12 +41,15 @@ def validate_name(kind: str, name: str) -> str:
 
 
 def _encode_part(part: object) -> str:
-    if isinstance(part, bool) or not isinstance(part, str | int):
-        raise TypeError(
-            f"key part {part!r} has type {type(part).__name__}; use str, int or a tuple of them"
-        )
-    text = str(part)
-    return quote(text, safe=_SAFE) if text else "%00empty"
+    if isinstance(part, str):
+        if _PLAIN.match(part):
+            return part
+        return quote(part, safe=_SAFE) if part else "%00empty"
+    if isinstance(part, int) and not isinstance(part, bool):
+        return str(part)
+    raise TypeError(
+        f"key part {part!r} has type {type(part).__name__}; use str, int or a tuple of them"
+    )
 
 
 def encode_key(key: object) -> str:
@@ -71,4 +75,9 @@ def encode_key(key: object) -> str:
 
 def base_key(namespace: str, kind: str, name: str, key: object) -> str:
     """The hash-tagged base of all Redis keys for one (kind, name, key)."""
-    return f"{namespace}:{kind}:{{{name}:{encode_key(key)}}}"
+    return tagged(namespace, kind, name, encode_key(key))
+
+
+def tagged(namespace: str, kind: str, name: str, encoded: str) -> str:
+    """:func:`base_key` for a key already passed through :func:`encode_key`."""
+    return f"{namespace}:{kind}:{{{name}:{encoded}}}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from interlock import _context
-from interlock._keys import base_key
+from interlock._keys import tagged
 
 FENCE_IDLE_MS = 60_000  # fence counters of idle locks expire; server time keeps fences rising
 QUEUE_REGISTRATION_S = 10.0  # a waiter re-registers this often, so dead waiters drop out
@@ -60,9 +60,9 @@ class LockInfo:
         }
 
 
-def lock_keys(namespace: str, name: str, key: object) -> list[str]:
-    """KEYS of the lock scripts: lock, fence counter, waiter queue, waiter info."""
-    base = base_key(namespace, "lock", name, key)
+def lock_keys(namespace: str, name: str, encoded_key: str) -> list[str]:
+    """KEYS of the lock scripts (lock, fence counter, waiter queue, waiter info)."""
+    base = tagged(namespace, "lock", name, encoded_key)
     return [f"{base}:h", f"{base}:f", f"{base}:q", f"{base}:w"]
 
 

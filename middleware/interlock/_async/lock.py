@@ -304,7 +304,7 @@ class AsyncLock:
         self.service = service
         self.name = validate_name("lock", name)
         self.key = encode_key(key)
-        self.keys = lock_keys(service.settings.namespace, self.name, key)
+        self.keys = lock_keys(service.settings.namespace, self.name, self.key)
         self.ttl = self.validate_ttl(service.settings.lock_ttl if ttl is None else ttl)
         self.timeout = self._validate_timeout(
             service.settings.lock_timeout if timeout is _UNSET else timeout

@@ -24,7 +24,7 @@ from redis.backoff import NoBackoff
 from interlock._config import Settings
 from interlock._synchronization import Event, Mutex, Worker, sleep
 from interlock.backends._cluster import cluster_ready
-from interlock.backends._errors import UNAVAILABLE, map_redis_errors
+from interlock.backends._errors import REDIS_ERRORS, UNAVAILABLE, map_redis_errors, translate
 from interlock.backends._script import Arg, Script
 from interlock.errors import BackendUnavailable, ConfigError
 
@@ -105,11 +105,13 @@ class RedisBackend:
 
     def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         client = self._client if self._client is not None else self._connect()
-        with map_redis_errors(script.name):
-            try:
-                return client.evalsha(script.sha, len(keys), *keys, *args)
-            except redis_errors.NoScriptError:
+        try:
+            return client.evalsha(script.sha, len(keys), *keys, *args)
+        except redis_errors.NoScriptError:
+            with map_redis_errors(script.name):
                 return client.eval(script.source, len(keys), *keys, *args)
+        except REDIS_ERRORS as exc:
+            raise translate(exc, script.name) from exc
 
     def run_many(
         self, calls: Sequence[tuple[Script, Sequence[str], Sequence[Arg]]]
@@ -133,8 +135,10 @@ class RedisBackend:
 
     def execute(self, *args: Arg) -> Any:
         client = self._client if self._client is not None else self._connect()
-        with map_redis_errors(str(args[0])):
+        try:
             return client.execute_command(*args)
+        except REDIS_ERRORS as exc:
+            raise translate(exc, str(args[0])) from exc
 
     # -- pub/sub -------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from interlock._keys import base_key
 from interlock._lock_scripts import FENCED_SET, INFO
 from interlock.cache import cache_options
 from interlock.errors import ConfigError, FenceRejected
-from interlock.lock import LockInfo, info_from_reply, lock_keys
+from interlock.lock import LockInfo, info_from_reply
 from interlock.metrics import Metrics
 from interlock.txn._records import RecoveryReport
 
@@ -119,7 +119,7 @@ class Interlock:
     def lock_info(self, name: str, key: object = "") -> LockInfo | None:
         """The current holder of ``(name, key)``, or ``None`` when the lock is free."""
         lock = self.lock(name, key)
-        reply = self.backend.run(INFO, lock_keys(self.namespace, name, key)[:1], [])
+        reply = self.backend.run(INFO, lock.keys[:1], [])
         return info_from_reply(lock.name, lock.key, reply)
 
     def _fenced_key(self, resource: object) -> str:

@@ -21,12 +21,24 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+REDIS_ERRORS: tuple[type[BaseException], ...] = (redis_errors.RedisError, OSError)
+
+
+def translate(exc: BaseException, operation: str) -> BackendError:
+    """The interlock error for a redis-py error (raise it ``from exc``)."""
+    if isinstance(exc, UNAVAILABLE):
+        return BackendUnavailable(f"Redis unavailable during {operation}: {exc}")
+    return BackendError(f"Redis error during {operation}: {exc}")
+
+
 @contextmanager
 def map_redis_errors(operation: str) -> Iterator[None]:
-    """Re-raise redis-py errors as :class:`BackendUnavailable` or :class:`BackendError`."""
+    """Re-raise redis-py errors as :class:`BackendUnavailable` or :class:`BackendError`.
+
+    Hot paths use ``try/except REDIS_ERRORS`` with :func:`translate` directly instead, which
+    costs nothing when no error happens.
+    """
     try:
         yield
-    except UNAVAILABLE as exc:
-        raise BackendUnavailable(f"Redis unavailable during {operation}: {exc}") from exc
-    except redis_errors.RedisError as exc:
-        raise BackendError(f"Redis error during {operation}: {exc}") from exc
+    except REDIS_ERRORS as exc:
+        raise translate(exc, operation) from exc
