@@ -13,6 +13,11 @@ the values of configured query parameters in ``url.query`` / ``url.full``.
 
 Records emitted while a request is served carry its ``http.request.id``, ``trace.id``
 and ``span.id``, so application logs and interlock's request line correlate.
+
+``configure_logging(..., elasticsearch="http://localhost:9200")`` also ships every line
+to the Elasticsearch data stream ``logs-interlock-default`` through
+:class:`ElasticsearchSink` (bulk requests from a background thread; bounded queue;
+retries with backoff; drops counted).
 """
 
 from __future__ import annotations
@@ -28,12 +33,33 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
 from itertools import islice
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonEncoder, JsonFormatter
 
 from interlock import _context
+from interlock._logs_elasticsearch import DATA_STREAM, ElasticsearchSink
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
+__all__ = [
+    "DATA_STREAM",
+    "ECS_VERSION",
+    "REDACTED",
+    "REDACT_FIELDS",
+    "REDACT_QUERY",
+    "EcsJsonFormatter",
+    "ElasticsearchSink",
+    "LineSink",
+    "QueueingHandler",
+    "Redactor",
+    "configure_logging",
+    "redact_query",
+    "safe_text",
+    "unconfigure_logging",
+]
 
 ECS_VERSION = "8.11.0"
 REDACTED = "[REDACTED]"
@@ -358,10 +384,25 @@ class _LineWriter:
         self.thread.join(timeout=5.0)
 
 
-class QueueingHandler(logging.Handler):
-    """Formats in the caller's thread (request context intact), writes on another."""
+class LineSink(Protocol):
+    """Where :class:`QueueingHandler` puts formatted lines: ``put`` must never block."""
 
-    def __init__(self, writer: _LineWriter) -> None:
+    dropped: int
+
+    def put(self, line: str) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class QueueingHandler(logging.Handler):
+    """Formats in the caller's thread (request context intact), writes on another.
+
+    Args:
+        writer: the sink taking each line: the stream writer of :func:`configure_logging`
+            or an :class:`ElasticsearchSink`.
+    """
+
+    def __init__(self, writer: LineSink) -> None:
         super().__init__()
         self.writer = writer
 
@@ -395,10 +436,11 @@ def configure_logging(
     redact_query: Iterable[str] = REDACT_QUERY,
     interlock: Any = None,
     queue_size: int = 10_000,
+    elasticsearch: ElasticsearchSink | Elasticsearch | str | None = None,
 ) -> logging.Handler:
     """Write every log record as one ECS JSON line to ``stream`` (stdout by default).
 
-    Calling it again replaces the handler it installed before; other handlers stay.
+    Calling it again replaces the handlers it installed before; other handlers stay.
 
     Args:
         service: ``service.name`` of every line.
@@ -411,9 +453,16 @@ def configure_logging(
             ``interlock_log_records_dropped_total{sink="stream"}`` counts dropped lines.
         queue_size: lines buffered for the writer thread; when full, lines are dropped
             and counted rather than blocking. ``0`` writes synchronously.
+        elasticsearch: also index every line into the data stream
+            ``logs-interlock-default``: a node URL, an ``elasticsearch.Elasticsearch``
+            client, or an :class:`ElasticsearchSink` for other options. Drops are
+            counted in ``interlock_log_records_dropped_total{sink="elasticsearch"}``.
+            The client's own lines (logger ``elastic_transport``: one per request, one
+            per failed attempt) are turned down to ERROR unless that logger has a level
+            already; the sink itself logs one warning when shipping starts failing.
 
     Returns:
-        The handler added to the root logger.
+        The handler writing to ``stream``, added to the root logger.
     """
     formatter = EcsJsonFormatter(
         service,
@@ -435,11 +484,23 @@ def configure_logging(
     else:
         handler = logging.StreamHandler(output)
     handler.setFormatter(formatter)
+    handlers = [handler]
+    if elasticsearch is not None:
+        sink = elasticsearch
+        if not isinstance(sink, ElasticsearchSink):
+            sink = ElasticsearchSink(sink, interlock=interlock)
+        shipper = QueueingHandler(sink)
+        shipper.setFormatter(formatter)
+        handlers.append(shipper)
+        transport = logging.getLogger("elastic_transport")
+        if transport.level == logging.NOTSET:
+            transport.setLevel(logging.ERROR)
     root = logging.getLogger()
     unconfigure_logging()
-    root.addHandler(handler)
+    for added in handlers:
+        root.addHandler(added)
+        _installed.append(added)
     root.setLevel(level)
-    _installed.append(handler)
     return handler
 
 
