@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import uuid
@@ -138,7 +139,9 @@ def test_renewal_keeps_a_long_section_safe(il: Interlock, other: Interlock) -> N
         assert info is not None and info.fence == lease.fence
 
 
-def test_lost_lease_when_key_deleted_behind_its_back(il: Interlock) -> None:
+def test_lost_lease_when_key_deleted_behind_its_back(
+    il: Interlock, caplog: pytest.LogCaptureFixture
+) -> None:
     lost = threading.Event()
     lease = il.lock("job", 2, ttl=0.3, on_lost=lambda _lease: lost.set()).acquire()
     assert lease is not None
@@ -149,6 +152,10 @@ def test_lost_lease_when_key_deleted_behind_its_back(il: Interlock) -> None:
     with pytest.raises(LockLost):
         lease.release()
     assert sample(il, "interlock_lock_lost_total", lock="job", reason="taken") == 1
+    events = [r for r in caplog.records if getattr(r, "event.action", None) == "lock-lost"]
+    assert len(events) == 1
+    assert events[0].levelname == "WARNING"
+    assert getattr(events[0], "interlock.lock.fence") == lease.fence
 
 
 def test_extend(il: Interlock) -> None:
@@ -255,6 +262,27 @@ def test_async_lock_and_cancellation_leaves_no_zombie(backend_url: str) -> None:
 
         await asyncio.gather(*(work() for _ in range(4)))
         assert counter == 100
+        await ail.aclose()
+
+    asyncio.run(main())
+
+
+def test_cancelled_release_still_releases(backend_url: str) -> None:
+    async def main() -> None:
+        ail = AsyncInterlock(backend_url, namespace=f"t{uuid.uuid4().hex[:12]}")
+        for delay in (1, 2, 3, 5):  # the release must have started: cancel mid-flight
+            lease = await ail.lock("account", delay).acquire()
+            assert lease is not None
+            task = asyncio.ensure_future(lease.release())
+            for _ in range(delay):
+                await asyncio.sleep(0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            deadline = time.monotonic() + 5
+            while await ail.lock_info("account", delay) is not None:
+                assert time.monotonic() < deadline, "a cancelled release left the lock held"
+                await asyncio.sleep(0.01)
         await ail.aclose()
 
     asyncio.run(main())
