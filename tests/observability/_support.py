@@ -2,7 +2,9 @@
 
 The metric catalogue comes from docs/metrics.md when it exists (names in backticks, the
 type read from the same table row), else from :data:`FALLBACK_CATALOGUE`, the table of
-DESIGN.md. The log field list is :data:`LOG_FIELDS`.
+DESIGN.md. The log field list :data:`LOG_FIELDS` is read from docs/logging.md, and
+:func:`referenced_log_fields` collects what the Logstash pipeline, the index template,
+the Kibana objects and the Grafana log tables refer to.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ INSTALL_HINTS = {
     "promtool": "apt-get install prometheus",
     "amtool": "apt-get install prometheus-alertmanager",
     "docker-compose": "apt-get install docker-compose",
+    "prometheus": "apt-get install prometheus",
 }
 
 # The catalogue of DESIGN.md: metric name -> type.
@@ -62,50 +65,61 @@ FALLBACK_CATALOGUE = {
     "interlock_label_overflow_total": "counter",
 }
 
+LOGGING_DOC = ROOT / "docs" / "logging.md"
+_FIELD = re.compile(r"^(?:@timestamp|message|[a-z_@][\w@]*(?:\.[\w@]+)+)$")
+
+
+def _table_fields(text: str) -> set[str]:
+    """Fields named in the *field* column (header ``field``/``fields``) of Markdown tables.
+
+    Cells may abbreviate siblings of the field before them: ```interlock.lock.name`,
+    `.key``` names ``interlock.lock.key`` too.
+    """
+    fields: set[str] = set()
+    header: list[str] | None = None
+    columns: list[int] = []
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+            columns = [i for i, c in enumerate(cells) if c.lower() in ("field", "fields")]
+            continue
+        if set(line) <= set("|-: "):
+            continue
+        for i in columns:
+            prefix = ""
+            for token in re.findall(r"`([^`]+)`", cells[i] if i < len(cells) else ""):
+                if _FIELD.match(token):
+                    fields.add(token)
+                    prefix = token.rpartition(".")[0]
+                elif prefix and re.fullmatch(r"\.[a-z_]\w*", token):
+                    fields.add(prefix + token)
+    return fields
+
+
+def documented_log_fields(path: Path = LOGGING_DOC) -> frozenset[str]:
+    """Every field the tables of docs/logging.md name."""
+    fields = _table_fields(path.read_text(encoding="utf-8"))
+    assert fields, f"no fields found in the tables of {path}"
+    return frozenset(fields)
+
+
+def transit_log_fields(path: Path = LOGGING_DOC) -> frozenset[str]:
+    """The fields docs/logging.md lists as added on the way (by Logstash), not by the app."""
+    text = path.read_text(encoding="utf-8")
+    heading = "## Fields added on the way"
+    assert heading in text, f"{path} lacks the section {heading!r}"
+    return frozenset(_table_fields(text.split(heading, 1)[1].split("\n## ", 1)[0]))
+
+
 # Fields of the app's log lines (ECS names) that Logstash, the index template, Kibana and
-# Grafana's log tables may refer to: the per-request line of DESIGN.md plus the event
-# lines. TODO: read this list from docs/logging.md once it is written, and check it against
-# lines the app really writes.
-LOG_FIELDS = frozenset(
-    {
-        "@timestamp",
-        "log.level",
-        "message",
-        "service.name",
-        "http.request.method",
-        "url.path",
-        "http.route",
-        "http.response.status_code",
-        "event.duration",
-        "http.request.id",
-        "trace.id",
-        "span.id",
-        "client.ip",
-        "user_agent.original",
-        "interlock.lock.name",
-        "interlock.lock.wait_ms",
-        "interlock.lock.fence",
-        "interlock.cache.name",
-        "interlock.cache.result",
-        "interlock.txn.name",
-        "interlock.txn.xid",
-        "interlock.txn.outcome",
-        "interlock.txn.reason",
-        "url.query",
-        "event.kind",
-        "event.category",
-        "event.outcome",
-        "error.type",
-        "error.message",
-        # Event lines: event.action is lock-lost (written by interlock.lock with the
-        # lock's key and reason), txn-in-doubt, txn-recovered, cache-degraded.
-        "event.action",
-        "interlock.lock.key",
-        "interlock.lock.reason",
-        # Set by the Logstash pipeline; ECS wants it equal to data_stream.dataset.
-        "event.dataset",
-    }
-)
+# Grafana's log tables may refer to: the schema of docs/logging.md, where they are
+# documented, including the fields Logstash adds on the way (:func:`transit_log_fields`).
+# tests/observability/test_live_logs.py checks them against lines the demo really writes.
+LOG_FIELDS = documented_log_fields()
 
 
 # ---------------------------------------------------------------------------- tools
@@ -188,6 +202,122 @@ def kibana_objects() -> list[dict[str, Any]]:
     """Saved objects of the NDJSON export, without the trailing export summary."""
     lines = KIBANA_FILE.read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if "exportedCount" not in json.loads(line)]
+
+
+# ---------------------------------------------------------------------------- log fields
+
+
+def logstash_pipeline() -> str:
+    """The Logstash pipeline without comments."""
+    text = LOGSTASH_PIPELINE.read_text(encoding="utf-8")
+    return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+
+
+def _logstash_ref(ref: str) -> str:
+    """``[http][request][id]`` -> ``http.request.id``."""
+    return ".".join(re.findall(r"\[([\w@.]+)\]", ref))
+
+
+def pipeline_fields() -> set[str]:
+    """Event fields the Logstash pipeline reads or writes (``@metadata`` left out)."""
+    text = logstash_pipeline()
+    fields = {_logstash_ref(ref) for ref in re.findall(r"((?:\[[\w@.]+\])+)", text)}
+    fields |= set(re.findall(r'source\s*=>\s*"([\w.@]+)"', text))
+    return {f for f in fields if not f.startswith("@metadata")}
+
+
+def pipeline_added_fields() -> set[str]:
+    """Fields the pipeline sets itself (``add_field``)."""
+    text = logstash_pipeline()
+    return {
+        _logstash_ref(ref)
+        for body in re.findall(r"add_field\s*=>\s*\{([^}]*)\}", text)
+        for ref in re.findall(r'"((?:\[[\w@.]+\])+)"\s*=>', body)
+    }
+
+
+def mapped_fields(properties: dict[str, Any], prefix: str = "") -> list[str]:
+    """Leaf fields of an Elasticsearch mapping's ``properties`` (multi-fields left out)."""
+    fields = []
+    for name, spec in properties.items():
+        if "properties" in spec:
+            fields += mapped_fields(spec["properties"], f"{prefix}{name}.")
+        else:
+            fields.append(prefix + name)
+    return fields
+
+
+def index_template() -> dict[str, Any]:
+    return json.loads((LOGSTASH_SETUP / "index-template.json").read_text(encoding="utf-8"))
+
+
+def template_mappings() -> dict[str, str]:
+    """Field -> mapping type of the index template."""
+
+    def walk(properties: dict[str, Any], prefix: str) -> Iterator[tuple[str, str]]:
+        for name, spec in properties.items():
+            if "properties" in spec:
+                yield from walk(spec["properties"], f"{prefix}{name}.")
+            else:
+                yield prefix + name, spec["type"]
+
+    return dict(walk(index_template()["template"]["mappings"]["properties"], ""))
+
+
+def search_source(obj: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(obj["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])
+
+
+def query_fields(query: str) -> list[str]:
+    """Fields of a KQL or Lucene query (``field:value``)."""
+    return re.findall(r"([\w.@]+)\s*:", query)
+
+
+def kibana_fields() -> dict[str, list[str]]:
+    """Saved object id -> the fields it refers to (columns, sort, query, time, formats)."""
+    result = {}
+    for obj in kibana_objects():
+        attrs = obj["attributes"]
+        fields: list[str] = []
+        if obj["type"] == "search":
+            fields += attrs["columns"] + [f for f, _ in attrs["sort"]]
+            fields += query_fields(search_source(obj)["query"]["query"])
+        if obj["type"] == "index-pattern":
+            fields += [attrs["timeFieldName"], *json.loads(attrs["fieldFormatMap"])]
+        result[obj["id"]] = fields
+    return result
+
+
+def grafana_log_fields() -> dict[str, list[str]]:
+    """``dashboard: panel`` -> fields of each Grafana log table (Elasticsearch panels):
+    the columns kept, the query, the field overrides (links) and the time field."""
+    result = {}
+    for name, board in dashboards().items():
+        for panel in panels(board):
+            if panel["datasource"]["type"] != "elasticsearch":
+                continue
+            target = panel["targets"][0]
+            fields = list(panel["transformations"][0]["options"]["include"]["names"])
+            fields += query_fields(target["query"])
+            fields += [o["matcher"]["options"] for o in panel["fieldConfig"]["overrides"]]
+            fields.append(target["timeField"])
+            result[f"{name}: {panel['title']}"] = fields
+    return result
+
+
+def referenced_log_fields() -> dict[str, set[str]]:
+    """Where each log field is referred to: field -> {"logstash", "index template", ...}."""
+    where: dict[str, set[str]] = {}
+    sources: list[tuple[str, Iterable[str]]] = [
+        ("logstash pipeline", pipeline_fields()),
+        ("index template", template_mappings()),
+    ]
+    sources += [(f"kibana {key}", fields) for key, fields in kibana_fields().items()]
+    sources += [(f"grafana {key}", fields) for key, fields in grafana_log_fields().items()]
+    for source, fields in sources:
+        for field in fields:
+            where.setdefault(field, set()).add(source)
+    return where
 
 
 # ---------------------------------------------------------------------------- catalogue

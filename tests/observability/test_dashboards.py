@@ -14,6 +14,7 @@ from ._support import (
     PROVISIONING_DIR,
     ROOT,
     dashboards,
+    grafana_log_fields,
     kibana_objects,
     load_yaml,
     panels,
@@ -188,15 +189,11 @@ def test_request_and_trace_ids_link_to_kibana_saved_searches() -> None:
 
 
 def test_log_tables_use_documented_fields() -> None:
-    for name, board in dashboards().items():
-        for panel in panels(board):
-            if panel["datasource"]["type"] != "elasticsearch":
-                continue
-            names = panel["transformations"][0]["options"]["include"]["names"]
-            queried = re.findall(r"([\w.@]+):", panel["targets"][0]["query"])
-            overridden = [o["matcher"]["options"] for o in panel["fieldConfig"]["overrides"]]
-            for field in [*names, *queried, *overridden, panel["targets"][0]["timeField"]]:
-                assert field in LOG_FIELDS, f"{name}: {panel['title']}: {field}"
+    tables = grafana_log_fields()
+    assert len(tables) == len(dashboards())  # one log table per dashboard
+    for table, fields in tables.items():
+        for field in fields:
+            assert field in LOG_FIELDS, f"{table}: {field}"
 
 
 def test_exemplars_link_trace_ids_to_kibana() -> None:
