@@ -461,7 +461,8 @@ def overview() -> dict[str, Any]:
                             "reqps", stack=True), 12, 8),
                 (timeseries("Error ratio by route",
                             "Share of the requests of each route answered 5xx.",
-                            [prom(f"sum by (route) ({rate(req, errors_5xx)})"
+                            [prom(f"(sum by (route) ({rate(req, errors_5xx)})"
+                                  f" or sum by (route) ({rate(req, route)}) * 0)"
                                   f" / sum by (route) ({rate(req, route)})", "{{route}}")],
                             "percentunit"), 12, 8),
             ],
@@ -483,8 +484,8 @@ def overview() -> dict[str, Any]:
                             "alerting windows (1 = exactly on budget). The fast-burn alert "
                             "fires above 14.4 on 1h and 5m, the slow-burn alert above 6 on "
                             "6h and 30m.",
-                            [prom(f"sum({rate(req, any_5xx, w)}) / sum({rate(req, '', w)})"
-                                  f" / {budget}", w)
+                            [prom(f"(sum({rate(req, any_5xx, w)}) or vector(0))"
+                                  f" / sum({rate(req, '', w)}) / {budget}", w)
                              for w in ("5m", "30m", "1h", "6h")],
                             "none"), 12, 8),
                 (timeseries("interlock health",
