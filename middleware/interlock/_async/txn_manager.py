@@ -243,7 +243,7 @@ class AsyncTransactionManager:
         decisions = {d.xid: d for d in await self.log.list()}
         unreachable: set[str] = set()
         left: dict[str, float] = {}  # gtrid -> created, transactions still unresolved
-        resolved: set[tuple[str, str, str]] = set()
+        done: set[tuple[str, str, str]] = set()  # branches this pass committed/rolled back
         for resource in self.resources.values():
             try:
                 branches = await resource.prepared(self.namespace)
@@ -252,8 +252,8 @@ class AsyncTransactionManager:
                 report.errors.append(f"{resource.name}: {exc}")
                 continue
             for branch in branches:
-                await self._resolve(resource, branch, decisions, safety, now, report, left)
-                resolved.add((resource.name, branch.gtrid, branch.bqual))
+                if await self._resolve(resource, branch, decisions, safety, now, report, left):
+                    done.add((resource.name, branch.gtrid, branch.bqual))
             try:
                 await resource.cleanup()
             except Exception as exc:
@@ -266,7 +266,7 @@ class AsyncTransactionManager:
                 if now - decision.created > TOMBSTONE_TTL:
                     forget.append(decision.xid)
                 continue
-            if await self._complete(decision, unreachable, report):
+            if await self._complete(decision, unreachable, done, report):
                 forget.append(decision.xid)
             else:
                 left[decision.xid] = decision.created
@@ -285,7 +285,8 @@ class AsyncTransactionManager:
         now: float,
         report: RecoveryReport,
         left: dict[str, float],
-    ) -> None:
+    ) -> bool:
+        """Resolve one prepared branch; True if this call committed or rolled it back."""
         label = f"{branch.gtrid}:{branch.bqual}@{resource.name}"
         decision = decisions.get(branch.gtrid)
         action = recovery_action(
@@ -294,7 +295,7 @@ class AsyncTransactionManager:
         if action is Action.WAIT:
             report.pending.append(label)
             left[branch.gtrid] = branch.created
-            return
+            return False
         try:
             if action is Action.DECIDE_ABORT or decision is None:
                 decision = await self.log.decide(Decision(branch.gtrid, "", "abort", now))
@@ -312,32 +313,40 @@ class AsyncTransactionManager:
         except Exception as exc:
             report.errors.append(f"{label}: {exc}")
             left[branch.gtrid] = branch.created
-            return
+            return False
         if result == "busy":
             report.pending.append(label)
             left[branch.gtrid] = branch.created
-            return
-        if result == "done":
-            action_name = "committed" if commit else "aborted"
-            (report.committed if commit else report.aborted).append(label)
-            self.metrics.txn_recovered.labels(action=action_name).inc()
-            event(
-                logging.WARNING,
-                "txn-recovered",
-                f"recovery {action_name} {label}",
-                name=decision.name or None,
-                xid=branch.gtrid,
-                resource=resource.name,
-                branch=branch.bqual,
-                outcome=decision.outcome,
-            )
+            return False
+        if result != "done":
+            return False  # gone meanwhile: its fate is checked with the decision
+        action_name = "committed" if commit else "aborted"
+        (report.committed if commit else report.aborted).append(label)
+        self.metrics.txn_recovered.labels(action=action_name).inc()
+        event(
+            logging.WARNING,
+            "txn-recovered",
+            f"recovery {action_name} {label}",
+            name=decision.name or None,
+            xid=branch.gtrid,
+            resource=resource.name,
+            branch=branch.bqual,
+            outcome=decision.outcome,
+        )
+        return True
 
     async def _complete(
-        self, decision: Decision, unreachable: set[str], report: RecoveryReport
+        self,
+        decision: Decision,
+        unreachable: set[str],
+        done: set[tuple[str, str, str]],
+        report: RecoveryReport,
     ) -> bool:
         """Check the fate of every branch of a decision; True when nothing is left."""
         complete = True
         for ref in decision.branches:
+            if (ref.resource, decision.xid, ref.bqual) in done:
+                continue  # resolved by this pass, as the decision says
             resource = self.resources.get(ref.resource)
             if resource is None or ref.resource in unreachable:
                 if resource is None:
