@@ -235,15 +235,15 @@ def sink(target: str, il: Any = None, **options: Any) -> ElasticsearchSink:
     return ElasticsearchSink(target, interlock=il, **{**settings, **options})
 
 
-def log_lines(count: int, name: str = "burst") -> float:
-    """Log ``count`` records; return the slowest call in seconds."""
+def log_lines(count: int, name: str = "burst") -> list[float]:
+    """Log ``count`` records; return the duration of each call in seconds, sorted."""
     log = logging.getLogger(name)
-    worst = 0.0
+    took = []
     for i in range(count):
         began = time.perf_counter()
         log.info("line %d", i, extra={"order.id": i})
-        worst = max(worst, time.perf_counter() - began)
-    return worst
+        took.append(time.perf_counter() - began)
+    return sorted(took)
 
 
 # ---------------------------------------------------------------------------- unreachable
@@ -256,15 +256,17 @@ def test_unreachable_elasticsearch_drops_and_counts_without_blocking(closed_port
         stdout = io.StringIO()
         configure_logging("shop", stream=stdout, elasticsearch=es, interlock=il)
         began = time.perf_counter()
-        worst = log_lines(2000)
+        took = log_lines(2000)
         logging_took = time.perf_counter() - began
         began = time.perf_counter()
         unconfigure_logging()
         stop_took = time.perf_counter() - began
 
-        # The callers never waited for the network: generous bounds for a busy machine.
-        assert worst < 0.1, f"one log call took {worst:.3f}s"
-        assert logging_took < 2.0, f"2000 log calls took {logging_took:.2f}s"
+        # The callers never waited for the network (connecting, backing off 0.05-0.5 s):
+        # generous bounds for a busy machine, where a thread may lose the CPU for a while.
+        assert took[int(len(took) * 0.99)] < 0.02, f"p99 of a log call: {took[-20]:.3f}s"
+        assert took[-1] < 1.0, f"one log call took {took[-1]:.3f}s"
+        assert logging_took < 3.0, f"2000 log calls took {logging_took:.2f}s"
         assert stop_took < 3.0  # close_timeout 1 s, then every line is accounted for
         assert not es.thread.is_alive()
         assert es.sent == 0 and es.dropped == 2000
@@ -438,7 +440,7 @@ def test_a_hanging_elasticsearch_fills_the_queue_but_never_the_request_path(
 
     timings = sorted(asyncio.run(scenario()))
     assert timings[len(timings) // 2] < 0.05, "median request slowed by the log sink"
-    assert timings[-1] < 1.0
+    assert timings[-1] < 2.0
 
 
 def test_bad_options_are_refused_with_the_fix() -> None:
