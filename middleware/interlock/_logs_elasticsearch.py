@@ -155,6 +155,7 @@ class ElasticsearchSink:
         self._counter = None
         if interlock is not None:
             self._counter = interlock.metrics.log_dropped.labels(sink="elasticsearch")
+        self._drop_lock = threading.Lock()
         self._action = {"create": {"_index": index}}
         self._lines: deque[str] = deque()
         self._wake = threading.Event()
@@ -194,7 +195,8 @@ class ElasticsearchSink:
     # -- the worker -------------------------------------------------------------------
 
     def _drop(self, count: int) -> None:
-        self.dropped += count
+        with self._drop_lock:  # callers (queue full) and the worker both drop
+            self.dropped += count
         if self._counter is not None:
             self._counter.inc(count)
 

@@ -54,68 +54,108 @@ return removed
 """,
 )
 
-STORE_PREPARE = Script(
-    "txn_store_prepare",
-    r"""-- Reserve: validate the staged operations, stage them and guard every touched key.
--- KEYS: 1 stage list, 2 guards hash, 3 prepared index, 4 outcome marker,
+# Validation shared by prepare (stage) and one-phase commit (apply now).
+_STORE_VALIDATE = r"""
+-- Check the operations against the committed values and the guards of other branches.
+-- Returns nil and the staged triples and touched keys, or the refusal reply.
+local function validate(KEYS, ARGV)
+  local xid = ARGV[1]
+  local n = tonumber(ARGV[3])
+  local values, staged, touched = {}, {}, {}
+  for i = 1, n do
+    local key = KEYS[4 + i]
+    local at = 3 + (i - 1) * 4
+    local op, arg, low, high = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
+    local guard = redis.call('HGET', KEYS[2], key)
+    if guard and guard ~= xid then return {0, i, 'conflict'} end
+    local current = values[key]
+    if current == nil then current = redis.call('GET', key) end
+    if op == 'set' then
+      current = arg
+    elseif op == 'del' then
+      current = false
+    elseif op == 'incr' then
+      local number = tonumber(current or '0')
+      if not number or number ~= math.floor(number) then return {0, i, 'type'} end
+      number = number + tonumber(arg)
+      if low ~= '' and number < tonumber(low) then return {0, i, 'below'} end
+      if high ~= '' and number > tonumber(high) then return {0, i, 'above'} end
+      current = string.format('%d', number)
+    elseif op == 'expect' then
+      if current ~= arg then return {0, i, 'mismatch'} end
+    elseif op == 'absent' then
+      if current then return {0, i, 'mismatch'} end
+    else
+      return redis.error_reply('unknown staged operation ' .. op)
+    end
+    values[key] = current
+    if op == 'set' or op == 'del' or op == 'incr' then
+      staged[#staged + 1] = op
+      staged[#staged + 1] = key
+      staged[#staged + 1] = arg
+    end
+    touched[key] = true
+  end
+  return nil, staged, touched
+end
+"""
+
+_STORE_ARGS = r"""-- KEYS: 1 stage list, 2 guards hash, 3 prepared index, 4 outcome marker,
 --       4+i the value key of operation i
 -- ARGV: 1 branch xid, 2 creation time ms, 3 operation count n,
 --       then per operation: op (set, del, incr, expect, absent), arg, min, max
 --       (min/max: integer bounds of incr, '' for none)
--- Returns: {1} prepared; {2} already prepared (a retried call);
---          {3, outcome} already finished ('c' committed, 'a' aborted);
---          {0, i, reason} refused at operation i: 'conflict' (guarded by another branch),
---          'below' / 'above' (an incr bound), 'mismatch' (expect/absent), 'type' (not an integer)
+"""
+
+_REFUSALS = r"""--          {0, i, reason} refused at operation i:
+--          'conflict' (guarded by another branch),
+--          'below' / 'above' (an incr bound), 'mismatch' (expect/absent),
+--          'type' (not an integer)
+"""
+
+STORE_PREPARE = Script(
+    "txn_store_prepare",
+    "-- Reserve: validate the staged operations, stage them and guard every touched key.\n"
+    + _STORE_ARGS
+    + "-- Returns: {1} prepared; {2} already prepared (a retried call);\n"
+    + "--          {3, outcome} already finished ('c' committed, 'a' aborted);\n"
+    + _REFUSALS
+    + _STORE_VALIDATE
+    + r"""
 local xid = ARGV[1]
 local done = redis.call('GET', KEYS[4])
 if done then return {3, done} end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {2} end
-local n = tonumber(ARGV[3])
-local values = {}
-local staged = {}
-local touched = {}
-for i = 1, n do
-  local key = KEYS[4 + i]
-  local at = 3 + (i - 1) * 4
-  local op, arg, low, high = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
-  local guard = redis.call('HGET', KEYS[2], key)
-  if guard and guard ~= xid then return {0, i, 'conflict'} end
-  local current = values[key]
-  if current == nil then current = redis.call('GET', key) end
-  if op == 'set' then
-    current = arg
-  elseif op == 'del' then
-    current = false
-  elseif op == 'incr' then
-    local number = tonumber(current or '0')
-    if not number or number ~= math.floor(number) then return {0, i, 'type'} end
-    number = number + tonumber(arg)
-    if low ~= '' and number < tonumber(low) then return {0, i, 'below'} end
-    if high ~= '' and number > tonumber(high) then return {0, i, 'above'} end
-    current = string.format('%d', number)
-  elseif op == 'expect' then
-    if current ~= arg then return {0, i, 'mismatch'} end
-  elseif op == 'absent' then
-    if current then return {0, i, 'mismatch'} end
-  else
-    return redis.error_reply('unknown staged operation ' .. op)
-  end
-  values[key] = current
-  if op == 'set' or op == 'del' or op == 'incr' then
-    staged[#staged + 1] = op
-    staged[#staged + 1] = key
-    staged[#staged + 1] = arg
-  end
-  if not touched[key] then
-    touched[key] = true
-    staged[#staged + 1] = 'guard'
-    staged[#staged + 1] = key
-    staged[#staged + 1] = ''
-  end
+local refused, staged, touched = validate(KEYS, ARGV)
+if refused then return refused end
+for key, _ in pairs(touched) do
+  redis.call('HSET', KEYS[2], key, xid)
+  staged[#staged + 1] = 'guard'
+  staged[#staged + 1] = key
+  staged[#staged + 1] = ''
 end
-for key, _ in pairs(touched) do redis.call('HSET', KEYS[2], key, xid) end
 if #staged > 0 then redis.call('RPUSH', KEYS[1], unpack(staged)) end
 redis.call('ZADD', KEYS[3], ARGV[2], xid)
+return {1}
+""",
+)
+
+STORE_APPLY = Script(
+    "txn_store_apply",
+    "-- One-phase commit of a transaction's only branch: validate and apply at once.\n"
+    + _STORE_ARGS
+    + "-- Returns: {1} applied;\n"
+    + _REFUSALS
+    + _STORE_VALIDATE
+    + r"""
+local refused, staged = validate(KEYS, ARGV)
+if refused then return refused end
+for i = 1, #staged, 3 do
+  local op, key, arg = staged[i], staged[i + 1], staged[i + 2]
+  if op == 'set' then redis.call('SET', key, arg)
+  elseif op == 'del' then redis.call('DEL', key)
+  elseif op == 'incr' then redis.call('INCRBY', key, arg) end
+end
 return {1}
 """,
 )

@@ -380,6 +380,7 @@ def test_postgres_unknown_gid_in_phase_two_is_resolved_not_guessed(bank: Bank) -
     try:
         with on_event("txn-decided", _by_hand(bank, "COMMIT")), il.transaction("t") as tx:
             tx.postgres(pg).execute(f"UPDATE {bank.table} SET balance = 1 WHERE id = 0")
+            tx.redis("bank").set(0, 1)  # a second branch: two-phase
     finally:
         il.close()
     assert tx.state is State.COMMITTED
@@ -404,3 +405,49 @@ def _by_hand(bank: Bank, verb: str) -> Callable[[logging.LogRecord], None]:
                 conn.execute(f"{verb} PREPARED '{gid}'")
 
     return resolve
+
+
+def test_a_single_branch_commits_in_one_phase_without_a_decision(bank: Bank) -> None:
+    il, registry = _metrics(bank)
+    pg, my = bank.pg(), bank.my()
+    try:
+        with capture_logs("interlock.txn") as logs:
+            with il.transaction("pg") as tx:
+                tx.postgres(pg).execute(f"UPDATE {bank.table} SET balance = 1 WHERE id = 0")
+            with il.transaction("my") as tx, tx.mysql(my).cursor() as cur:
+                cur.execute(f"UPDATE {bank.table} SET balance = 1 WHERE id = 0")
+            with il.transaction("redis") as tx:
+                tx.redis("bank").incrby(0, -999, min=0)
+        with pytest.raises(TransactionAborted, match="vote_no"), il.transaction("redis") as tx:
+            tx.redis("bank").incrby(0, -2, min=0)  # 1 - 2 < 0: refused
+    finally:
+        il.close()
+    actions = {r["event.action"] for r in logs.records}
+    assert "txn-decided" not in actions and "txn-branch-prepared" not in actions
+    assert {b[0] for b in bank.balances().values()} == {1}
+    assert bank.prepared() == NOTHING_LEFT
+    assert metric_value(registry, "interlock_txn_total", outcome="committed") == 3
+    assert metric_value(registry, "interlock_txn_phase_seconds_count", phase="prepare") == 0
+    assert metric_value(registry, "interlock_txn_aborts_total", txn="redis", reason="vote_no") == 1
+
+
+def test_a_single_postgres_branch_refused_at_commit_votes_no(bank: Bank) -> None:
+    with psycopg.connect(bank.pg_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {bank.table}_u (v int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+    il = bank.interlock()
+    pg = bank.pg()
+
+    def duplicate() -> None:
+        with il.transaction("dup") as tx:
+            tx.postgres(pg).execute(f"INSERT INTO {bank.table}_u VALUES (1), (1)")
+
+    try:
+        with pytest.raises(TransactionAborted, match="vote_no"):
+            duplicate()
+        with il.transaction("ok") as tx:  # the connection is usable again
+            tx.postgres(pg).execute(f"INSERT INTO {bank.table}_u VALUES (2)")
+    finally:
+        il.close()
+    with psycopg.connect(bank.pg_dsn, autocommit=True) as conn:
+        assert conn.execute(f"SELECT v FROM {bank.table}_u").fetchall() == [(2,)]
+        conn.execute(f"DROP TABLE {bank.table}_u")

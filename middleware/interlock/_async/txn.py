@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable  # noqa: F401, RUF100 (sync twin: unused)
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -216,6 +216,12 @@ class AsyncTransaction:
         except BaseException:
             await async_shielded(self._abort("error"))  # e.g. DurabilityError: nothing decided
             raise
+        if len(self._branches) == 1:
+            branch = self._branches[0]
+            one_phase = getattr(branch.participant, "commit_one_phase", None)
+            if one_phase is not None:
+                await self._commit_one_phase(branch, one_phase)
+                return
         self._move(State.PREPARING)
         started = time.monotonic()
         remaining = self._deadline - started
@@ -360,16 +366,73 @@ class AsyncTransaction:
             self._move(State.COMMITTED)
             manager.completed([self.xid])  # removed with the next decision, or at close
         self._finished("committed")
-        for callback in self._on_commit:
-            try:
-                callback()
-            except Exception:  # the transaction is committed; a hook must not undo that
-                logging.getLogger("interlock.txn").exception("on_commit callback failed")
+        self._run_on_commit()
         if heuristics:
             for error in heuristics:
                 manager.heuristic(self.name, self.xid, str(error))
             raise heuristics[0]
         return self.state
+
+    async def _commit_one_phase(
+        self, branch: _Branch, one_phase: Callable[[str], Awaitable[bool]]
+    ) -> None:
+        """The only branch commits without prepare and without a logged decision: its own
+        commit is the decision, so nothing can be left in doubt for recovery."""
+        self._move(State.PREPARING)
+        if time.monotonic() > self._deadline:
+            await self._abort("timeout")
+            raise self._aborted_error("timeout", None)
+        started = time.monotonic()
+        try:
+            committed = await one_phase(branch.xid)
+        except Exception as exc:
+            self._move(State.IN_DOUBT)
+            event(
+                WARNING,
+                "txn-in-doubt",
+                f"transaction {self.name}: one-phase commit on "
+                f"{branch.resource} failed, outcome unknown",
+                name=self.name,
+                xid=self.xid,
+                resource=branch.resource,
+                state=self.state.value,
+                reason="commit_unknown",
+                **{"error.message": str(exc)},
+            )
+            _context.record(
+                "txn", name=self.name, xid=self.xid, outcome="in_doubt", reason="commit_unknown"
+            )
+            raise TransactionInDoubt(
+                f"transaction {self.name} ({self.xid}): the one-phase commit on "
+                f"{branch.resource} failed ({exc}); whether it committed is unknown",
+                xid=self.xid,
+            ) from exc
+        self._manager.observe(self._label, "commit", time.monotonic() - started)
+        if not committed:
+            branch.vote = Vote.NO
+            await self._abort("vote_no")
+            raise self._aborted_error("vote_no", None)
+        branch.vote = Vote.YES
+        for state in (State.PREPARED, State.COMMITTING, State.COMMITTED):
+            self._move(state)
+        event(
+            DEBUG,
+            "txn-branch-committed",
+            f"{branch.resource} committed in one phase",
+            name=self.name,
+            xid=self.xid,
+            resource=branch.resource,
+            branch=branch.bqual,
+        )
+        self._finished("committed")
+        self._run_on_commit()
+
+    def _run_on_commit(self) -> None:
+        for callback in self._on_commit:
+            try:
+                callback()
+            except Exception:  # the transaction is committed; a hook must not undo that
+                logging.getLogger("interlock.txn").exception("on_commit callback failed")
 
     async def _commit_branch(self, branch: _Branch) -> None:
         await branch.participant.commit(branch.xid)

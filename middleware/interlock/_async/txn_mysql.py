@@ -33,6 +33,9 @@ class AsyncMySQLParticipant:
     async def prepare(self, xid: str) -> bool:
         return await async_run_blocking(self._branch.prepare)
 
+    async def commit_one_phase(self, xid: str) -> bool:
+        return await async_run_blocking(self._branch.commit_one_phase)
+
     async def commit(self, xid: str) -> None:
         await async_run_blocking(self._branch.commit)
 

@@ -74,6 +74,7 @@ class AsyncPostgresParticipant:
         self.resource = resource
         self.ref = ""
         self.prepared = False
+        self.finished = False  # committed or rolled back in one phase
 
     async def begin(self, xid: str) -> None:
         """Start the branch: check the connection and the server, then ``tpc_begin``."""
@@ -118,6 +119,23 @@ class AsyncPostgresParticipant:
         self.prepared = True
         return True
 
+    async def commit_one_phase(self, xid: str) -> bool:
+        """Commit without prepare (the transaction's only branch): a plain COMMIT."""
+        conn = self.conn
+        self.finished = True
+        if conn.info.transaction_status == TransactionStatus.INERROR:
+            await conn.tpc_rollback()
+            return False
+        try:
+            await conn.tpc_commit()
+        except psycopg.Error as exc:
+            _forget_tpc(conn)
+            if exc.sqlstate is not None and not conn.broken:
+                logger.info("PostgreSQL refused to commit %s: %s", xid, exc)
+                return False  # e.g. a deferred constraint: rolled back
+            raise
+        return True
+
     async def commit(self, xid: str) -> None:
         conn = self.conn
         try:
@@ -135,6 +153,8 @@ class AsyncPostgresParticipant:
 
     async def abort(self, xid: str) -> None:
         conn = self.conn
+        if self.finished:
+            return
         if conn.closed or conn.broken:
             _forget_tpc(conn)
             if self.prepared:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable  # noqa: F401, RUF100 (sync twin: unused)
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -217,6 +217,12 @@ class Transaction:
         except BaseException:
             shielded(self._abort("error"))  # e.g. DurabilityError: nothing decided
             raise
+        if len(self._branches) == 1:
+            branch = self._branches[0]
+            one_phase = getattr(branch.participant, "commit_one_phase", None)
+            if one_phase is not None:
+                self._commit_one_phase(branch, one_phase)
+                return
         self._move(State.PREPARING)
         started = time.monotonic()
         remaining = self._deadline - started
@@ -361,16 +367,73 @@ class Transaction:
             self._move(State.COMMITTED)
             manager.completed([self.xid])  # removed with the next decision, or at close
         self._finished("committed")
-        for callback in self._on_commit:
-            try:
-                callback()
-            except Exception:  # the transaction is committed; a hook must not undo that
-                logging.getLogger("interlock.txn").exception("on_commit callback failed")
+        self._run_on_commit()
         if heuristics:
             for error in heuristics:
                 manager.heuristic(self.name, self.xid, str(error))
             raise heuristics[0]
         return self.state
+
+    def _commit_one_phase(
+        self, branch: _Branch, one_phase: Callable[[str], bool]
+    ) -> None:
+        """The only branch commits without prepare and without a logged decision: its own
+        commit is the decision, so nothing can be left in doubt for recovery."""
+        self._move(State.PREPARING)
+        if time.monotonic() > self._deadline:
+            self._abort("timeout")
+            raise self._aborted_error("timeout", None)
+        started = time.monotonic()
+        try:
+            committed = one_phase(branch.xid)
+        except Exception as exc:
+            self._move(State.IN_DOUBT)
+            event(
+                WARNING,
+                "txn-in-doubt",
+                f"transaction {self.name}: one-phase commit on "
+                f"{branch.resource} failed, outcome unknown",
+                name=self.name,
+                xid=self.xid,
+                resource=branch.resource,
+                state=self.state.value,
+                reason="commit_unknown",
+                **{"error.message": str(exc)},
+            )
+            _context.record(
+                "txn", name=self.name, xid=self.xid, outcome="in_doubt", reason="commit_unknown"
+            )
+            raise TransactionInDoubt(
+                f"transaction {self.name} ({self.xid}): the one-phase commit on "
+                f"{branch.resource} failed ({exc}); whether it committed is unknown",
+                xid=self.xid,
+            ) from exc
+        self._manager.observe(self._label, "commit", time.monotonic() - started)
+        if not committed:
+            branch.vote = Vote.NO
+            self._abort("vote_no")
+            raise self._aborted_error("vote_no", None)
+        branch.vote = Vote.YES
+        for state in (State.PREPARED, State.COMMITTING, State.COMMITTED):
+            self._move(state)
+        event(
+            DEBUG,
+            "txn-branch-committed",
+            f"{branch.resource} committed in one phase",
+            name=self.name,
+            xid=self.xid,
+            resource=branch.resource,
+            branch=branch.bqual,
+        )
+        self._finished("committed")
+        self._run_on_commit()
+
+    def _run_on_commit(self) -> None:
+        for callback in self._on_commit:
+            try:
+                callback()
+            except Exception:  # the transaction is committed; a hook must not undo that
+                logging.getLogger("interlock.txn").exception("on_commit callback failed")
 
     def _commit_branch(self, branch: _Branch) -> None:
         branch.participant.commit(branch.xid)

@@ -34,6 +34,9 @@ class MySQLParticipant:
     def prepare(self, xid: str) -> bool:
         return run_blocking(self._branch.prepare)
 
+    def commit_one_phase(self, xid: str) -> bool:
+        return run_blocking(self._branch.commit_one_phase)
+
     def commit(self, xid: str) -> None:
         run_blocking(self._branch.commit)
 

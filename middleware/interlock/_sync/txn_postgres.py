@@ -75,6 +75,7 @@ class PostgresParticipant:
         self.resource = resource
         self.ref = ""
         self.prepared = False
+        self.finished = False  # committed or rolled back in one phase
 
     def begin(self, xid: str) -> None:
         """Start the branch: check the connection and the server, then ``tpc_begin``."""
@@ -119,6 +120,23 @@ class PostgresParticipant:
         self.prepared = True
         return True
 
+    def commit_one_phase(self, xid: str) -> bool:
+        """Commit without prepare (the transaction's only branch): a plain COMMIT."""
+        conn = self.conn
+        self.finished = True
+        if conn.info.transaction_status == TransactionStatus.INERROR:
+            conn.tpc_rollback()
+            return False
+        try:
+            conn.tpc_commit()
+        except psycopg.Error as exc:
+            _forget_tpc(conn)
+            if exc.sqlstate is not None and not conn.broken:
+                logger.info("PostgreSQL refused to commit %s: %s", xid, exc)
+                return False  # e.g. a deferred constraint: rolled back
+            raise
+        return True
+
     def commit(self, xid: str) -> None:
         conn = self.conn
         try:
@@ -136,6 +154,8 @@ class PostgresParticipant:
 
     def abort(self, xid: str) -> None:
         conn = self.conn
+        if self.finished:
+            return
         if conn.closed or conn.broken:
             _forget_tpc(conn)
             if self.prepared:

@@ -15,7 +15,7 @@ from typing import Any
 
 from interlock._sync.backend import Backend
 from interlock._keys import encode_key, validate_name
-from interlock._txn_scripts import STORE_FINISH, STORE_PREPARE
+from interlock._txn_scripts import STORE_APPLY, STORE_FINISH, STORE_PREPARE
 from interlock.backends._script import Arg
 from interlock.errors import HeuristicOutcome
 from interlock.txn._records import BranchRef, PreparedBranch
@@ -105,18 +105,28 @@ class RedisBranch(RedisStore):
         else:
             self._ops.append(("expect", self.value_key(key), _text(value), "", ""))
 
-    def prepare(self, xid: str) -> bool:
-        if not self._ops:
-            return True
-        if self.store not in self._registered:
-            self.backend.execute("SADD", stores_key(self.namespace), self.store)
-            self._registered.add(self.store)
+    def _script_call(self, xid: str) -> tuple[list[str], list[Arg]]:
         info = parse_gtrid(xid.rpartition(":")[0])
         created = int((info.created if info else 0) * 1000)
         keys = _finish_keys(self.base, xid) + [op[1] for op in self._ops]
         args: list[Arg] = [xid, created, len(self._ops)]
         for op, _key, arg, low, high in self._ops:
             args += [op, arg, low, high]
+        return keys, args
+
+    def _refused(self, reply: list[Any]) -> bool:
+        index = int(reply[1]) - 1
+        reason = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
+        self.refusal = (self._ops[index][1], reason)
+        return False
+
+    def prepare(self, xid: str) -> bool:
+        if not self._ops:
+            return True
+        if self.store not in self._registered:
+            self.backend.execute("SADD", stores_key(self.namespace), self.store)
+            self._registered.add(self.store)
+        keys, args = self._script_call(xid)
         self._sent = True
         reply = self.backend.run(STORE_PREPARE, keys, args)
         code = int(reply[0])
@@ -124,10 +134,15 @@ class RedisBranch(RedisStore):
             return True
         if code == 3:
             return bool(reply[1] == b"c")
-        index = int(reply[1]) - 1
-        reason = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
-        self.refusal = (self._ops[index][1], reason)
-        return False
+        return self._refused(reply)
+
+    def commit_one_phase(self, xid: str) -> bool:
+        """Validate and apply at once (the transaction's only branch)."""
+        if not self._ops:
+            return True
+        keys, args = self._script_call(xid)
+        reply = self.backend.run(STORE_APPLY, keys, args)
+        return True if int(reply[0]) == 1 else self._refused(reply)
 
     def commit(self, xid: str) -> None:
         if not self._ops:

@@ -32,7 +32,8 @@ class State(enum.StrEnum):
 
 _NEXT: dict[State, frozenset[State]] = {
     State.ACTIVE: frozenset({State.PREPARING, State.ABORTING, State.COMMITTED}),
-    State.PREPARING: frozenset({State.PREPARED, State.ABORTING}),
+    # in_doubt from preparing: the one-phase commit of a single branch failed midway.
+    State.PREPARING: frozenset({State.PREPARED, State.ABORTING, State.IN_DOUBT}),
     State.PREPARED: frozenset({State.COMMITTING, State.ABORTING, State.IN_DOUBT}),
     State.COMMITTING: frozenset({State.COMMITTED, State.IN_DOUBT}),
     State.ABORTING: frozenset({State.ABORTED}),

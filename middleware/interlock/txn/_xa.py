@@ -148,6 +148,21 @@ class XaBranch:
             self.state = "prepared"
             return True
 
+    def commit_one_phase(self) -> bool:
+        """``XA COMMIT … ONE PHASE`` (the transaction's only branch); False if refused."""
+        with self._lock:
+            try:
+                self._execute(f"XA END {self.xid}")
+                self._execute(f"XA COMMIT {self.xid} ONE PHASE")
+            except pymysql.err.MySQLError as exc:
+                if server_errno(exc) is None:
+                    raise
+                logger.info("MySQL refused to commit %s:%s: %s", self.gtrid, self.bqual, exc)
+                self._rollback_quietly()
+                return False
+            self.state = "done"
+            return True
+
     def _mark(self) -> None:
         where = self._server()
         if where in _missing_marker:
