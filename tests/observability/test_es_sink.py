@@ -453,3 +453,18 @@ def test_bad_options_are_refused_with_the_fix() -> None:
     ]:
         with pytest.raises(ValueError, match=re.escape(needle)):
             ElasticsearchSink("http://127.0.0.1:9", **options)
+
+
+def test_configure_logging_again_replaces_the_elasticsearch_handler(
+    fake_es: Callable[..., FakeElasticsearch],
+) -> None:
+    server = fake_es()
+    first = sink(server.url)
+    configure_logging("shop", stream=io.StringIO(), elasticsearch=first)
+    log_lines(3)
+    configure_logging("shop", stream=io.StringIO())  # no Elasticsearch any more
+    assert not first.thread.is_alive() and first.sent == 3  # flushed, then stopped
+    ours = [h for h in logging.getLogger().handlers if isinstance(h, QueueingHandler)]
+    assert len(ours) == 1 and not isinstance(ours[0].writer, ElasticsearchSink)
+    log_lines(2)
+    assert first.sent == 3
