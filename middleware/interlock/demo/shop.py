@@ -112,7 +112,11 @@ def create_app(ail: AsyncInterlock) -> Any:
         return JSONResponse({"order": order_id, "sku": sku, "qty": qty}, status_code=201)
 
     async def restock(request: Request) -> Response:
-        await restock_all(ail)
+        try:
+            await restock_all(ail)
+        except TransactionAborted as exc:  # e.g. an order held a staged write: try again
+            conflict = {"error": "restock conflicted with orders", "reason": exc.reason}
+            return JSONResponse(conflict, status_code=409, headers={"retry-after": "1"})
         return JSONResponse({"restocked": len(SKUS)})
 
     async def purge(request: Request) -> Response:
