@@ -312,28 +312,41 @@ def main() -> None:
         f"{pg_ratio:.2f}x its local commit"
     )
     if args.write:
-        rows = "\n".join(
-            f"| `{mode}` | {r['tps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
-            for mode, r in seq.items()
-        )
-        body = f"""## Two-phase commit (`benchmarks/txn.py`{" --fast" if args.fast else ""})
+        write_section("txn-fast" if args.fast else "txn", render(seq, conc, rec, args))
 
-{machine()}; PostgreSQL, MariaDB and Redis on the same machine, {label}; decision log on
-Redis (AOF). One client, {args.transfers} transfers per mode (modes interleaved in rounds):
+
+def render(
+    seq: dict[str, dict[str, float]],
+    conc: dict[str, float],
+    rec: dict[str, float],
+    args: argparse.Namespace,
+) -> str:
+    """The RESULTS.md section of one run."""
+    ratio = seq["local"]["tps"] / seq["2pc"]["tps"]
+    pg_ratio = seq["pg-local"]["tps"] / seq["pg-2pc"]["tps"]
+    conc_ratio = conc["local"] / conc["2pc"]
+    durability = "fsync off everywhere" if args.fast else "durable (fsync on everywhere)"
+    rows = "\n".join(
+        f"| `{mode}` | {r['tps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
+        for mode, r in seq.items()
+    )
+    flag = " --fast" if args.fast else ""
+    return f"""## Two-phase commit (`benchmarks/txn.py{flag}`)
+
+{machine()}. PostgreSQL, MariaDB and Redis on the same machine, {durability};
+decision log on Redis (AOF). One client, {args.transfers} transfers per mode, interleaved:
 
 | mode | transfers/s | p50 ms | p99 ms |
 |---|---:|---:|---:|
 {rows}
 
-- 2PC across PostgreSQL + MariaDB costs **{ratio:.2f}x** the two local commits
-  (target ≤ 2.5x); PostgreSQL's own PREPARE + COMMIT PREPARED costs {pg_ratio:.2f}x its
-  local commit.
-- {args.workers} processes for {args.seconds:g} s: local {conc["local"]:.0f}/s, 2PC
-  {conc["2pc"]:.0f}/s ({conc_ratio:.2f}x).
-- Recovery resolved {rec["transactions"]} in-doubt transactions ({rec["branches"]} prepared
-  branches, commit decided) in **{rec["seconds"]:.2f} s** (target ≤ 5 s).
+- 2PC across PostgreSQL + MariaDB: **{ratio:.2f}x** the two local commits (target ≤ 2.5x).
+  PostgreSQL's own PREPARE + COMMIT PREPARED: {pg_ratio:.2f}x its local commit.
+- {args.workers} processes for {args.seconds:g} s: local {conc["local"]:.0f}/s,
+  2PC {conc["2pc"]:.0f}/s ({conc_ratio:.2f}x).
+- Recovery: {rec["transactions"]:.0f} in-doubt transactions, {rec["branches"]:.0f} prepared
+  branches, commit decided: resolved in **{rec["seconds"]:.2f} s** (target ≤ 5 s).
 """
-        write_section("txn-fast" if args.fast else "txn", body)
 
 
 if __name__ == "__main__":
