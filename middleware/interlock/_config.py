@@ -31,6 +31,7 @@ class Settings:
         lock_ttl: default lease time-to-live in seconds.
         lock_timeout: default wait for a lock in seconds; ``None`` waits forever.
         label_cap: distinct values per metric label before folding into ``__overflow__``.
+        chaos: fault-injection spec (see :mod:`interlock.chaos`); empty means off.
     """
 
     url: str = "mem://"
@@ -40,6 +41,7 @@ class Settings:
     lock_ttl: float = 30.0
     lock_timeout: float | None = 10.0
     label_cap: int = 500
+    chaos: str = ""
 
     @property
     def scheme(self) -> str:
@@ -137,4 +139,10 @@ def load_settings(
             raise ConfigError(f"label_cap={cap!r} must be an integer ≥ 1") from None
         if values["label_cap"] < 1:  # type: ignore[operator]
             raise ConfigError(f"label_cap={cap!r} must be an integer ≥ 1")
+    chaos = pick("chaos")
+    if chaos:
+        from interlock.chaos import parse_chaos
+
+        parse_chaos(str(chaos))  # fail at construction, naming the bad rule
+        values["chaos"] = str(chaos)
     return Settings(**values)  # type: ignore[arg-type]

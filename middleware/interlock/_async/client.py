@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from interlock._async.backend import AsyncBackend, create_backend
 from interlock._async.cache import AsyncCache
+from interlock._async.chaos import AsyncChaosBackend
 from interlock._async.lock import _UNSET, AsyncLock, AsyncLockService, OnLost
 from interlock._async.txn import AsyncTransaction
 from interlock._async.txn_manager import AsyncTransactionManager
@@ -15,6 +16,7 @@ from interlock._config import Settings, load_settings
 from interlock._keys import base_key
 from interlock._lock_scripts import FENCED_SET, INFO
 from interlock.cache import cache_options
+from interlock.chaos import ChaosPlan, parse_chaos
 from interlock.errors import ConfigError, FenceRejected
 from interlock.lock import LockInfo, info_from_reply
 from interlock.metrics import Metrics
@@ -40,7 +42,8 @@ class AsyncInterlock:
         durability: ``"strict"`` (default) refuses a decision log that may lose
             decisions; ``"relaxed"`` logs a warning instead.
         **options: ``socket_timeout``, ``connect_timeout``, ``lock_ttl``,
-            ``lock_timeout``, ``label_cap`` (see ``interlock._config.Settings``).
+            ``lock_timeout``, ``label_cap``, ``chaos`` (see ``interlock._config.Settings``
+            and ``interlock.chaos``).
 
     Raises:
         ConfigError: for an invalid URL or option, naming the fix.
@@ -63,6 +66,9 @@ class AsyncInterlock:
         self.registry: CollectorRegistry | None = registry
         self.metrics = Metrics(registry, self.settings.label_cap)
         self.backend: AsyncBackend = backend or create_backend(self.settings)
+        if self.settings.chaos:
+            plan = ChaosPlan(parse_chaos(self.settings.chaos))
+            self.backend = AsyncChaosBackend(self.backend, plan, self.metrics)
         self.locks = AsyncLockService(self.backend, self.settings, self.metrics)
         self.transactions = AsyncTransactionManager(
             self.backend,

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from interlock._sync.backend import Backend, create_backend
 from interlock._sync.cache import Cache
+from interlock._sync.chaos import ChaosBackend
 from interlock._sync.lock import _UNSET, Lock, LockService, OnLost
 from interlock._sync.txn import Transaction
 from interlock._sync.txn_manager import TransactionManager
@@ -16,6 +17,7 @@ from interlock._config import Settings, load_settings
 from interlock._keys import base_key
 from interlock._lock_scripts import FENCED_SET, INFO
 from interlock.cache import cache_options
+from interlock.chaos import ChaosPlan, parse_chaos
 from interlock.errors import ConfigError, FenceRejected
 from interlock.lock import LockInfo, info_from_reply
 from interlock.metrics import Metrics
@@ -41,7 +43,8 @@ class Interlock:
         durability: ``"strict"`` (default) refuses a decision log that may lose
             decisions; ``"relaxed"`` logs a warning instead.
         **options: ``socket_timeout``, ``connect_timeout``, ``lock_ttl``,
-            ``lock_timeout``, ``label_cap`` (see ``interlock._config.Settings``).
+            ``lock_timeout``, ``label_cap``, ``chaos`` (see ``interlock._config.Settings``
+            and ``interlock.chaos``).
 
     Raises:
         ConfigError: for an invalid URL or option, naming the fix.
@@ -64,6 +67,9 @@ class Interlock:
         self.registry: CollectorRegistry | None = registry
         self.metrics = Metrics(registry, self.settings.label_cap)
         self.backend: Backend = backend or create_backend(self.settings)
+        if self.settings.chaos:
+            plan = ChaosPlan(parse_chaos(self.settings.chaos))
+            self.backend = ChaosBackend(self.backend, plan, self.metrics)
         self.locks = LockService(self.backend, self.settings, self.metrics)
         self.transactions = TransactionManager(
             self.backend,
