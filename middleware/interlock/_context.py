@@ -31,7 +31,7 @@ class RequestContext:
     events: dict[str, Any] = field(default_factory=dict)
 
 
-_current: ContextVar[RequestContext | None] = ContextVar("interlock_request", default=None)
+_current: ContextVar[RequestContext | None] = ContextVar("interlock.request", default=None)
 
 
 def current() -> RequestContext | None:

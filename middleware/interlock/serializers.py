@@ -21,7 +21,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import pickle
+import pickle  # used only by PickleSerializer, after its HMAC check
 import uuid
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
