@@ -18,6 +18,7 @@ Every error interlock raises derives from :class:`InterlockError`::
     └── TransactionError
         ├── TransactionAborted                 the transaction was rolled back; has `reason`
         ├── TransactionTimeout (also Aborted)  a participant did not vote before the deadline
+        ├── TransactionInDoubt                 the decision could not be recorded nor read back
         ├── HeuristicOutcome                   a branch was resolved against the decision
         └── DurabilityError                    the decision log cannot promise durability
 
@@ -116,6 +117,18 @@ class TransactionTimeout(TransactionAborted):
     """A participant did not vote before the transaction deadline."""
 
 
+class TransactionInDoubt(TransactionError):
+    """The outcome is not known yet: the decision could not be recorded nor read back.
+
+    The branches stay prepared; recovery resolves them from the decision log once it is
+    reachable again (commit if the decision was recorded, abort otherwise).
+    """
+
+    def __init__(self, message: str, *, xid: str = "") -> None:
+        super().__init__(message)
+        self.xid = xid
+
+
 class HeuristicOutcome(TransactionError):
     """A branch was committed or rolled back by hand against the logged decision."""
 
@@ -142,5 +155,6 @@ __all__ = [
     "SerializationError",
     "TransactionAborted",
     "TransactionError",
+    "TransactionInDoubt",
     "TransactionTimeout",
 ]
