@@ -9,6 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+DEMO_ARGS ?=
 # First interpreter of at least 3.11 on PATH (override: make PYTHON=/path/to/python3).
 PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 \
@@ -27,8 +28,8 @@ lint: $(VENV)/.installed-test
 check-services:
 	bash scripts/bootstrap.sh
 
-demo: $(VENV)/.installed-test
-	$(VENV)/bin/interlock demo
+demo: $(VENV)/.installed-demo
+	$(VENV)/bin/interlock demo $(DEMO_ARGS)
 
 bench: $(VENV)/.installed-bench check-services
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
