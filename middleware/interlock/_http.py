@@ -23,6 +23,7 @@ from interlock._http_log import direct_sinks, log_fields, write_direct
 from interlock._http_responses import Problem, multiprocess_mode, problem
 from interlock._http_routes import UNMATCHED, RouteTemplate, route_path
 from interlock._http_rules import CacheRule, LockRule
+from interlock._http_txn import cache_view, open_transaction
 from interlock._http_wire import new_ids, normalise_method, parse_request_id, parse_traceparent
 from interlock.errors import BackendUnavailable, LockTimeout
 from interlock.logs import ECS_FIELDS
@@ -62,6 +63,7 @@ class Exchange:
     cache: CachePlan | None = None
     tags: list[str] = field(default_factory=list)
     finished: bool = False
+    txn: Any = None  # the request's RequestTransaction, once the handler opened it
 
 
 class RequestTools:
@@ -108,12 +110,28 @@ class RequestTools:
         return self.interlock.lock(name, key, **options)
 
     def cache(self, name: str, **options: Any) -> Any:
-        """``interlock.cache(...)``."""
-        return self.interlock.cache(name, **options)
+        """``interlock.cache(...)``; while the request's transaction is open, its
+        ``invalidate_tag`` waits for the commit (and is dropped on abort)."""
+        return cache_view(self.interlock.cache(name, **options), self._exchange)
 
-    def transaction(self, name: str, **options: Any) -> Any:
-        """``interlock.transaction(...)``."""
-        return self.interlock.transaction(name, **options)
+    def transaction(self, name: str, *, timeout: float | None = None) -> Any:
+        """The request's transaction: opened on the first call, the same one afterwards.
+
+        The middleware commits it when the response starts with a 2xx/3xx status and
+        aborts it otherwise (or on an exception, a disconnect, no response); a failed
+        commit turns the response into a problem (409 or 503). See docs/middleware.md.
+
+        Args:
+            name: the transaction name (metric label).
+            timeout: seconds by which every branch must have voted (the facade's default).
+
+        Returns:
+            a :class:`~interlock._http_txn.RequestTransaction`.
+
+        Raises:
+            TransactionError: another name than the open one, or the response started.
+        """
+        return open_transaction(self.interlock, self._exchange, name, timeout)
 
     def tag(self, *tags: str) -> None:
         """Tag the response for the response cache, to purge it later by tag."""

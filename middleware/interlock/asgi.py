@@ -21,6 +21,8 @@ from interlock._http_asgi_cache import AsgiResponseCache
 from interlock._http_responses import Problem, exposition, multiprocess_mode
 from interlock._http_routes import AsgiRoutes, django_template, is_django_app
 from interlock._http_rules import CacheRule, LockRule
+from interlock._http_txn import abort_cause, commits, failure_problem, record, settled
+from interlock._synchronization import async_shielded
 from interlock.errors import BackendError, LockLost, LockTimeout
 
 Scope = MutableMapping[str, Any]
@@ -118,6 +120,7 @@ class InterlockMiddleware:
         scope["interlock"] = tools
         request_id = ex.request_id.encode()
         lease: Any = None
+        replaced = False  # a failed commit answered instead of the handler
 
         async def receive_wrapper() -> Message:
             message = await receive()
@@ -126,10 +129,22 @@ class InterlockMiddleware:
             return message
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal lease
+            nonlocal lease, replaced
             kind = message["type"]
+            if replaced:
+                return  # the handler's response was replaced by a problem
             if kind == "http.response.start":
                 ex.status = message["status"]
+                if ex.txn is not None and not ex.txn.settled:
+                    refusal = await _settle(ex)  # before anything reaches the client
+                    if refusal is not None:
+                        replaced, ex.status = True, refusal.status
+                        await _send_problem(send, refusal, request_id)
+                        ex.finished_body = True
+                        if lease is not None:
+                            held, lease = lease, None
+                            await _release(held)
+                        return
                 response_headers = list(message.get("headers", ()))
                 for name, _ in response_headers:
                     if name == _REQUEST_ID or name.lower() == _REQUEST_ID:
@@ -161,6 +176,8 @@ class InterlockMiddleware:
             raise
         finally:
             try:
+                if ex.txn is not None and not ex.txn.settled:
+                    await _settle(ex, abort_cause(ex))
                 if lease is not None:
                     await _release(lease)
             finally:
@@ -179,6 +196,41 @@ class InterlockMiddleware:
             return await lock.acquire(), None
         except (LockTimeout, BackendError) as exc:
             return None, self.core.lock_failed(ex, exc)
+
+
+async def _settle(ex: Exchange, cause: str | None = None) -> Problem | None:
+    """Commit or abort the request's transaction; the problem to send if the commit failed.
+
+    ``cause`` given: the request ends without a response: abort. Otherwise the response
+    status decides (docs/middleware.md, *Request-scoped transactions*).
+    """
+    txn = ex.txn
+    txn.settled = True
+    answer: Problem | None = None
+    commit = False
+    if not txn.active:
+        cause = "handler"  # it called commit() or abort() itself
+    elif cause is None:
+        commit = commits(ex.status or 500) and not ex.disconnected
+        cause = "disconnect" if ex.disconnected else "status"
+    try:
+        if commit:
+            try:
+                await async_shielded(txn.transaction.commit())
+            except Exception as exc:  # aborted, in doubt, heuristic: all mapped to a problem
+                answer = failure_problem(ex, txn, exc)
+        elif txn.active:
+            await async_shielded(txn.transaction.abort("client"))
+    finally:
+        applied = 0
+        for cache, tag in txn.take_due():  # filled by on_commit: only after a commit
+            try:
+                await cache.invalidate_tag(tag)
+                applied += 1
+            except Exception as exc:  # committed all the same; the log line says so
+                record(ex, invalidate_error=type(exc).__name__)
+        settled(ex, txn, cause, applied)
+    return answer
 
 
 async def _release(lease: Any) -> None:

@@ -18,6 +18,7 @@ from interlock._http import Exchange, HttpCore, RequestTools
 from interlock._http_responses import Problem, exposition, multiprocess_mode
 from interlock._http_routes import django_template, flask_template, is_django_app
 from interlock._http_rules import CacheRule, LockRule
+from interlock._http_txn import abort_cause, commits, failure_problem, record, settled
 from interlock._http_wire import utf8
 from interlock._http_wsgi_cache import WsgiResponseCache
 from interlock._sync.client import Interlock
@@ -105,6 +106,17 @@ class InterlockWSGIMiddleware:
                 ex.status = int(status[:3])
             except ValueError:
                 ex.status = 500
+            if ex.txn is not None and not ex.txn.settled:
+                refusal = _settle(ex)  # before the body, and before the server sends headers
+                if refusal is not None:
+                    ex.status = refusal.status
+                    response.replacement = [refusal.body]
+                    start_response(
+                        f"{refusal.status} {HTTPStatus(refusal.status).phrase}",
+                        [*refusal.headers, ("X-Request-ID", request_id)],
+                        *exc,
+                    )
+                    return _discard
             if not any(n.lower() == "x-request-id" for n, _ in response_headers):
                 response_headers = [*response_headers, ("X-Request-ID", request_id)]
             return start_response(status, response_headers, *exc)
@@ -145,7 +157,9 @@ class InterlockWSGIMiddleware:
 class _Response:
     """The response iterable: passes the body through; ``close()`` ends the request."""
 
-    __slots__ = ("_closed", "_ex", "_middleware", "_token", "body", "environ", "lease")
+    __slots__ = (
+        "_closed", "_ex", "_middleware", "_token", "body", "environ", "lease", "replacement",
+    )  # fmt: skip
 
     def __init__(
         self, middleware: InterlockWSGIMiddleware, ex: Exchange, environ: Environ, token: Any
@@ -157,15 +171,25 @@ class _Response:
         self.environ = environ
         self.body: Iterable[bytes] = ()
         self.lease: Any = None
+        self.replacement: list[bytes] | None = None  # a failed commit's problem
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            yield from self.body
+            if self.replacement is None:
+                for chunk in self.body:
+                    if self._replaced():  # start_response came with the first chunk
+                        break
+                    yield chunk
+            if self.replacement is not None:
+                yield from self.replacement
         except BaseException as exc:
             if not isinstance(exc, GeneratorExit):
                 self._ex.error = exc
             raise
         self._ex.finished_body = True
+
+    def _replaced(self) -> bool:
+        return self.replacement is not None
 
     def close(self) -> None:
         if self._closed:
@@ -178,6 +202,8 @@ class _Response:
                 close()
         finally:
             try:
+                if ex.txn is not None and not ex.txn.settled:
+                    _settle(ex, abort_cause(ex))
                 if self.lease is not None:
                     _release(self.lease)
             finally:
@@ -188,6 +214,44 @@ class _Response:
                     _context._current.reset(self._token)
                 except ValueError:  # closed from another context than the one that began
                     _context._current.set(None)
+
+
+def _discard(data: bytes) -> None:
+    """The ``write`` callable once the response was replaced: the handler's body is dropped."""
+
+
+def _settle(ex: Exchange, cause: str | None = None) -> Problem | None:
+    """Commit or abort the request's transaction; the problem to send if the commit failed.
+
+    The twin of ``interlock.asgi._settle``: ``cause`` given, the request ends without a
+    response (abort); otherwise the status decides.
+    """
+    txn = ex.txn
+    txn.settled = True
+    answer: Problem | None = None
+    commit = False
+    if not txn.active:
+        cause = "handler"  # it called commit() or abort() itself
+    elif cause is None:
+        commit, cause = commits(ex.status or 500), "status"
+    try:
+        if commit:
+            try:
+                txn.transaction.commit()
+            except Exception as exc:  # aborted, in doubt, heuristic: all mapped to a problem
+                answer = failure_problem(ex, txn, exc)
+        elif txn.active:
+            txn.transaction.abort("client")
+    finally:
+        applied = 0
+        for cache, tag in txn.take_due():  # filled by on_commit: only after a commit
+            try:
+                cache.invalidate_tag(tag)
+                applied += 1
+            except Exception as exc:  # committed all the same; the log line says so
+                record(ex, invalidate_error=type(exc).__name__)
+        settled(ex, txn, cause, applied)
+    return answer
 
 
 def _release(lease: Any) -> None:
