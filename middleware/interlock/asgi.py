@@ -24,6 +24,7 @@ from interlock._http_rules import CacheRule, LockRule
 from interlock._http_txn import abort_cause, commits, failure_problem, record, settled
 from interlock._synchronization import async_shielded
 from interlock.errors import BackendError, LockLost, LockTimeout
+from interlock.txn._remote import RemoteParticipantConfig
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -49,6 +50,8 @@ class InterlockMiddleware:
         exemplars: attach the trace id to the HTTP metrics as an exemplar.
         trust_request_id: reuse a well-formed incoming ``X-Request-ID``.
         logger: logger name of the per-request line (``interlock.http``).
+        participant: serve the remote-participant endpoints and run requests that
+            join another service's transaction in a branch (docs/transactions.md).
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class InterlockMiddleware:
         exemplars: bool = True,
         trust_request_id: bool = True,
         logger: str = "interlock.http",
+        participant: RemoteParticipantConfig | None = None,
     ) -> None:
         if not isinstance(interlock, AsyncInterlock):
             raise TypeError(
@@ -86,6 +90,10 @@ class InterlockMiddleware:
         self.response_cache = (
             AsgiResponseCache(interlock, self.core) if self.core.cache_rules else None
         )
+        if participant is not None:  # inside the middleware: logged and counted
+            from interlock._http_asgi_participant import AsgiParticipant
+
+            self.app = AsgiParticipant(app, interlock, participant)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -23,6 +23,7 @@ from interlock._http_wire import utf8
 from interlock._http_wsgi_cache import WsgiResponseCache
 from interlock._sync.client import Interlock
 from interlock.errors import BackendError, LockLost, LockTimeout
+from interlock.txn._remote import RemoteParticipantConfig
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -35,7 +36,8 @@ class InterlockWSGIMiddleware:
     Args:
         app: the WSGI application to wrap.
         interlock: the blocking :class:`~interlock.Interlock` to use.
-        locks, cache, routes, metrics_path, exemplars, trust_request_id, logger: as for
+        locks, cache, routes, metrics_path, exemplars, trust_request_id, logger,
+            participant: as for
             :class:`interlock.asgi.InterlockMiddleware`.
     """
 
@@ -51,6 +53,7 @@ class InterlockWSGIMiddleware:
         exemplars: bool = True,
         trust_request_id: bool = True,
         logger: str = "interlock.http",
+        participant: RemoteParticipantConfig | None = None,
     ) -> None:
         if not isinstance(interlock, Interlock):
             raise TypeError(
@@ -76,6 +79,10 @@ class InterlockWSGIMiddleware:
         self.response_cache = (
             WsgiResponseCache(interlock, self.core) if self.core.cache_rules else None
         )
+        if participant is not None:  # inside the middleware: logged and counted
+            from interlock._http_wsgi_participant import WsgiParticipant
+
+            self.app = WsgiParticipant(app, interlock, participant)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         core = self.core

@@ -43,6 +43,7 @@ from interlock.txn._xid import branch_xid, new_gtrid
 
 if TYPE_CHECKING:
     from interlock._async.txn_manager import AsyncTransactionManager
+    from interlock._async.txn_remote import AsyncRemoteParticipant
 
 DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
 _DECIDE_RETRIES = (0.05, 0.2)  # pauses between attempts to record a decision
@@ -172,6 +173,25 @@ class AsyncTransaction:
             self._stores[store] = branch
             self._add(branch, branch.resource, branch.kind, bqual)
         return branch
+
+    def remote(
+        self, url: str, *, secret: Any, resource: str = "remote", **options: Any
+    ) -> AsyncRemoteParticipant:
+        """A branch in another interlock service's database, joined over HTTP.
+
+        Make the call with ``await branch.request("POST", "/path", json=...)``: the remote
+        runs it in a branch and prepares it before answering (docs/transactions.md,
+        *Remote participants*). Options: ``prefix``, ``timeout``, ``client``.
+        """
+        from interlock._async.txn_remote import AsyncRemoteParticipant
+
+        bqual, xid = self._next_branch()
+        options.setdefault("timeout", self.timeout)
+        participant = AsyncRemoteParticipant(
+            url, secret=secret, xid=xid, resource=resource, **options
+        )
+        self._add(participant, resource, participant.kind, bqual)
+        return participant
 
     def enlist(
         self, participant: AsyncParticipant, *, resource: str, kind: str = "custom"

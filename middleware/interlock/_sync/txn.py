@@ -44,6 +44,7 @@ from interlock.txn._xid import branch_xid, new_gtrid
 
 if TYPE_CHECKING:
     from interlock._sync.txn_manager import TransactionManager
+    from interlock._sync.txn_remote import RemoteParticipant
 
 DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
 _DECIDE_RETRIES = (0.05, 0.2)  # pauses between attempts to record a decision
@@ -173,6 +174,25 @@ class Transaction:
             self._stores[store] = branch
             self._add(branch, branch.resource, branch.kind, bqual)
         return branch
+
+    def remote(
+        self, url: str, *, secret: Any, resource: str = "remote", **options: Any
+    ) -> RemoteParticipant:
+        """A branch in another interlock service's database, joined over HTTP.
+
+        Make the call with ``branch.request("POST", "/path", json=...)``: the remote
+        runs it in a branch and prepares it before answering (docs/transactions.md,
+        *Remote participants*). Options: ``prefix``, ``timeout``, ``client``.
+        """
+        from interlock._sync.txn_remote import RemoteParticipant
+
+        bqual, xid = self._next_branch()
+        options.setdefault("timeout", self.timeout)
+        participant = RemoteParticipant(
+            url, secret=secret, xid=xid, resource=resource, **options
+        )
+        self._add(participant, resource, participant.kind, bqual)
+        return participant
 
     def enlist(
         self, participant: Participant, *, resource: str, kind: str = "custom"

@@ -3,7 +3,12 @@
 The drivers are generated pairs in ``interlock._async.txn*`` / ``interlock._sync.txn*``;
 their public types (``Transaction``, ``Participant``, ...) are exported by ``interlock``.
 Start a transaction with ``Interlock.transaction(name)``; see docs/transactions.md.
+Remote participants (docs/transactions.md): ``RemoteParticipantConfig`` and
+``RemoteBranch`` are plain data; ``RemoteResource`` and ``RemoteRecovery`` (and their
+``Async`` twins) need httpx (the ``remote`` extra) and are imported on first use.
 """
+
+from typing import Any
 
 from interlock.txn._errors import TransactionInDoubt
 from interlock.txn._records import (
@@ -13,6 +18,7 @@ from interlock.txn._records import (
     PreparedBranch,
     RecoveryReport,
 )
+from interlock.txn._remote import RemoteBranch, RemoteParticipantConfig
 from interlock.txn._state import State, Vote
 from interlock.txn._xid import FORMAT_ID, XidInfo, parse_gtrid
 
@@ -23,9 +29,30 @@ __all__ = [
     "Heuristic",
     "PreparedBranch",
     "RecoveryReport",
+    "RemoteBranch",
+    "RemoteParticipantConfig",
     "State",
     "TransactionInDoubt",
     "Vote",
     "XidInfo",
     "parse_gtrid",
 ]
+
+_REMOTE = {
+    "AsyncRemoteParticipant": "interlock._async.txn_remote",
+    "AsyncRemoteRecovery": "interlock._async.txn_remote",
+    "AsyncRemoteResource": "interlock._async.txn_remote",
+    "RemoteParticipant": "interlock._sync.txn_remote",
+    "RemoteRecovery": "interlock._sync.txn_remote",
+    "RemoteResource": "interlock._sync.txn_remote",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The httpx-based remote-participant classes, imported on first use."""
+    module = _REMOTE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
