@@ -302,7 +302,19 @@ class AsyncBranchService:
             await participant.conn.close()
 
     async def handle(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """Serve one endpoint: ``(status, JSON document)``."""
+        """Serve one endpoint: ``(status, JSON document)``; 503 when the database or the
+        decision log fails (the caller retries; recovery retries)."""
+        try:
+            return await self._handle(endpoint, body)
+        except Exception as exc:
+            logger.warning("participant endpoint %s failed: %s", endpoint.route, exc)
+            return 503, {"xid": endpoint.xid, "result": "error", "detail": str(exc)}
+        finally:
+            if self._resource is not None:  # a session per call: nothing left open between
+                async with self._mutex:
+                    await self._resource.aclose()
+
+    async def _handle(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if endpoint.action == "decision":
             return await self._decision(endpoint.xid)
         resource = self._resource
@@ -352,6 +364,7 @@ class AsyncBranchService:
         info = parse_gtrid(gtrid)
         if info is None or not owned_by(gtrid, manager.namespace):
             return 404, {"xid": gtrid, "outcome": None, "detail": "not our transaction"}
+        await manager.ready()  # the start-up check, once: creates a missing decision table
         decision = await manager.log.get(gtrid)
         now = time.time()
         if decision is None:

@@ -303,7 +303,19 @@ class BranchService:
             participant.conn.close()
 
     def handle(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """Serve one endpoint: ``(status, JSON document)``."""
+        """Serve one endpoint: ``(status, JSON document)``; 503 when the database or the
+        decision log fails (the caller retries; recovery retries)."""
+        try:
+            return self._handle(endpoint, body)
+        except Exception as exc:
+            logger.warning("participant endpoint %s failed: %s", endpoint.route, exc)
+            return 503, {"xid": endpoint.xid, "result": "error", "detail": str(exc)}
+        finally:
+            if self._resource is not None:  # a session per call: nothing left open between
+                with self._mutex:
+                    self._resource.close()
+
+    def _handle(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if endpoint.action == "decision":
             return self._decision(endpoint.xid)
         resource = self._resource
@@ -353,6 +365,7 @@ class BranchService:
         info = parse_gtrid(gtrid)
         if info is None or not owned_by(gtrid, manager.namespace):
             return 404, {"xid": gtrid, "outcome": None, "detail": "not our transaction"}
+        manager.ready()  # the start-up check, once: creates a missing decision table
         decision = manager.log.get(gtrid)
         now = time.time()
         if decision is None:
