@@ -324,11 +324,17 @@ def referenced_log_fields() -> dict[str, set[str]]:
 
 
 def catalogue() -> dict[str, str]:
-    """Metric name -> type, from docs/metrics.md if it exists, else DESIGN.md's table."""
+    """Metric name -> type, from docs/metrics.md if it exists, else DESIGN.md's table.
+
+    Only table rows count: prose may name things that share the prefix but are not
+    metrics (the PostgreSQL tables ``interlock_txn_decisions``, ``interlock_xa_branches``).
+    """
     if not METRICS_DOC.exists():
         return dict(FALLBACK_CATALOGUE)
     result: dict[str, str] = {}
     for line in METRICS_DOC.read_text(encoding="utf-8").splitlines():
+        if not line.lstrip().startswith("|"):
+            continue
         kind = next((k for k in ("counter", "gauge", "histogram") if k in line.lower()), "")
         for name in re.findall(r"`(interlock_[a-z0-9_]+)`", line):
             result.setdefault(name, kind)

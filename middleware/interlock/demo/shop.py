@@ -4,8 +4,10 @@
   (a simulated 20 ms database read on a miss); ``POST /admin/purge`` invalidates it by tag.
 - ``POST /inventory/{sku}/reserve``: a lock rule holds the ``inventory`` lock of the SKU
   while the handler works (20-50 ms); hot SKUs contend, slow waits answer 423.
-- ``POST /orders``: takes the SKU's lock from the handler and runs a two-phase commit
-  that decrements the stock (voting no when it would go below zero) and records the order.
+- ``POST /orders``: a request-scoped two-phase commit across two stores: the ``inventory``
+  store decrements the stock (voting no when it would go below zero), the ``orders`` store
+  records the order. The handler only stages the writes and answers 201; the middleware
+  commits when that status goes out, or answers 409 (problem+json) when a store refused.
 """
 
 from __future__ import annotations
@@ -21,19 +23,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from interlock import (
-    AsyncInterlock,
-    CacheRule,
-    InterlockMiddleware,
-    LockRule,
-    LockTimeout,
-    TransactionAborted,
-)
+from interlock import AsyncInterlock, CacheRule, InterlockMiddleware, LockRule, TransactionAborted
 
 PRODUCTS = 50
 SKUS = [f"sku-{i}" for i in range(20)]
 HOT_SKUS = SKUS[:2]
-STORE = "shop"
+INVENTORY = "inventory"  # stock per SKU
+ORDERS = "orders"  # one record per order: a second store, so orders are real two-phase commits
 STOCK = 200
 
 LOCKS = [
@@ -57,7 +53,7 @@ INDEX = """interlock demo shop
 GET  /products                  cached catalogue (CacheRule, tag "catalog")
 GET  /products/{id}             cached product, stale-while-revalidate
 POST /inventory/{sku}/reserve   LockRule "inventory" per SKU (423 + Retry-After when busy)
-POST /orders  {"sku", "qty"}    lock + two-phase commit on the stock
+POST /orders  {"sku", "qty"}    two-phase commit: inventory + orders stores (409 when out of stock)
 POST /admin/restock             put every SKU back to full stock
 POST /admin/purge               invalidate the catalogue by tag
 GET  /metrics                   Prometheus metrics
@@ -94,21 +90,12 @@ def create_app(ail: AsyncInterlock) -> Any:
             sku, qty = str(order["sku"]), int(order.get("qty", 1))
         except (ValueError, KeyError, TypeError):
             return JSONResponse({"error": 'send {"sku": ..., "qty": n}'}, status_code=400)
-        tools = request.scope["interlock"]
         order_id = uuid.uuid4().hex[:12]
-        try:
-            async with (
-                tools.lock("inventory", sku, timeout=0.3),
-                ail.transaction("checkout", timeout=2.0) as tx,
-            ):
-                stock = tx.redis(STORE)
-                stock.incrby(("stock", sku), -qty, min=0)
-                stock.set(("order", order_id), f"{sku}:{qty}")
-        except LockTimeout:
-            busy = {"error": "inventory busy"}
-            return JSONResponse(busy, status_code=423, headers={"retry-after": "1"})
-        except TransactionAborted as exc:
-            return JSONResponse({"error": "out of stock", "reason": exc.reason}, status_code=409)
+        # The request's transaction: the middleware commits it as the 201 goes out (prepare
+        # both stores, log the decision, commit both) or answers 409 if a store votes no.
+        tx = request.scope["interlock"].transaction("checkout", timeout=2.0)
+        tx.redis(INVENTORY).incrby(("stock", sku), -qty, min=0)
+        tx.redis(ORDERS).set(("order", order_id), f"{sku}:{qty}")
         return JSONResponse({"order": order_id, "sku": sku, "qty": qty}, status_code=201)
 
     async def restock(request: Request) -> Response:
@@ -141,6 +128,6 @@ def create_app(ail: AsyncInterlock) -> Any:
 async def restock_all(ail: AsyncInterlock) -> None:
     """Set every SKU's stock to full, in one transaction."""
     async with ail.transaction("restock", timeout=5.0) as tx:
-        store = tx.redis(STORE)
+        store = tx.redis(INVENTORY)
         for sku in SKUS:
             store.set(("stock", sku), STOCK)

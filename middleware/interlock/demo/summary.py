@@ -46,7 +46,7 @@ class Snapshot:
                         snap.acquired += value
                 elif name == "interlock_cache_requests_total":
                     snap.cache[labels["result"]] += value
-                elif name == "interlock_txn_total":
+                elif name == "interlock_txn_total" and labels.get("txn") == "checkout":
                     if labels.get("outcome") == "committed":
                         snap.committed += value
                     else:
