@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from interlock import _context
 from interlock._async.txn_redis import AsyncRedisBranch
 from interlock._keys import validate_name
-from interlock._synchronization import async_call_all, async_shielded, async_sleep
+from interlock._synchronization import async_call, async_call_all, async_shielded, async_sleep
 from interlock.errors import (
     ConfigError,
     HeuristicOutcome,
@@ -202,7 +202,10 @@ class AsyncTransaction:
         return participant
 
     def on_commit(self, callback: Callable[[], Any]) -> None:
-        """Call ``callback()`` once the transaction has committed (e.g. invalidate caches)."""
+        """Call ``callback()`` once the transaction has committed (e.g. invalidate caches).
+
+        With the async API a callback may be a coroutine function; it is awaited.
+        """
         self._on_commit.append(callback)
 
     # -- outcome -------------------------------------------------------------------------
@@ -386,7 +389,7 @@ class AsyncTransaction:
             self._move(State.COMMITTED)
             manager.completed([self.xid])  # removed with the next decision, or at close
         self._finished("committed")
-        self._run_on_commit()
+        await self._run_on_commit()
         if heuristics:
             for error in heuristics:
                 manager.heuristic(self.name, self.xid, str(error))
@@ -445,12 +448,12 @@ class AsyncTransaction:
             branch=branch.bqual,
         )
         self._finished("committed")
-        self._run_on_commit()
+        await self._run_on_commit()
 
-    def _run_on_commit(self) -> None:
+    async def _run_on_commit(self) -> None:
         for callback in self._on_commit:
             try:
-                callback()
+                await async_call(callback)  # async callbacks are awaited (async API)
             except Exception:  # the transaction is committed; a hook must not undo that
                 logging.getLogger("interlock.txn").exception("on_commit callback failed")
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from interlock import _context
 from interlock._sync.txn_redis import RedisBranch
 from interlock._keys import validate_name
-from interlock._synchronization import call_all, shielded, sleep
+from interlock._synchronization import call, call_all, shielded, sleep
 from interlock.errors import (
     ConfigError,
     HeuristicOutcome,
@@ -203,7 +203,10 @@ class Transaction:
         return participant
 
     def on_commit(self, callback: Callable[[], Any]) -> None:
-        """Call ``callback()`` once the transaction has committed (e.g. invalidate caches)."""
+        """Call ``callback()`` once the transaction has committed (e.g. invalidate caches).
+
+        With the sync API a callback may be a coroutine function; it is awaited.
+        """
         self._on_commit.append(callback)
 
     # -- outcome -------------------------------------------------------------------------
@@ -451,7 +454,7 @@ class Transaction:
     def _run_on_commit(self) -> None:
         for callback in self._on_commit:
             try:
-                callback()
+                call(callback)  # sync callbacks are awaited (sync API)
             except Exception:  # the transaction is committed; a hook must not undo that
                 logging.getLogger("interlock.txn").exception("on_commit callback failed")
 
