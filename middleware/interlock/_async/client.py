@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry
 from interlock._async.backend import AsyncBackend, create_backend
 from interlock._async.cache import AsyncCache
 from interlock._async.chaos import AsyncChaosBackend
-from interlock._async.lock import _UNSET, AsyncLock, AsyncLockService, OnLost
+from interlock._async.lock import _UNSET, AsyncLock, OnLost
+from interlock._async.lock_service import AsyncLockService
 from interlock._async.txn import AsyncTransaction
 from interlock._async.txn_manager import AsyncTransactionManager
 from interlock._config import Settings, load_settings

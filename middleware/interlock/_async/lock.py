@@ -1,31 +1,26 @@
-"""Distributed locks: driver code shared by both APIs (``_sync`` is generated from ``_async``).
+"""Distributed locks: leases and locks (``_sync`` is generated from this ``_async`` source).
 
-One :class:`AsyncLockService` per interlock instance owns what is shared between locks:
-the wake-up channel (one pub/sub subscription per process), the waiters waiting for a
-hand-off, the leases this process holds (for reentrancy checks) and the one background
-renewer that extends every auto-renewed lease in batches.
+What all locks of one interlock instance share — wake-ups, held leases, the renewer — is
+the :class:`~interlock._async.lock_service.AsyncLockService`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 from interlock import _context
-from interlock._async.backend import AsyncBackend
-from interlock._config import Settings
+from interlock._async.lock_service import AsyncLockService
 from interlock._keys import encode_key, validate_name
 from interlock._lock_scripts import ACQUIRE, CANCEL, EXTEND, RELEASE
 from interlock._synchronization import (
     AsyncEvent,
-    AsyncWorker,
     async_current_owner,
     async_shielded,
 )
-from interlock.backends._script import Arg, Script
+from interlock.backends._script import Arg
 from interlock.errors import ConfigError, LockAlreadyHeld, LockLost, LockTimeout
 from interlock.lock import (
     FENCE_IDLE_MS,
@@ -34,116 +29,12 @@ from interlock.lock import (
     lock_keys,
     new_token,
     parse_lock,
-    renew_due,
     wait_seconds,
 )
-from interlock.metrics import Metrics
 
 logger = logging.getLogger("interlock.lock")
 _UNSET: Any = object()
 OnLost = Callable[["AsyncLease"], None]
-
-
-class AsyncLockService:
-    """Per-instance lock machinery: wake-ups, held leases, the renewer."""
-
-    def __init__(self, backend: AsyncBackend, settings: Settings, metrics: Metrics) -> None:
-        self.backend = backend
-        self.settings = settings
-        self.metrics = metrics
-        self.channel = f"{settings.namespace}:wake:{uuid.uuid4().hex}"
-        self.listening = False
-        self.held: dict[tuple[str, str, int], AsyncLease] = {}
-        self._waiters: dict[str, AsyncEvent] = {}
-        self._handoffs: dict[str, int] = {}
-        self._leases: set[AsyncLease] = set()
-        self._renewer = AsyncWorker(self._renew_loop, "interlock-lock-renewer")
-        self._renew_wakeup: AsyncEvent | None = None
-        self._closing = False
-
-    # -- wake-ups ------------------------------------------------------------------------
-
-    def _on_wake(self, payload: bytes) -> None:
-        token, _, fence = payload.decode().partition(":")
-        waiter = self._waiters.get(token)
-        if waiter is not None:
-            self._handoffs[token] = int(fence)
-            waiter.set()
-
-    def _on_reset(self) -> None:
-        for waiter in list(self._waiters.values()):
-            waiter.set()  # wake-ups may have been missed: every waiter retries once
-
-    async def ensure_listening(self) -> None:
-        if not self.listening:
-            await self.backend.subscribe(self.channel, self._on_wake)
-            if not self.listening:
-                self.backend.on_reset(self._on_reset)
-                self.listening = True
-
-    def register(self, token: str) -> AsyncEvent:
-        waiter = self._waiters[token] = AsyncEvent()
-        return waiter
-
-    def unregister(self, token: str) -> None:
-        self._waiters.pop(token, None)
-        self._handoffs.pop(token, None)
-
-    def handoff(self, token: str) -> int | None:
-        return self._handoffs.pop(token, None)
-
-    # -- renewal -------------------------------------------------------------------------
-
-    def track(self, lease: AsyncLease) -> None:
-        if lease.auto_renew:
-            self._leases.add(lease)
-            self._renewer.start()
-
-    def forget(self, lease: AsyncLease) -> None:
-        self._leases.discard(lease)
-        self.held.pop(lease.held_key, None)
-
-    async def _renew_loop(self) -> None:
-        wakeup = self._renew_wakeup = AsyncEvent()
-        while not self._closing:
-            leases = [lease for lease in list(self._leases) if not lease.done]
-            now = time.monotonic()
-            due = [lease for lease in leases if renew_due(lease.deadline, lease.ttl, now)]
-            if due:
-                await self._renew(due)
-            pause = 1.0
-            for lease in leases:
-                pause = min(pause, lease.deadline - lease.ttl * 2 / 3 - time.monotonic())
-            await wakeup.wait(max(pause, 0.005))
-            wakeup.clear()
-
-    async def _renew(self, due: list[AsyncLease]) -> None:
-        calls: list[tuple[Script, list[str], list[Arg]]] = [
-            (EXTEND, lease.keys[:1], [lease.token, lease.ttl_ms]) for lease in due
-        ]
-        started = time.monotonic()
-        try:
-            results = await self.backend.run_many(calls)
-        except Exception as exc:  # the whole batch failed: judge each lease below
-            results = [exc] * len(due)
-        for lease, result in zip(due, results, strict=True):
-            if lease.done:
-                continue
-            if isinstance(result, Exception):
-                if time.monotonic() >= lease.deadline:
-                    lease.mark_lost("renewal_failed", result)
-            elif result == 1:
-                lease.deadline = started + lease.ttl
-            else:
-                lease.mark_lost("taken")
-
-    async def aclose(self) -> None:
-        self._closing = True
-        if self._renew_wakeup is not None:
-            self._renew_wakeup.set()
-        await self._renewer.join(timeout=2.0)
-        if self.listening:
-            await self.backend.unsubscribe(self.channel, self._on_wake)
 
 
 class AsyncLease:

@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry
 from interlock._sync.backend import Backend, create_backend
 from interlock._sync.cache import Cache
 from interlock._sync.chaos import ChaosBackend
-from interlock._sync.lock import _UNSET, Lock, LockService, OnLost
+from interlock._sync.lock import _UNSET, Lock, OnLost
+from interlock._sync.lock_service import LockService
 from interlock._sync.txn import Transaction
 from interlock._sync.txn_manager import TransactionManager
 from interlock._config import Settings, load_settings
