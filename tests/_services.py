@@ -1,4 +1,4 @@
-"""Throwaway Redis, Redis Cluster, PostgreSQL and MariaDB servers for the test suite.
+"""Throwaway Redis (single, Sentinel, Cluster), PostgreSQL and MariaDB servers for tests.
 
 Plain Python, no pytest: each server runs from the Debian binaries on free ports in its own
 temporary directory, owned by the process that started it, and is gone at interpreter exit
@@ -38,6 +38,7 @@ __all__ = [
     "MariaDBServer",
     "PostgresServer",
     "RedisCluster",
+    "RedisSentinel",
     "RedisServer",
     "ServiceError",
     "ServiceUnavailable",
@@ -507,6 +508,195 @@ class RedisCluster:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class _SentinelProcess(_Process):
+    """``redis-server <dir>/sentinel.conf --sentinel``; Sentinel rewrites that file itself."""
+
+    name = "redis-sentinel"
+
+    def __init__(self, binary: str, conf: str, startup_timeout: float) -> None:
+        self.binary = binary
+        self.conf = conf
+        super().__init__(None, startup_timeout, "sentinel")
+
+    def _prepare(self) -> None:
+        text = self.conf.replace("{port}", str(self.port)).replace("{dir}", str(self.dir))
+        (self.dir / "sentinel.conf").write_text(text)
+
+    def _command(self) -> list[str]:
+        return [self.binary, str(self.dir / "sentinel.conf"), "--sentinel"]
+
+    def _ready(self) -> bool:
+        try:
+            return bool(redis_command(self.port, "PING", timeout=1.0) == "PONG")
+        except (OSError, ConnectionError, ServiceError):
+            return False
+
+
+class RedisSentinel:
+    """One master, one replica and one Sentinel (quorum 1) monitoring them as ``service``.
+
+    Sentinel declares the master down after ``down_after_ms`` and promotes the replica, so
+    :meth:`kill_master` followed by :meth:`wait_failover` exercises a real failover. The
+    topology is not restored afterwards: use a private instance for destructive tests.
+    """
+
+    def __init__(
+        self,
+        service: str = "mymaster",
+        *,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+        startup_timeout: float = STARTUP_TIMEOUT,
+    ) -> None:
+        binary = _find_binary(["redis-server"], "redis-server")
+        self.service = service
+        self.startup_timeout = startup_timeout
+        # No 5 s wait before a full sync (Redis 7's diskless default), on either node.
+        self._config = {"repl-diskless-sync-delay": "0"}
+        self.master = RedisServer(config=self._config, startup_timeout=startup_timeout)
+        self.replica: RedisServer | None = None  # needs the master's port, known once started
+        self._conf_template = (
+            "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n"
+            f"sentinel monitor {service} 127.0.0.1 {{master}} 1\n"
+            f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
+            f"sentinel failover-timeout {service} {failover_timeout_ms}\n"
+        )
+        self._binary = binary
+        self.sentinel: _SentinelProcess | None = None
+        self.paused = False
+
+    @property
+    def url(self) -> str:
+        if self.sentinel is None:
+            raise ServiceError("RedisSentinel is not started")
+        return f"redis+sentinel://127.0.0.1:{self.sentinel.port}/{self.service}/0"
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        return [s for s in (self.master, self.replica) if s is not None]
+
+    @property
+    def running(self) -> bool:
+        return self.sentinel is not None and self.sentinel.running and all(
+            s.running for s in self.servers
+        )
+
+    def start(self) -> Self:
+        """Start master, replica (synced) and sentinel (seeing the replica); each bounded."""
+        if not self.master.running:
+            self.master.start()
+        if self.replica is None:
+            self.replica = RedisServer(
+                config={**self._config, "replicaof": f"127.0.0.1 {self.master.port}"},
+                startup_timeout=self.startup_timeout,
+            )
+        if not self.replica.running:
+            self.replica.start()
+            self._wait(self._replica_synced, "the replica to sync with the master")
+        if self.sentinel is None:
+            conf = self._conf_template.replace("{master}", str(self.master.port))
+            self.sentinel = _SentinelProcess(self._binary, conf, self.startup_timeout)
+        if not self.sentinel.running:
+            self.sentinel.start()
+            self._wait(self._sentinel_sees_replica, "the sentinel to discover the replica")
+        return self
+
+    def _wait(self, predicate: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            try:
+                if predicate():
+                    return
+            except (OSError, ConnectionError, ServiceError):
+                pass
+            if time.monotonic() > deadline:
+                logs = "\n".join(
+                    f"{p.name} {p.port} ({p.log_path}):\n{_tail(p.log_path, 10)}"
+                    for p in (*self.servers, self.sentinel)
+                    if p is not None
+                )
+                raise ServiceError(
+                    f"timed out after {self.startup_timeout:.0f} s waiting for {what}:\n{logs}"
+                )
+            time.sleep(_POLL * 5)
+
+    def _replica_synced(self) -> bool:
+        assert self.replica is not None
+        info = str(self.replica.command("INFO", "replication", timeout=1.0))
+        return "master_link_status:up" in info
+
+    def _sentinel_sees_replica(self) -> bool:
+        replicas = self.sentinel_command("SENTINEL", "REPLICAS", self.service)
+        return any(
+            "s_down" not in str(r) and "disconnected" not in str(r) for r in replicas or ()
+        )
+
+    def sentinel_command(self, *args: str | bytes | int, timeout: float = 5.0) -> Any:
+        if self.sentinel is None:
+            raise ServiceError("RedisSentinel is not started")
+        return redis_command(self.sentinel.port, *args, timeout=timeout)
+
+    def master_port(self) -> int:
+        """The master's port according to the sentinel."""
+        addr = self.sentinel_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+        return int(addr[1])
+
+    def kill_master(self) -> RedisServer:
+        """SIGKILL the current master; return it (it can be started again as a replica)."""
+        port = self.master_port()
+        server = next(s for s in self.servers if s.port == port)
+        server.kill()
+        return server
+
+    def wait_failover(self, old_port: int, timeout: float = 15.0) -> int:
+        """Wait until the sentinel names a master other than ``old_port`` that accepts writes."""
+
+        def promoted() -> bool:
+            port = self.master_port()
+            if port == old_port:
+                return False
+            return "role:master" in str(redis_command(port, "INFO", "replication", timeout=1.0))
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if promoted():
+                    return self.master_port()
+            except (OSError, ConnectionError, ServiceError):
+                pass
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"no failover away from port {old_port} within {timeout} s; sentinel log "
+                    f"{self.sentinel.log_path if self.sentinel else '?'}"
+                )
+            time.sleep(_POLL * 5)
+
+    def flushall(self) -> None:
+        redis_command(self.master_port(), "FLUSHALL")
+
+    def stop(self) -> None:
+        for proc in (self.sentinel, self.replica, self.master):
+            if proc is not None:
+                proc.stop()
+
+    def close(self) -> None:
+        for proc in (self.sentinel, self.replica, self.master):
+            if proc is not None:
+                proc.close()
+
+    def resume(self) -> None:
+        """Nothing is ever paused as a whole; present for the shared-service check."""
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<RedisSentinel {self.service} {self.servers!r} {self.sentinel!r}>"
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------

@@ -17,13 +17,14 @@ from _services import (
     MariaDBServer,
     PostgresServer,
     RedisCluster,
+    RedisSentinel,
     RedisServer,
     ServiceError,
     ServiceUnavailable,
 )
 
-Service = RedisServer | RedisCluster | PostgresServer | MariaDBServer
-_S = TypeVar("_S", RedisServer, RedisCluster, PostgresServer, MariaDBServer)
+Service = RedisServer | RedisCluster | RedisSentinel | PostgresServer | MariaDBServer
+_S = TypeVar("_S", RedisServer, RedisCluster, RedisSentinel, PostgresServer, MariaDBServer)
 
 # Session services that tests must leave running; checked after every test.
 _shared: list[Service] = []
@@ -32,6 +33,7 @@ _shared: list[Service] = []
 _MARKS = {
     "redis": {"redis_server", "redis_url", "redis_flush", "redis_factory", "fresh_redis"},
     "cluster": {"redis_cluster", "redis_cluster_url"},
+    "sentinel": {"redis_sentinel", "redis_sentinel_url"},
     "postgres": {"postgres_server", "fresh_postgres"},
     "mysql": {"mariadb_server", "fresh_mariadb"},
 }
@@ -86,7 +88,7 @@ def _shared_services_left_running(request: pytest.FixtureRequest) -> Iterator[No
     broken = [service for service in _shared if not service.running]
     described = ", ".join(map(repr, broken))
     for service in broken:
-        if isinstance(service, RedisCluster):
+        if isinstance(service, RedisCluster | RedisSentinel):
             service.start()
         elif service.paused:
             service.resume()
@@ -127,6 +129,17 @@ def redis_cluster() -> Iterator[RedisCluster]:
 @pytest.fixture(scope="session")
 def redis_cluster_url(redis_cluster: RedisCluster) -> str:
     return redis_cluster.url
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[RedisSentinel]:
+    """A master, a replica and one Sentinel for the whole session (never failed over)."""
+    yield from _shared_service(RedisSentinel)
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel_url(redis_sentinel: RedisSentinel) -> str:
+    return redis_sentinel.url
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,9 @@
-"""The Redis backend: single node, TLS (``rediss://``) and Cluster (``redis+cluster://``).
+"""The Redis backend: single node, TLS (``rediss://``), Sentinel and Cluster.
+
+With Sentinel (``redis+sentinel://h1:p1,h2:p2/service[/db]``) commands go through redis-py's
+``master_for`` client, which asks the sentinels for the master's address whenever it opens a
+connection, so after a failover the next reconnect reaches the promoted replica; the pub/sub
+listener asks the sentinels (``discover_master``) before each of its reconnects too.
 
 Commands and scripts go through redis-py with bounded socket and connect timeouts and at
 most one immediate retry on a refused/broken connection, so a Redis that is down raises
@@ -18,9 +23,10 @@ import redis.asyncio as redis_lib
 from redis import exceptions as redis_errors
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
-from interlock._config import Settings
+from interlock._config import Settings, parse_sentinel_url
 from interlock._synchronization import AsyncEvent, AsyncMutex, AsyncWorker, async_sleep
 from interlock.backends._cluster import async_cluster_ready
 from interlock.backends._errors import REDIS_ERRORS, UNAVAILABLE, map_redis_errors, translate
@@ -77,6 +83,27 @@ class AsyncRedisBackend:
             self._pubsub_targets = [
                 {"host": h, "port": p, **auth, **options} for h, p in nodes
             ]
+        elif "sentinel" in settings.scheme:
+            target = parse_sentinel_url(settings.url)
+            self._sentinel_service = target.service
+            self._sentinel_options: dict[str, Any] = {
+                "db": target.db,
+                "username": target.username,
+                "password": target.password,
+                **({"ssl": True} if target.ssl else {}),
+                **options,
+            }
+            factory: Any = Sentinel  # redis-py's Sentinel is untyped
+            self._sentinel: Any = factory(
+                list(target.sentinels),
+                sentinel_kwargs={  # no retries: the next sentinel in the list is the retry
+                    "socket_timeout": settings.socket_timeout,
+                    "socket_connect_timeout": settings.connect_timeout,
+                    "retry": Retry(NoBackoff(), 0),
+                },
+            )
+            self._client = self._sentinel.master_for(target.service, **self._sentinel_options)
+            self._pubsub_targets = []  # resolved through the sentinels on every (re)connect
         else:
             self._client = redis_lib.Redis.from_url(settings.url, **options)
             self._pubsub_targets = [{"url": settings.url, **options}]
@@ -168,8 +195,15 @@ class AsyncRedisBackend:
             except Exception:  # one bad callback must not stop the listener
                 logger.exception("pub/sub reset callback failed")
 
-    def _new_pubsub(self, attempt: int) -> Any:
-        target = dict(self._pubsub_targets[attempt % len(self._pubsub_targets)])
+    async def _pubsub_target(self, attempt: int) -> dict[str, Any]:
+        """Where the listener connects next: the current master when behind Sentinel."""
+        if self._pubsub_targets:
+            return dict(self._pubsub_targets[attempt % len(self._pubsub_targets)])
+        host, port = await self._sentinel.discover_master(self._sentinel_service)
+        return {"host": host, "port": port, **self._sentinel_options}
+
+    async def _new_pubsub(self, attempt: int) -> Any:
+        target = await self._pubsub_target(attempt)
         url = target.pop("url", None)
         client: Any = redis_lib.Redis.from_url(url, **target) if url else redis_lib.Redis(**target)
         pubsub = client.pubsub()
@@ -182,7 +216,7 @@ class AsyncRedisBackend:
         while not self._closing:
             try:
                 if pubsub is None:
-                    pubsub = self._new_pubsub(attempt)
+                    pubsub = await self._new_pubsub(attempt)
                     self._active.clear()
                 pending = [c for c in self._callbacks if c not in self._active]
                 if pending:
@@ -227,6 +261,11 @@ class AsyncRedisBackend:
     async def aclose(self) -> None:
         self._closing = True
         await self._listener.join(timeout=2 * _POLL + self._settings.socket_timeout)
+        for sentinel in getattr(getattr(self, "_sentinel", None), "sentinels", ()):
+            try:
+                await sentinel.aclose()
+            except Exception:
+                logger.debug("closing a sentinel connection failed", exc_info=True)
         if self._client is None:
             return
         try:

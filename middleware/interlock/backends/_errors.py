@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from redis import exceptions as redis_errors
+from redis.asyncio.sentinel import MasterNotFoundError as AsyncMasterNotFoundError
+from redis.sentinel import MasterNotFoundError
 
 from interlock.errors import BackendError, BackendUnavailable
 
@@ -17,6 +19,8 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     redis_errors.MasterDownError,
     redis_errors.RedisClusterException,
     redis_errors.BusyLoadingError,
+    MasterNotFoundError,  # Sentinel: no (reachable) master for the service name
+    AsyncMasterNotFoundError,
     OSError,
 )
 
@@ -26,6 +30,11 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (redis_errors.RedisError, OSErro
 
 def translate(exc: BaseException, operation: str) -> BackendError:
     """The interlock error for a redis-py error (raise it ``from exc``)."""
+    if isinstance(exc, MasterNotFoundError | AsyncMasterNotFoundError):
+        return BackendUnavailable(
+            f"Redis unavailable during {operation}: {exc}; check the service name in the "
+            "redis+sentinel:// URL matches a `sentinel monitor <name>` and a sentinel is reachable"
+        )
     if isinstance(exc, UNAVAILABLE):
         return BackendUnavailable(f"Redis unavailable during {operation}: {exc}")
     return BackendError(f"Redis error during {operation}: {exc}")
