@@ -126,49 +126,68 @@ def _contend(kind: str, url: str, name: str, start: Any, seconds: float, out: An
     out.put(waits)
 
 
-def contended(url: str, seconds: float, processes: int = 4) -> dict[str, dict[str, float]]:
+def _contend_once(url: str, kind: str, seconds: float, processes: int) -> dict[str, float]:
     ctx = mp.get_context("spawn")
-    results = {}
-    for kind in KINDS:
-        name = f"c-{uuid.uuid4().hex[:6]}"
-        start, out = ctx.Event(), ctx.Queue()
-        procs = [
-            ctx.Process(target=_contend, args=(kind, url, name, start, seconds, out))
-            for _ in range(processes)
-        ]
-        for proc in procs:
-            proc.start()
-        time.sleep(1.5)  # let every process import and warm up before the start signal
-        start.set()
-        per_process = [out.get(timeout=seconds + 60) for _ in procs]
-        for proc in procs:
-            proc.join(30)
-        waits = [w for ws in per_process for w in ws]
-        results[kind] = {
-            "rate": len(waits) / seconds,
-            "p50": percentile(waits, 50) * 1000,
-            "p99": percentile(waits, 99) * 1000,
-            "max": max(waits) * 1000,
-            "fairness": jain([len(ws) for ws in per_process]),
-        }
-    return results
+    name = f"c-{uuid.uuid4().hex[:6]}"
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_contend, args=(kind, url, name, start, seconds, out))
+        for _ in range(processes)
+    ]
+    for proc in procs:
+        proc.start()
+    time.sleep(1.5)  # let every process import and warm up before the start signal
+    start.set()
+    per_process = [out.get(timeout=seconds + 60) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+    waits = [w for ws in per_process for w in ws]
+    return {
+        "rate": len(waits) / seconds,
+        "p50": percentile(waits, 50) * 1000,
+        "p99": percentile(waits, 99) * 1000,
+        "max": max(waits) * 1000,
+        "fairness": jain([len(ws) for ws in per_process]),
+    }
+
+
+def contended(
+    url: str, seconds: float, rounds: int, processes: int = 4
+) -> dict[str, dict[str, float]]:
+    """Per library, the median over ``rounds`` interleaved rounds of each figure, plus the
+    median of the per-round throughput ratio to python-redis-lock."""
+    runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in KINDS}
+    for _ in range(rounds):
+        this_round = {}
+        for kind in random.sample(KINDS, len(KINDS)):
+            this_round[kind] = _contend_once(url, kind, seconds, processes)
+        anchor = this_round["python-redis-lock"]["rate"]
+        for kind in KINDS:
+            this_round[kind]["vs_prl"] = this_round[kind]["rate"] / anchor
+            runs[kind].append(this_round[kind])
+    return {
+        kind: {key: statistics.median(run[key] for run in runs[kind]) for key in runs[kind][0]}
+        for kind in KINDS
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cycles", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3, help="contended rounds")
     parser.add_argument("--write", action="store_true", help="record in benchmarks/RESULTS.md")
     args = parser.parse_args()
     trips = RoundTrips()
     with start_redis() as server:
         unc = uncontended(server.url, args.cycles, trips)
-        con = contended(server.url, args.seconds)
+        con = contended(server.url, args.seconds, args.rounds)
     lines = [
         "## Locks",
         "",
         f"`.venv/bin/python benchmarks/locks.py --cycles {args.cycles} --seconds {args.seconds:g}"
-        " --write` — one throwaway redis-server on loopback, all contenders in the same run, "
+        f" --rounds {args.rounds} --write` — one throwaway redis-server on loopback,"
+        " all contenders in the same run, "
         f"{machine()}, 2 cores.",
         "",
         "Uncontended acquire+release, one process: median of 9 interleaved rounds (shuffled"
@@ -182,16 +201,18 @@ def main() -> None:
         lines.append(f"| {kind} | {rate:,.0f} | {ratio:.2f}x | {per_cycle:.2f} |")
     lines += [
         "",
-        f"Contended: 4 processes, one lock, 1 ms inside, 2 ms outside, {args.seconds:g} s:",
+        f"Contended: 4 processes, one lock, 1 ms inside, 2 ms outside, {args.seconds:g} s per"
+        f" run; medians of {args.rounds} interleaved rounds:",
         "",
-        "| library | acquisitions/s | wait p50 ms | wait p99 ms | wait max ms | Jain fairness |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| library | acquisitions/s | vs python-redis-lock | wait p50 ms | wait p99 ms"
+        " | wait max ms | Jain fairness |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for kind in KINDS:
         r = con[kind]
         lines.append(
-            f"| {kind} | {r['rate']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['max']:.2f} "
-            f"| {r['fairness']:.3f} |"
+            f"| {kind} | {r['rate']:,.0f} | {r['vs_prl']:.2f}x | {r['p50']:.2f} | {r['p99']:.2f}"
+            f" | {r['max']:.2f} | {r['fairness']:.3f} |"
         )
     lines += [
         "",
