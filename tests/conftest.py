@@ -202,12 +202,15 @@ def fresh_mariadb() -> Iterator[MariaDBServer]:
         pytest.param("mem", id="mem"),
         pytest.param("redis", id="redis", marks=pytest.mark.redis),
         pytest.param("cluster", id="cluster", marks=pytest.mark.cluster),
+        pytest.param("sentinel", id="sentinel", marks=pytest.mark.sentinel),
     ]
 )
 def backend_url(request: pytest.FixtureRequest) -> str:
-    """Each backend in turn: the embedded ``mem://``, the session Redis, the session Cluster."""
+    """Each backend in turn: ``mem://``, the session Redis, Cluster and Sentinel-managed Redis."""
     if request.param == "mem":
         return "mem://"
     if request.param == "redis":
         return str(request.getfixturevalue("redis_url"))
+    if request.param == "sentinel":
+        return str(request.getfixturevalue("redis_sentinel_url"))
     return str(request.getfixturevalue("redis_cluster_url"))

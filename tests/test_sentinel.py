@@ -2,7 +2,7 @@
 
 The failover tests use a private master + replica + sentinel (``down-after-milliseconds
 1000``). Bound: from SIGKILL of the master, the same client works again on the promoted
-replica within ``FAILOVER_BOUND`` seconds (measured ~3-4 s here); in between, every lock call
+replica within ``FAILOVER_BOUND`` seconds (measured ~2.6 s here); in between, every lock call
 fails closed with ``BackendUnavailable`` within ``CALL_BOUND`` seconds, never hangs.
 """
 

@@ -223,4 +223,6 @@ def test_free_port_is_bindable() -> None:
 
 
 def test_backend_url(backend_url: str) -> None:
-    assert backend_url == "mem://" or backend_url.startswith(("redis://", "redis+cluster://"))
+    assert backend_url == "mem://" or backend_url.startswith(
+        ("redis://", "redis+cluster://", "redis+sentinel://")
+    )

@@ -1,4 +1,4 @@
-"""The lock contract, run against mem://, a single Redis and a 3-master Redis Cluster."""
+"""The lock contract, run against mem://, a single Redis, a 3-master Redis Cluster and Sentinel."""
 
 from __future__ import annotations
 
