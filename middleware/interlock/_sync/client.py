@@ -32,7 +32,8 @@ class Interlock:
 
     Args:
         url: backend URL: ``mem://`` (default; embedded, one process), ``redis://``,
-            ``rediss://user:password@host:port/db`` or ``redis+cluster://h1:p1,h2:p2``.
+            ``rediss://user:password@host:port/db``, ``redis+cluster://h1:p1,h2:p2`` or
+            ``redis+sentinel://h1:p1,h2:p2/service_name[/db]``.
             Falls back to ``INTERLOCK_URL``.
         namespace: key prefix of this deployment (``INTERLOCK_NAMESPACE``).
         registry: Prometheus registry for interlock's metrics. By default a registry of
