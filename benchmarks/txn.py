@@ -11,9 +11,11 @@ log) with appendfsync always. ``--fast`` turns fsync off everywhere (round-trip 
 
 1. Sequential transfers/s, one client: ``local`` = UPDATE+COMMIT on PostgreSQL then on
    MariaDB (not atomic); ``2pc`` = the same updates in one interlock transaction;
-   ``2pc+redis`` = plus a Redis-store branch; and PostgreSQL alone, local commit vs its own
-   PREPARE TRANSACTION + COMMIT PREPARED, for reference.
-2. The same with ``--workers`` processes for ``--seconds``.
+   ``2pc+redis`` = plus a Redis-store branch; ``2pc-lrc`` = ``2pc`` with the decision log in
+   the PostgreSQL branch's own database, so that branch commits last with the decision
+   (last-resource commit: no PREPARE on it, no separate decision write); and PostgreSQL
+   alone, local commit vs its own PREPARE TRANSACTION + COMMIT PREPARED, for reference.
+2. The same with ``--workers`` processes for ``--seconds`` (``local``, ``2pc``, ``2pc-lrc``).
 3. Recovery: ``--in-doubt`` transactions whose coordinator stopped right after logging the
    commit decision (branches prepared on both databases); time for one ``recover()``.
 """
@@ -97,6 +99,17 @@ class Client:
         self.il.transactions.add_postgres("postgres", urls["pg"])
         self.il.transactions.add_mysql("mysql", lambda: pymysql.connect(**urls["my"]))
         self.il.transactions.check()
+        # The same, with the decision log in PostgreSQL: last-resource commit.
+        self.il_lrc = Interlock(
+            urls["redis"],
+            namespace="benchlrc",
+            registry=None,
+            decision_log=urls["pg"],
+            durability="relaxed" if fast else "strict",
+        )
+        self.il_lrc.transactions.add_postgres("postgres", urls["pg"])
+        self.il_lrc.transactions.add_mysql("mysql", lambda: pymysql.connect(**urls["my"]))
+        self.il_lrc.transactions.check()
 
     def step(self, mode: str) -> Step:
         pg, my, il = self.pg, self.my, self.il
@@ -112,6 +125,12 @@ class Client:
 
         def two_phase(i: int) -> None:
             with il.transaction("bench") as tx:
+                tx.postgres(pg).execute(debit, [i % ACCOUNTS])
+                with tx.mysql(my).cursor() as cur:
+                    cur.execute(credit, [i % ACCOUNTS])
+
+        def two_phase_lrc(i: int) -> None:
+            with self.il_lrc.transaction("bench") as tx:
                 tx.postgres(pg).execute(debit, [i % ACCOUNTS])
                 with tx.mysql(my).cursor() as cur:
                     cur.execute(credit, [i % ACCOUNTS])
@@ -138,6 +157,7 @@ class Client:
             "local": local,
             "2pc": two_phase,
             "2pc+redis": two_phase_redis,
+            "2pc-lrc": two_phase_lrc,
             "pg-local": pg_local,
             "pg-2pc": pg_prepared,
         }
@@ -147,9 +167,10 @@ class Client:
         self.pg.close()
         self.my.close()
         self.il.close()
+        self.il_lrc.close()
 
 
-MODES = ["local", "2pc", "2pc+redis", "pg-local", "pg-2pc"]
+MODES = ["local", "2pc", "2pc+redis", "2pc-lrc", "pg-local", "pg-2pc"]
 
 
 def sequential(
@@ -201,7 +222,7 @@ def _worker(
 def concurrent(urls: dict[str, Any], fast: bool, workers: int, seconds: float) -> dict[str, float]:
     results = {}
     ctx = mp.get_context("spawn")
-    for mode in ("local", "2pc"):
+    for mode in ("local", "2pc", "2pc-lrc"):
         queue: Any = ctx.Queue()
         procs = [
             ctx.Process(target=_worker, args=(urls, fast, mode, seconds, w, queue))
@@ -304,11 +325,14 @@ def main() -> None:
         pg.close()
 
     ratio = seq["local"]["tps"] / seq["2pc"]["tps"]
+    lrc_ratio = seq["local"]["tps"] / seq["2pc-lrc"]["tps"]
     pg_ratio = seq["pg-local"]["tps"] / seq["pg-2pc"]["tps"]
     conc_ratio = conc["local"] / conc["2pc"]
+    conc_lrc = conc["local"] / conc["2pc-lrc"]
     print(
         f"2PC costs {ratio:.2f}x the non-atomic pair sequentially (target <= 2.5), "
-        f"{conc_ratio:.2f}x with {args.workers} processes; PostgreSQL's own 2PC costs "
+        f"{lrc_ratio:.2f}x with last-resource commit; with {args.workers} processes "
+        f"{conc_ratio:.2f}x and {conc_lrc:.2f}x; PostgreSQL's own 2PC costs "
         f"{pg_ratio:.2f}x its local commit"
     )
     if args.write:
@@ -323,8 +347,10 @@ def render(
 ) -> str:
     """The RESULTS.md section of one run."""
     ratio = seq["local"]["tps"] / seq["2pc"]["tps"]
+    lrc_ratio = seq["local"]["tps"] / seq["2pc-lrc"]["tps"]
     pg_ratio = seq["pg-local"]["tps"] / seq["pg-2pc"]["tps"]
     conc_ratio = conc["local"] / conc["2pc"]
+    conc_lrc = conc["local"] / conc["2pc-lrc"]
     durability = "fsync off everywhere" if args.fast else "durable (fsync on everywhere)"
     rows = "\n".join(
         f"| `{mode}` | {r['tps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
@@ -334,16 +360,18 @@ def render(
     return f"""## Two-phase commit (`benchmarks/txn.py{flag}`)
 
 {machine()}. PostgreSQL, MariaDB and Redis on the same machine, {durability};
-decision log on Redis (AOF). One client, {args.transfers} transfers per mode, interleaved:
+decision log on Redis (AOF), except `2pc-lrc`: decision log in the PostgreSQL branch's own
+database (last-resource commit). One client, {args.transfers} transfers per mode, interleaved:
 
 | mode | transfers/s | p50 ms | p99 ms |
 |---|---:|---:|---:|
 {rows}
 
-- 2PC across PostgreSQL + MariaDB: **{ratio:.2f}x** the two local commits (target ≤ 2.5x).
+- 2PC across PostgreSQL + MariaDB: **{ratio:.2f}x** the two local commits (target ≤ 2.5x);
+  with last-resource commit (`2pc-lrc`): **{lrc_ratio:.2f}x**.
   PostgreSQL's own PREPARE + COMMIT PREPARED: {pg_ratio:.2f}x its local commit.
 - {args.workers} processes for {args.seconds:g} s: local {conc["local"]:.0f}/s,
-  2PC {conc["2pc"]:.0f}/s ({conc_ratio:.2f}x).
+  2PC {conc["2pc"]:.0f}/s ({conc_ratio:.2f}x), 2PC-LRC {conc["2pc-lrc"]:.0f}/s ({conc_lrc:.2f}x).
 - Recovery: {rec["transactions"]:.0f} in-doubt transactions, {rec["branches"]:.0f} prepared
   branches, commit decided: resolved in **{rec["seconds"]:.2f} s** (target ≤ 5 s).
 """

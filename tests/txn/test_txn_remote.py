@@ -287,7 +287,9 @@ txn_logger.setLevel(logging.DEBUG)
 txn_logger.addHandler(Crash())
 il = Interlock(namespace=spec["namespace"], decision_log=spec["dsn"], durability="relaxed")
 with psycopg.connect(spec["dsn"]) as conn, il.transaction("transfer") as tx:
-    tx.postgres(conn, resource="local").execute(
+    # Prepared like the remote branch (not committed with the decision, which is what a
+    # branch on the log's database does by default: tests/txn/test_txn_lrc.py).
+    tx.postgres(conn, resource="local", last_resource=False).execute(
         "UPDATE accounts SET balance = balance - 10 WHERE id = 1")
     tx.remote(spec["url"], secret=spec["secret"], resource="bank").request(
         "POST", "/move", json={"account": 1, "amount": 10})

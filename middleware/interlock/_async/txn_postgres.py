@@ -28,7 +28,13 @@ from interlock.txn._xid import gtrid_prefix, owned_by, parse_gtrid, split_branch
 logger = logging.getLogger("interlock.txn")
 Connect = Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]
 
-_checked: weakref.WeakSet[Any] = weakref.WeakSet()  # connections known to allow PREPARE
+# Connections known to allow PREPARE, with, per decision table, their identity: postmaster
+# start time, database, the table's oid — None if this session may not insert and delete
+# there. A branch whose identity is the PostgreSQL decision log's commits last with it.
+Identity = tuple[str, str, str]
+_checked: weakref.WeakKeyDictionary[Any, dict[str | None, Identity | None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 PREPARED_DISABLED = (
     "PostgreSQL at {where} has max_prepared_transactions = 0, so it cannot take part in "
@@ -69,15 +75,23 @@ class AsyncPostgresParticipant:
 
     kind = "postgres"
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any], resource: str) -> None:
+    def __init__(
+        self, conn: psycopg.AsyncConnection[Any], resource: str, last_resource: bool = True
+    ) -> None:
         self.conn = conn
         self.resource = resource
+        self.last_resource = last_resource  # may commit last, with the decision
+        self.identity: Identity | None = None
         self.ref = ""
         self.prepared = False
         self.finished = False  # committed or rolled back in one phase
 
-    async def begin(self, xid: str) -> None:
-        """Start the branch: check the connection and the server, then ``tpc_begin``."""
+    async def begin(self, xid: str, table: str | None = None) -> None:
+        """Start the branch: check the connection and the server, then ``tpc_begin``.
+
+        ``table`` is the PostgreSQL decision log's table, if any: the branch learns whether
+        it is on the log's database (its :attr:`identity`) in the same check query.
+        """
         conn = self.conn
         if conn.autocommit:
             raise ConfigError(
@@ -90,14 +104,26 @@ class AsyncPostgresParticipant:
                 "back before enlisting the connection"
             )
         await conn.tpc_begin(xid)
-        if conn in _checked:
+        known = _checked.get(conn)
+        if known is not None and table in known:
+            self.identity = known[table]
             return
-        cur = await conn.execute("SELECT current_setting('max_prepared_transactions')::int")
+        cur = await conn.execute(
+            "SELECT current_setting('max_prepared_transactions')::int,"
+            " extract(epoch FROM pg_postmaster_start_time())::text, current_database(),"
+            " to_regclass(%s)::oid::bigint, CASE WHEN to_regclass(%s) IS NULL THEN false"
+            " ELSE has_table_privilege(to_regclass(%s), 'INSERT, DELETE') END",
+            [table, table, table],
+        )
         row = await cur.fetchone()
         if not row or row[0] <= 0:
             await conn.tpc_rollback()
             raise ConfigError(PREPARED_DISABLED.format(where=_where(conn)))
-        _checked.add(conn)
+        if table is not None and row[3] is not None and row[4]:
+            self.identity = (str(row[1]), str(row[2]), str(row[3]))
+        known = _checked.setdefault(conn, {})
+        if table is None or row[3] is not None:  # else ask again once the table exists
+            known[table] = self.identity
 
     async def prepare(self, xid: str) -> bool:
         conn = self.conn
@@ -133,6 +159,37 @@ class AsyncPostgresParticipant:
             if exc.sqlstate is not None and not conn.broken:
                 logger.info("PostgreSQL refused to commit %s: %s", xid, exc)
                 return False  # e.g. a deferred constraint: rolled back
+            raise
+        return True
+
+    async def commit_last(self, xid: str, statements: list[tuple[Any, list[Any]]]) -> bool:
+        """Last-resource commit: run ``statements`` (the decision insert) in the branch's
+        unprepared transaction and COMMIT it, in one round trip.
+
+        Returns:
+            True once committed (the branch's work and the decision, atomically); False
+            when the server refused and rolled everything back (e.g. a decision, such as a
+            recovery tombstone, was recorded already; a deferred constraint).
+
+        Raises:
+            psycopg.Error: the connection failed; whether it committed is unknown.
+        """
+        conn = self.conn
+        self.finished = True
+        if conn.info.transaction_status == TransactionStatus.INERROR:
+            await conn.tpc_rollback()
+            return False
+        try:
+            async with conn.pipeline():
+                for query, params in statements:
+                    await conn.execute(query, params)
+                await conn.tpc_commit()
+        except psycopg.Error as exc:
+            _forget_tpc(conn)
+            if exc.sqlstate is not None and not conn.broken:
+                logger.info("PostgreSQL refused the last-resource commit of %s: %s", xid, exc)
+                await conn.rollback()
+                return False
             raise
         return True
 

@@ -12,6 +12,11 @@ commits:
 3. commit every branch; a branch that cannot be reached is left to recovery, which
    finds the decision in the log (the transaction is committed: the block does not raise).
 
+Last-resource commit: when the decision log is PostgreSQL and a PostgreSQL branch runs
+on the log's own database, that branch is not prepared; step 2 inserts the decision row
+through the branch's connection and commits it locally, so the branch's work and the
+decision commit atomically in one COMMIT (docs/transactions.md, *Last-resource commit*).
+
 An exception in the block aborts. The pure rules (states, votes) are in
 :mod:`interlock.txn._state`.
 """
@@ -23,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable  # noqa: F401, RUF100 (sync twin: unused)
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from interlock import _context
 from interlock._sync.txn_redis import RedisBranch
@@ -134,8 +139,15 @@ class Transaction:
             branch=bqual,
         )
 
-    def postgres(self, conn: Any, resource: str = "postgres") -> Any:
+    def postgres(
+        self, conn: Any, resource: str = "postgres", *, last_resource: bool = True
+    ) -> Any:
         """Run ``conn``'s next transaction as a branch (psycopg 3, autocommit off).
+
+        Args:
+            last_resource: when ``conn`` is on the PostgreSQL decision log's database
+                (same server and database, checked), let this branch commit last with
+                the decision instead of preparing it; False always prepares it.
 
         Returns:
             ``conn``, now inside the branch: do the work with it, don't commit it.
@@ -143,8 +155,9 @@ class Transaction:
         from interlock._sync.txn_postgres import PostgresParticipant
 
         bqual, xid = self._next_branch()
-        participant = PostgresParticipant(conn, resource)
-        participant.begin(xid)
+        participant = PostgresParticipant(conn, resource, last_resource)
+        table = getattr(self._manager.log, "table", None) if last_resource else None
+        participant.begin(xid, table if isinstance(table, str) else None)
         self._add(participant, resource, participant.kind, bqual)
         return conn
 
@@ -246,17 +259,17 @@ class Transaction:
             if one_phase is not None:
                 self._commit_one_phase(branch, one_phase)
                 return
+        last = self._last_resource()
+        others = [b for b in self._branches if b is not last]
         self._move(State.PREPARING)
         started = time.monotonic()
         remaining = self._deadline - started
         if remaining > 0:
-            results = call_all(
-                [partial(self._prepare, b) for b in self._branches], remaining
-            )
+            results = call_all([partial(self._prepare, b) for b in others], remaining)
         else:
             results = []
         manager.observe(self._label, "prepare", time.monotonic() - started)
-        votes = [b.vote or Vote.TIMEOUT for b in self._branches]
+        votes = [b.vote or Vote.TIMEOUT for b in others]
         reason = abort_reason(votes, time.monotonic() > self._deadline)
         if reason is not None:
             cause = next((r for r in results if isinstance(r, BaseException)), None)
@@ -271,11 +284,13 @@ class Transaction:
             xid=self.xid,
             state=self.state.value,
         )
+        # The last resource is not listed: its fate is the decision row's own.
         decision = Decision(
-            self.xid, self.name, "commit", time.time(), tuple(b.ref() for b in self._branches)
+            self.xid, self.name, "commit", time.time(), tuple(b.ref() for b in others)
         )
         started = time.monotonic()
-        winner = self._decide(decision)
+        deciding = self._decide(decision) if last is None else self._decide_last(last, decision)
+        winner = deciding
         manager.observe(self._label, "decide", time.monotonic() - started)
         if winner.outcome != "commit":
             # Recovery presumed us dead and logged an abort first; it wins.
@@ -290,7 +305,93 @@ class Transaction:
             outcome="commit",
         )
         self._move(State.COMMITTING)
-        shielded(self._phase_two())
+        shielded(self._phase_two(others))
+
+    def _last_resource(self) -> _Branch | None:
+        """The branch that commits last with the decision: a PostgreSQL branch on the
+        decision log's own database (same server start time and database name)."""
+        identity = getattr(self._manager.log, "identity", None)
+        if identity is None:
+            return None
+        for branch in self._branches:
+            participant = branch.participant
+            if (
+                getattr(participant, "last_resource", False)
+                and getattr(participant, "identity", None) == identity
+                and hasattr(participant, "commit_last")
+            ):
+                return branch
+        return None
+
+    def _decide_last(self, branch: _Branch, decision: Decision) -> Decision:
+        """Record the decision by committing ``branch`` with the decision row in it;
+        return the decision that won (an abort tombstone if recovery fenced us first)."""
+        manager = self._manager
+        log: Any = manager.log  # the PostgreSQL decision log (it has an identity)
+        participant: Any = branch.participant
+        forget = manager.take_completed()
+        statements = log.last_resource_statements(decision, forget)
+        try:
+            committed = bool(participant.commit_last(branch.xid, statements))
+        except Exception as exc:
+            manager.completed(forget)  # forgotten or not: deleting again is harmless
+            # The COMMIT may or may not have happened: the decision row says which. Not
+            # found proves nothing yet (the server may still be finishing the COMMIT).
+            found = self._read_decision()
+            if found is None:
+                self._in_doubt_last(branch, exc)
+            elif found.outcome != "commit":
+                branch.vote = Vote.NO
+                return found
+            committed = True
+        if not committed:
+            manager.completed(forget)
+            branch.vote = Vote.NO
+            found = self._read_decision()
+            if found is not None and found.outcome == "abort":
+                return found  # recovery's tombstone won; the insert conflicted with it
+            self._abort("vote_no")
+            raise self._aborted_error("vote_no", None)
+        branch.vote = Vote.YES
+        event(
+            DEBUG,
+            "txn-branch-committed",
+            f"{branch.resource} committed with the decision (last resource)",
+            name=self.name,
+            xid=self.xid,
+            resource=branch.resource,
+            branch=branch.bqual,
+        )
+        return decision
+
+    def _read_decision(self) -> Decision | None:
+        try:
+            return self._manager.log.get(self.xid)
+        except Exception:
+            return None
+
+    def _in_doubt_last(self, branch: _Branch, exc: Exception) -> NoReturn:
+        self._move(State.IN_DOUBT)
+        event(
+            WARNING,
+            "txn-in-doubt",
+            f"transaction {self.name} in doubt: the last-resource commit on "
+            f"{branch.resource} failed, outcome unknown",
+            name=self.name,
+            xid=self.xid,
+            resource=branch.resource,
+            state=self.state.value,
+            reason="decision_unknown",
+            **{"error.message": str(exc)},
+        )
+        _context.record(
+            "txn", name=self.name, xid=self.xid, outcome="in_doubt", reason="decision_unknown"
+        )
+        raise TransactionInDoubt(
+            f"transaction {self.name} ({self.xid}) is in doubt: the last-resource commit on "
+            f"{branch.resource} failed ({exc}); recovery will resolve it from the decision log",
+            xid=self.xid,
+        ) from exc
 
     def _prepare(self, branch: _Branch) -> bool:
         try:
@@ -359,17 +460,15 @@ class Transaction:
             xid=self.xid,
         ) from error
 
-    def _phase_two(self) -> State:
+    def _phase_two(self, branches: list[_Branch]) -> State:
         manager = self._manager
         started = time.monotonic()
-        results = call_all(
-            [partial(self._commit_branch, b) for b in self._branches], None
-        )
+        results = call_all([partial(self._commit_branch, b) for b in branches], None)
         manager.observe(self._label, "commit", time.monotonic() - started)
         heuristics = [r for r in results if isinstance(r, HeuristicOutcome)]
         failed = [
             (b, r)
-            for b, r in zip(self._branches, results, strict=True)
+            for b, r in zip(branches, results, strict=True)
             if isinstance(r, Exception) and not isinstance(r, HeuristicOutcome)
         ]
         if failed:

@@ -55,6 +55,10 @@ class PostgresDecisionLog:
         self.connect_timeout = connect_timeout
         self._ident = sql.Identifier(*table.split("."))
         self._idle: list[psycopg.Connection[Any]] = []
+        # Which server and database hold the table (set by check()); a branch on the same
+        # database can commit the decision itself (last-resource commit).
+        self.identity: tuple[str, str, str] | None = None
+        self._qualified: sql.Identifier | None = None
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
@@ -128,6 +132,57 @@ class PostgresDecisionLog:
             logger.warning(message, extra={"event.action": "txn-log-not-durable"})
         if self.create:
             self.migrate()
+        rows = self._query(
+            "SELECT extract(epoch FROM pg_postmaster_start_time())::text, current_database(),"
+            " c.oid::bigint, n.nspname, c.relname"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.oid = to_regclass(%s)",
+            [self.table],
+        )
+        if rows:
+            started, database, oid, schema, relation = rows[0]
+            self.identity = (str(started), str(database), str(oid))
+            self._qualified = sql.Identifier(str(schema), str(relation))
+
+    def last_resource_statements(
+        self, decision: Decision, forget: Sequence[str] = ()
+    ) -> list[tuple[sql.Composed, list[Any]]]:
+        """The statements that record ``decision`` inside a branch's own transaction on
+        this database (last-resource commit): committed with the branch's work, or not at
+        all. A plain INSERT: if a decision is recorded already (a recovery tombstone), it
+        fails and the branch's COMMIT becomes a rollback, so the first decision still wins.
+        """
+        if self.identity is None or self._qualified is None:
+            raise BackendError("the decision log has not been checked; call check() first")
+        table = self._qualified
+        statements: list[tuple[sql.Composed, list[Any]]] = [
+            # Durable at COMMIT whatever the app's session or the server default says.
+            (sql.SQL("SET LOCAL synchronous_commit TO on").format(), []),
+        ]
+        if forget:
+            statements.append(
+                (
+                    sql.SQL("DELETE FROM {} WHERE namespace = %s AND xid = ANY(%s)").format(table),
+                    [self.namespace, list(forget)],
+                )
+            )
+        statements.append(
+            (
+                sql.SQL(
+                    "INSERT INTO {} (xid, namespace, name, outcome, created, record)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)"
+                ).format(table),
+                [
+                    decision.xid,
+                    self.namespace,
+                    decision.name,
+                    decision.outcome,
+                    decision.created,
+                    encode_decision(decision),
+                ],
+            )
+        )
+        return statements
 
     def decide(self, decision: Decision, forget: Sequence[str] = ()) -> Decision:
         record = encode_decision(decision)
