@@ -8,6 +8,7 @@ set) are those tests skipped instead, with the same message.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
@@ -22,6 +23,7 @@ from _services import (
     ServiceError,
     ServiceUnavailable,
 )
+from interlock import Interlock
 
 Service = RedisServer | RedisCluster | RedisSentinel | PostgresServer | MariaDBServer
 _S = TypeVar("_S", RedisServer, RedisCluster, RedisSentinel, PostgresServer, MariaDBServer)
@@ -214,3 +216,19 @@ def backend_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sentinel":
         return str(request.getfixturevalue("redis_sentinel_url"))
     return str(request.getfixturevalue("redis_cluster_url"))
+
+
+@pytest.fixture
+def il(backend_url: str) -> Iterator[Interlock]:
+    """A blocking client on each backend in turn, in a namespace of its own."""
+    client = Interlock(backend_url, namespace=f"t{uuid.uuid4().hex[:12]}")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def other(il: Interlock) -> Iterator[Interlock]:
+    """A second client on the same backend and namespace, like another process."""
+    client = Interlock(il.settings.url, namespace=il.namespace)
+    yield client
+    client.close()

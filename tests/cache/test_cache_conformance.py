@@ -7,7 +7,7 @@ import datetime as dt
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -24,21 +24,6 @@ from interlock import (
 from interlock._cache_entry import Envelope
 from interlock.cache import entry_keys
 from interlock.metrics import OVERFLOW
-
-
-@pytest.fixture
-def il(backend_url: str) -> Iterator[Interlock]:
-    client = Interlock(backend_url, namespace=f"c{uuid.uuid4().hex[:12]}")
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def other(il: Interlock) -> Iterator[Interlock]:
-    """A second client on the same backend and namespace, like another process."""
-    client = Interlock(il.settings.url, namespace=il.namespace)
-    yield client
-    client.close()
 
 
 def results(il: Interlock | AsyncInterlock, cache: str) -> dict[str, float]:

@@ -7,7 +7,6 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -20,21 +19,6 @@ from interlock import (
     LockTimeout,
     request_context,
 )
-
-
-@pytest.fixture
-def il(backend_url: str) -> Iterator[Interlock]:
-    client = Interlock(backend_url, namespace=f"t{uuid.uuid4().hex[:12]}")
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def other(il: Interlock) -> Iterator[Interlock]:
-    """A second client on the same backend and namespace, like another process."""
-    client = Interlock(il.settings.url, namespace=il.namespace)
-    yield client
-    client.close()
 
 
 def sample(il: Interlock, name: str, **labels: str) -> float:
