@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ALL = ["locks", "cache", "middleware", "txn"]
+ALL = ["locks", "wakeup", "cache", "middleware", "txn"]
 
 
 def main(argv: list[str]) -> int:
