@@ -50,6 +50,25 @@ class Lease:
         wait: seconds spent waiting for the lock.
     """
 
+    __slots__ = (
+        "_lock",
+        "_service",
+        "acquired",
+        "auto_renew",
+        "deadline",
+        "depth",
+        "done",
+        "fence",
+        "held_key",
+        "key",
+        "keys",
+        "lost_reason",
+        "name",
+        "token",
+        "ttl",
+        "wait",
+    )
+
     def __init__(
         self,
         lock: Lock,
