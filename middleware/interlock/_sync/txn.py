@@ -371,26 +371,35 @@ class Transaction:
             return None
 
     def _in_doubt_last(self, branch: _Branch, exc: Exception) -> NoReturn:
+        self._branch_in_doubt(
+            branch,
+            exc,
+            reason="decision_unknown",
+            summary=f" in doubt: the last-resource commit on {branch.resource} failed, "
+            "outcome unknown",
+            detail=f" is in doubt: the last-resource commit on {branch.resource} failed "
+            f"({exc}); recovery will resolve it from the decision log",
+        )
+
+    def _branch_in_doubt(
+        self, branch: _Branch, exc: Exception, *, reason: str, summary: str, detail: str
+    ) -> NoReturn:
+        """A branch's own commit failed midway: move to in doubt, log, record and raise."""
         self._move(State.IN_DOUBT)
         event(
             WARNING,
             "txn-in-doubt",
-            f"transaction {self.name} in doubt: the last-resource commit on "
-            f"{branch.resource} failed, outcome unknown",
+            f"transaction {self.name}{summary}",
             name=self.name,
             xid=self.xid,
             resource=branch.resource,
             state=self.state.value,
-            reason="decision_unknown",
+            reason=reason,
             **{"error.message": str(exc)},
         )
-        _context.record(
-            "txn", name=self.name, xid=self.xid, outcome="in_doubt", reason="decision_unknown"
-        )
+        _context.record("txn", name=self.name, xid=self.xid, outcome="in_doubt", reason=reason)
         raise TransactionInDoubt(
-            f"transaction {self.name} ({self.xid}) is in doubt: the last-resource commit on "
-            f"{branch.resource} failed ({exc}); recovery will resolve it from the decision log",
-            xid=self.xid,
+            f"transaction {self.name} ({self.xid}){detail}", xid=self.xid
         ) from exc
 
     def _prepare(self, branch: _Branch) -> bool:
@@ -509,27 +518,14 @@ class Transaction:
         try:
             committed = one_phase(branch.xid)
         except Exception as exc:
-            self._move(State.IN_DOUBT)
-            event(
-                WARNING,
-                "txn-in-doubt",
-                f"transaction {self.name}: one-phase commit on "
-                f"{branch.resource} failed, outcome unknown",
-                name=self.name,
-                xid=self.xid,
-                resource=branch.resource,
-                state=self.state.value,
+            self._branch_in_doubt(
+                branch,
+                exc,
                 reason="commit_unknown",
-                **{"error.message": str(exc)},
+                summary=f": one-phase commit on {branch.resource} failed, outcome unknown",
+                detail=f": the one-phase commit on {branch.resource} failed ({exc}); "
+                "whether it committed is unknown",
             )
-            _context.record(
-                "txn", name=self.name, xid=self.xid, outcome="in_doubt", reason="commit_unknown"
-            )
-            raise TransactionInDoubt(
-                f"transaction {self.name} ({self.xid}): the one-phase commit on "
-                f"{branch.resource} failed ({exc}); whether it committed is unknown",
-                xid=self.xid,
-            ) from exc
         self._manager.observe(self._label, "commit", time.monotonic() - started)
         if not committed:
             branch.vote = Vote.NO
