@@ -26,16 +26,20 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
+from interlock._async.redis_direct import AsyncDirect
 from interlock._config import Settings, parse_sentinel_url
 from interlock._synchronization import AsyncEvent, AsyncMutex, AsyncWorker, async_sleep
 from interlock.backends._cluster import async_cluster_ready
 from interlock.backends._errors import REDIS_ERRORS, UNAVAILABLE, map_redis_errors, translate
+from interlock.backends._resp import pack_command
 from interlock.backends._script import Arg, Script
 from interlock.errors import BackendUnavailable, ConfigError
 
 logger = logging.getLogger("interlock.backend")
 Subscriber = Callable[[bytes], None]
 _POLL = 0.1  # seconds the listener blocks per read; bounds how fast it notices new channels
+# commands whose raw reply is what redis-py's client returns (no response callback)
+_RAW_REPLIES = frozenset({"GET", "HGET", "HMGET"})
 
 
 def _common_options(settings: Settings) -> dict[str, Any]:
@@ -107,6 +111,8 @@ class AsyncRedisBackend:
         else:
             self._client = redis_lib.Redis.from_url(settings.url, **options)
             self._pubsub_targets = [{"url": settings.url, **options}]
+        # single node and Sentinel: hot commands skip the client path (see redis_direct)
+        self._direct = None if self._client is None else AsyncDirect(self._client.connection_pool)
         self._callbacks: dict[str, list[Subscriber]] = {}
         self._active: set[str] = set()
         self._confirmed: dict[str, AsyncEvent] = {}
@@ -130,12 +136,30 @@ class AsyncRedisBackend:
             return self._client
 
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        if self._direct is not None:
+            return await self._run_direct(self._direct, script, keys, args)
         client = self._client if self._client is not None else await self._connect()
         try:
             return await client.evalsha(script.sha, len(keys), *keys, *args)
         except redis_errors.NoScriptError:
             with map_redis_errors(script.name):
                 return await client.eval(script.source, len(keys), *keys, *args)
+        except REDIS_ERRORS as exc:
+            raise translate(exc, script.name) from exc
+
+    @staticmethod
+    async def _run_direct(
+        direct: AsyncDirect, script: Script, keys: Sequence[str], args: Sequence[Arg]
+    ) -> Any:
+        try:
+            try:
+                return await direct.call(
+                    pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+                )
+            except redis_errors.NoScriptError:
+                return await direct.call(
+                    pack_command(("EVAL", script.source, len(keys), *keys, *args))
+                )
         except REDIS_ERRORS as exc:
             raise translate(exc, script.name) from exc
 
@@ -160,8 +184,11 @@ class AsyncRedisBackend:
         return results
 
     async def execute(self, *args: Arg) -> Any:
-        client = self._client if self._client is not None else await self._connect()
+        direct = self._direct
         try:
+            if direct is not None and args[0] in _RAW_REPLIES:
+                return await direct.call(pack_command(args))
+            client = self._client if self._client is not None else await self._connect()
             return await client.execute_command(*args)
         except REDIS_ERRORS as exc:
             raise translate(exc, str(args[0])) from exc
@@ -266,6 +293,8 @@ class AsyncRedisBackend:
                 await sentinel.aclose()
             except Exception:
                 logger.debug("closing a sentinel connection failed", exc_info=True)
+        if self._direct is not None:
+            await self._direct.aclose()
         if self._client is None:
             return
         try:

@@ -27,16 +27,20 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
+from interlock._sync.redis_direct import Direct
 from interlock._config import Settings, parse_sentinel_url
 from interlock._synchronization import Event, Mutex, Worker, sleep
 from interlock.backends._cluster import cluster_ready
 from interlock.backends._errors import REDIS_ERRORS, UNAVAILABLE, map_redis_errors, translate
+from interlock.backends._resp import pack_command
 from interlock.backends._script import Arg, Script
 from interlock.errors import BackendUnavailable, ConfigError
 
 logger = logging.getLogger("interlock.backend")
 Subscriber = Callable[[bytes], None]
 _POLL = 0.1  # seconds the listener blocks per read; bounds how fast it notices new channels
+# commands whose raw reply is what redis-py's client returns (no response callback)
+_RAW_REPLIES = frozenset({"GET", "HGET", "HMGET"})
 
 
 def _common_options(settings: Settings) -> dict[str, Any]:
@@ -108,6 +112,8 @@ class RedisBackend:
         else:
             self._client = redis_lib.Redis.from_url(settings.url, **options)
             self._pubsub_targets = [{"url": settings.url, **options}]
+        # single node and Sentinel: hot commands skip the client path (see redis_direct)
+        self._direct = None if self._client is None else Direct(self._client.connection_pool)
         self._callbacks: dict[str, list[Subscriber]] = {}
         self._active: set[str] = set()
         self._confirmed: dict[str, Event] = {}
@@ -131,12 +137,30 @@ class RedisBackend:
             return self._client
 
     def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        if self._direct is not None:
+            return self._run_direct(self._direct, script, keys, args)
         client = self._client if self._client is not None else self._connect()
         try:
             return client.evalsha(script.sha, len(keys), *keys, *args)
         except redis_errors.NoScriptError:
             with map_redis_errors(script.name):
                 return client.eval(script.source, len(keys), *keys, *args)
+        except REDIS_ERRORS as exc:
+            raise translate(exc, script.name) from exc
+
+    @staticmethod
+    def _run_direct(
+        direct: Direct, script: Script, keys: Sequence[str], args: Sequence[Arg]
+    ) -> Any:
+        try:
+            try:
+                return direct.call(
+                    pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+                )
+            except redis_errors.NoScriptError:
+                return direct.call(
+                    pack_command(("EVAL", script.source, len(keys), *keys, *args))
+                )
         except REDIS_ERRORS as exc:
             raise translate(exc, script.name) from exc
 
@@ -161,8 +185,11 @@ class RedisBackend:
         return results
 
     def execute(self, *args: Arg) -> Any:
-        client = self._client if self._client is not None else self._connect()
+        direct = self._direct
         try:
+            if direct is not None and args[0] in _RAW_REPLIES:
+                return direct.call(pack_command(args))
+            client = self._client if self._client is not None else self._connect()
             return client.execute_command(*args)
         except REDIS_ERRORS as exc:
             raise translate(exc, str(args[0])) from exc
@@ -267,6 +294,8 @@ class RedisBackend:
                 sentinel.close()
             except Exception:
                 logger.debug("closing a sentinel connection failed", exc_info=True)
+        if self._direct is not None:
+            self._direct.close()
         if self._client is None:
             return
         try:
