@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import threading
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from _services import RedisServer, free_port
-from interlock import BackendUnavailable, Interlock, LockTimeout
+from interlock import AsyncInterlock, BackendUnavailable, Interlock, LockTimeout
 
 
 def test_redis_down_fails_fast_with_backend_unavailable() -> None:
@@ -86,12 +87,16 @@ def test_rediss_with_acl_user_in_url(
     wrong.close()
 
 
-def _evalsha_calls(server: RedisServer) -> int:
+def _calls(server: RedisServer, command: str) -> int:
     stats = server.command("INFO", "commandstats")
     for line in str(stats).splitlines():
-        if line.startswith("cmdstat_evalsha:"):
+        if line.startswith(f"cmdstat_{command}:"):
             return int(line.split("calls=")[1].split(",")[0])
     return 0
+
+
+def _evalsha_calls(server: RedisServer) -> int:
+    return _calls(server, "evalsha")
 
 
 def test_waiting_costs_no_commands_per_unit_of_time(fresh_redis: RedisServer) -> None:
@@ -100,7 +105,7 @@ def test_waiting_costs_no_commands_per_unit_of_time(fresh_redis: RedisServer) ->
     waiter = Interlock(fresh_redis.url, namespace=namespace)
     lease = holder.lock("account", 1, ttl=30.0).acquire()
     assert lease is not None
-    before = _evalsha_calls(fresh_redis)
+    before, pops = _evalsha_calls(fresh_redis), _calls(fresh_redis, "blpop")
     errors: list[LockTimeout] = []
     thread = threading.Thread(
         target=lambda: _expect_timeout(waiter, errors), name="waiter"
@@ -108,8 +113,9 @@ def test_waiting_costs_no_commands_per_unit_of_time(fresh_redis: RedisServer) ->
     thread.start()
     thread.join(10)
     assert len(errors) == 1
-    # first attempt, the queued attempt, and leaving the queue: nothing while it slept 2 s
-    assert _evalsha_calls(fresh_redis) - before <= 3
+    # the queued attempt, one BLPOP on its signal list for the 2 s, and leaving the queue
+    assert _evalsha_calls(fresh_redis) - before <= 2
+    assert _calls(fresh_redis, "blpop") - pops == 1
     lease.release()
     holder.close()
     waiter.close()
@@ -120,3 +126,39 @@ def _expect_timeout(il: Interlock, errors: list[LockTimeout]) -> None:
         il.lock("account", 1, timeout=2.0).acquire()
     except LockTimeout as exc:
         errors.append(exc)
+
+
+def test_blocking_and_asyncio_waiters_share_one_fifo_queue(fresh_redis: RedisServer) -> None:
+    """A thread waits on its signal list, a task on pub/sub: both are handed the lock, in order."""
+    namespace = f"m{uuid.uuid4().hex[:8]}"
+    holder = Interlock(fresh_redis.url, namespace=namespace)
+    lease = holder.lock("account", 1).acquire()
+    assert lease is not None
+    order: list[str] = []
+
+    def blocking() -> None:
+        il = Interlock(fresh_redis.url, namespace=namespace)
+        with il.lock("account", 1, timeout=10.0):
+            order.append("thread")
+            time.sleep(0.05)
+        il.close()
+
+    async def task() -> None:
+        ail = AsyncInterlock(fresh_redis.url, namespace=namespace)
+        await asyncio.sleep(0.3)  # queue behind the thread
+        async with ail.lock("account", 1, timeout=10.0):
+            order.append("task")
+        await ail.aclose()
+
+    thread = threading.Thread(target=blocking, name="blocking-waiter")
+    thread.start()
+    runner = threading.Thread(target=lambda: asyncio.run(task()), name="asyncio-waiter")
+    runner.start()
+    time.sleep(0.8)
+    released = time.monotonic()
+    lease.release()
+    thread.join(10)
+    runner.join(10)
+    assert order == ["thread", "task"]
+    assert time.monotonic() - released < 2.0  # hand-offs, not TTL expiry (30 s)
+    holder.close()

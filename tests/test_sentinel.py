@@ -64,7 +64,7 @@ def test_async_locks_through_sentinel(redis_sentinel_url: str) -> None:
     asyncio.run(main())
 
 
-def test_waiter_is_woken_by_pubsub_on_the_master(redis_sentinel_url: str) -> None:
+def test_waiter_is_woken_on_the_master(redis_sentinel_url: str) -> None:
     il = _client(redis_sentinel_url)
     try:
         _assert_handoff(il)
@@ -73,7 +73,7 @@ def test_waiter_is_woken_by_pubsub_on_the_master(redis_sentinel_url: str) -> Non
 
 
 def _assert_handoff(il: Interlock) -> None:
-    """A waiter is handed the lock on release quickly, i.e. via pub/sub, not a TTL timeout."""
+    """A waiter is handed the lock on release quickly (its signal list), not by TTL timeout."""
     key = uuid.uuid4().hex
     lease = il.lock("handoff", key, ttl=30.0).acquire()
     assert lease is not None
@@ -85,7 +85,7 @@ def _assert_handoff(il: Interlock) -> None:
 
     thread = threading.Thread(target=wait, name="waiter")
     thread.start()
-    time.sleep(0.5)  # the waiter is queued and subscribed
+    time.sleep(0.5)  # the waiter is queued
     released = time.monotonic()
     lease.release()
     thread.join(12)
@@ -101,7 +101,9 @@ def test_failover_same_client_recovers_and_fails_closed_meanwhile(
     try:
         with il.lock("account", 1):
             pass
-        _assert_handoff(il)  # the pub/sub listener is connected to the first master
+        _assert_handoff(il)
+        heard: list[bytes] = []
+        il.backend.subscribe("failover-probe", heard.append)  # pub/sub on the first master
         old = sentinel.master_port()
         started = time.monotonic()
         if how == "kill":
@@ -131,10 +133,14 @@ def test_failover_same_client_recovers_and_fails_closed_meanwhile(
         print(f"\n{how}: recovered after {recovered:.2f} s, {failures} BackendUnavailable")
         if how == "kill":
             assert failures > 0  # there was no master for a while: calls failed closed
-        # pub/sub followed the master: hand-off still works, and its connection is on `new`
+        # hand-off still works, and the pub/sub listener followed the master to `new` (a
+        # demoted master keeps its clients: the listener moves when commands see READONLY)
         _assert_handoff(il)
-        clients = str(redis_command(new, "CLIENT", "LIST", "TYPE", "pubsub"))
-        assert clients.strip(), f"no pub/sub connection on the new master {new}"
+        deadline = time.monotonic() + 5.0
+        while not heard and time.monotonic() < deadline:
+            redis_command(new, "PUBLISH", "failover-probe", "after")
+            time.sleep(0.1)
+        assert heard, f"no pub/sub message from the new master {new}"
     finally:
         il.close()
 

@@ -7,15 +7,18 @@ Keys of one lock share the hash tag ``{name:key}`` (see ``_keys.base_key``):
 * ``<base>:f`` fence counter (string), expires after ``fence_idle_ms`` without acquisitions
 * ``<base>:q`` sorted set of waiter tokens, scored by arrival (server µs): the FIFO queue
 * ``<base>:w`` hash waiter token -> ``deadline_ms|channel|ttl_ms|host|pid|rid|tid``
+* ``<base>:s:<token>`` signal list of one blocking waiter (channel ``''``): the hand-off
+  pushes the fence there and the waiter's BLPOP returns it; it lives no longer than the lock
 
 Every ``redis.call`` costs a few µs inside Redis, so the uncontended paths use few of them:
 acquire is GET, EXISTS, TIME, GET+SET of the fence and one SET; release is GET, DEL, EXISTS.
 
 Fences are ``max(counter + 1, server time in µs)``: strictly increasing while the counter
 lives, and still increasing after it expired, because server time has moved on by then.
-On release the lock is handed straight to the first live waiter and the waiter's process
-is told on its channel (payload ``token:fence``), so the lock is never free while live
-waiters queue and new arrivals cannot overtake them.
+On release the lock is handed straight to the first live waiter and the waiter is told:
+on its process's pub/sub channel (payload ``token:fence``), or, for a waiter registered
+with an empty channel, on its own signal list (a blocking waiter's BLPOP, no thread hop).
+The lock is never free while live waiters queue, and new arrivals cannot overtake them.
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ end
 local function owner_of(value)
   if not value then return nil end
   return string.sub(value, 1, string.find(value, '|', 1, true) - 1)
+end
+
+-- The signal list of a blocking waiter: '<base>:s:<token>' next to '<base>:h' (same slot).
+local function signal_key(keys, token)
+  return string.sub(keys[1], 1, -2) .. 's:' .. token
 end
 
 local function now_parts()
@@ -84,7 +92,13 @@ local function hand_off(keys, idle_ms)
   redis.call('HDEL', keys[4], head)
   local holder = table.concat({w[4], w[5], w[6], w[7]}, '|')
   local fence = grant(keys, head, w[3], holder, now_ms, now_us, idle_ms)
-  redis.call('PUBLISH', w[2], head .. ':' .. string.format('%d', fence))
+  if w[2] == '' then
+    local signal = signal_key(keys, head)
+    redis.call('RPUSH', signal, string.format('%d', fence))
+    redis.call('PEXPIRE', signal, w[3])
+  else
+    redis.call('PUBLISH', w[2], head .. ':' .. string.format('%d', fence))
+  end
   return 1
 end
 """
@@ -117,7 +131,7 @@ ACQUIRE = Script(
 -- KEYS: 1 lock, 2 fence counter, 3 waiter queue, 4 waiter info
 -- ARGV: 1 token, 2 ttl_ms, 3 holder 'host|pid|rid|tid',
 --       4 queue registration ms (0 = do not queue; a dead waiter drops out after it),
---       5 wake channel, 6 fence idle ms
+--       5 wake channel ('' = the waiter's signal list), 6 fence idle ms
 -- Returns: {1, fence}              acquired now
 --          {2, fence}              already ours (handed off to us, or a retried call)
 --          {0, wait_ms, lock}      not ours: the holder's lock string (false if none);
@@ -180,6 +194,7 @@ CANCEL = Script(
     + r"""
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('DEL', signal_key(KEYS, ARGV[1]))
 if owner_of(redis.call('GET', KEYS[1])) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 hand_off(KEYS, ARGV[2])

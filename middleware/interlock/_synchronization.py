@@ -32,6 +32,13 @@ def current_owner() -> int:
     return threading.get_ident()
 
 
+# Whether a lock waiter may block a connection of its own while it waits. A blocking waiter
+# owns its thread, so a signal list (BLPOP) wakes it with no thread hop; asyncio waiters are
+# cheap tasks, possibly thousands, so they share the one pub/sub connection instead.
+async_dedicated_waits = False
+dedicated_waits = True
+
+
 async def async_sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 

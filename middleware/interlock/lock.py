@@ -66,6 +66,11 @@ def lock_keys(namespace: str, name: str, encoded_key: str) -> list[str]:
     return [f"{base}:h", f"{base}:f", f"{base}:q", f"{base}:w"]
 
 
+def signal_key(keys: Sequence[str], token: str) -> str:
+    """The signal list of a blocking waiter (``<base>:s:<token>``, see _lock_scripts)."""
+    return f"{keys[0][:-1]}s:{token}"
+
+
 def new_token() -> str:
     """A random owner token (128 bits)."""
     return secrets.token_hex(16)

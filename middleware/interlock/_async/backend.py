@@ -21,6 +21,7 @@ class AsyncBackend(Protocol):
     """
 
     url: str
+    signals: bool  # wait_signal() is supported (a blocking pop on a list)
 
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """Run a Lua script atomically; keys share one hash tag."""
@@ -42,12 +43,20 @@ class AsyncBackend(Protocol):
     def on_reset(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever the subscription stream may have missed messages."""
 
+    async def wait_signal(self, key: str, timeout: float) -> bytes | None:
+        """Pop the first item of list ``key``, waiting up to ``timeout`` s (None: none came).
+
+        Only when :attr:`signals` is true; the caller's connection is busy meanwhile.
+        """
+
     async def aclose(self) -> None:
         """Release connections and stop background work."""
 
 
 class AsyncMemoryBackend:
     """The embedded backend: a process-local :class:`MemStore` running the same Lua."""
+
+    signals = False  # waiters are woken in-process through subscribe()
 
     def __init__(self, url: str, store: MemStore) -> None:
         self.url = url
@@ -82,6 +91,9 @@ class AsyncMemoryBackend:
 
     def on_reset(self, callback: Callable[[], None]) -> None:
         """The in-process stream never misses messages; nothing to do."""
+
+    async def wait_signal(self, key: str, timeout: float) -> bytes | None:
+        raise NotImplementedError("mem:// wakes waiters through subscribe()")
 
     async def aclose(self) -> None:
         for channel, callback in self._subscriptions:

@@ -19,6 +19,7 @@ class AsyncChaosBackend:
     def __init__(self, backend: AsyncBackend, plan: ChaosPlan, metrics: Metrics) -> None:
         self.inner = backend
         self.url = backend.url
+        self.signals = backend.signals
         self._plan = plan
         self._metrics = metrics
 
@@ -54,6 +55,10 @@ class AsyncChaosBackend:
 
     def on_reset(self, callback: Callable[[], None]) -> None:
         self.inner.on_reset(callback)
+
+    async def wait_signal(self, key: str, timeout: float) -> bytes | None:
+        await self._inject("BLPOP")
+        return await self.inner.wait_signal(key, timeout)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -49,14 +49,20 @@ class AsyncDirect:
             raise
         return conn
 
-    async def call(self, command: bytes) -> Any:
-        """Send one packed command and return its reply (redis-py's errors propagate)."""
+    async def call(self, command: bytes, read_timeout: float | None = None) -> Any:
+        """Send one packed command and return its reply (redis-py's errors propagate).
+
+        ``read_timeout`` replaces the socket timeout for the reply (blocking commands).
+        """
         retried = False
         while True:
             conn = await self._take()  # connecting retries once by itself (the pool's Retry)
             try:
                 await conn.send_packed_command([command], check_health=False)
-                reply = await conn.read_response()
+                if read_timeout is None:  # (sync redis-py reads None as "no timeout")
+                    reply = await conn.read_response()
+                else:
+                    reply = await conn.read_response(timeout=read_timeout)
             except redis_errors.ResponseError:
                 await self._put(conn)  # an error reply: the connection is in step
                 raise

@@ -22,6 +22,7 @@ class Backend(Protocol):
     """
 
     url: str
+    signals: bool  # wait_signal() is supported (a blocking pop on a list)
 
     def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """Run a Lua script atomically; keys share one hash tag."""
@@ -43,12 +44,20 @@ class Backend(Protocol):
     def on_reset(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever the subscription stream may have missed messages."""
 
+    def wait_signal(self, key: str, timeout: float) -> bytes | None:
+        """Pop the first item of list ``key``, waiting up to ``timeout`` s (None: none came).
+
+        Only when :attr:`signals` is true; the caller's connection is busy meanwhile.
+        """
+
     def close(self) -> None:
         """Release connections and stop background work."""
 
 
 class MemoryBackend:
     """The embedded backend: a process-local :class:`MemStore` running the same Lua."""
+
+    signals = False  # waiters are woken in-process through subscribe()
 
     def __init__(self, url: str, store: MemStore) -> None:
         self.url = url
@@ -83,6 +92,9 @@ class MemoryBackend:
 
     def on_reset(self, callback: Callable[[], None]) -> None:
         """The in-process stream never misses messages; nothing to do."""
+
+    def wait_signal(self, key: str, timeout: float) -> bytes | None:
+        raise NotImplementedError("mem:// wakes waiters through subscribe()")
 
     def close(self) -> None:
         for channel, callback in self._subscriptions:

@@ -16,6 +16,7 @@ tells ``on_reset`` callbacks that messages may have been missed.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -39,6 +40,7 @@ from interlock.errors import BackendUnavailable, ConfigError
 logger = logging.getLogger("interlock.backend")
 Subscriber = Callable[[bytes], None]
 _POLL = 0.1  # seconds the listener blocks per read; bounds how fast it notices new channels
+_MASTER_CHECK = 1.0  # seconds between the Sentinel listener's "is the master still there?"
 # commands whose raw reply is what redis-py's client returns (no response callback)
 _RAW_REPLIES = frozenset({"GET", "HGET", "HMGET"})
 
@@ -81,6 +83,7 @@ class RedisBackend:
         options = _common_options(settings)
         self._client: Any = None  # a cluster client is built on first use (it does I/O)
         self._connect_mutex = Mutex()
+        self._sentinel_service: str | None = None
         if "cluster" in settings.scheme:
             nodes, auth = _cluster_nodes(settings.url)
             self._cluster_nodes = nodes
@@ -113,7 +116,10 @@ class RedisBackend:
             self._client = redis_lib.Redis.from_url(settings.url, **options)
             self._pubsub_targets = [{"url": settings.url, **options}]
         # single node and Sentinel: hot commands skip the client path (see redis_direct)
-        self._direct = None if self._client is None else Direct(self._client.connection_pool)
+        self._direct = None
+        if self._client is not None:
+            self._direct = Direct(self._client.connection_pool)
+        self.signals = self._direct is not None  # Cluster: waiters use pub/sub
         self._callbacks: dict[str, list[Subscriber]] = {}
         self._active: set[str] = set()
         self._confirmed: dict[str, Event] = {}
@@ -194,6 +200,16 @@ class RedisBackend:
         except REDIS_ERRORS as exc:
             raise translate(exc, str(args[0])) from exc
 
+    def wait_signal(self, key: str, timeout: float) -> bytes | None:
+        if self._direct is None:
+            raise NotImplementedError("signal waits need a single-node or Sentinel backend")
+        command = pack_command(("BLPOP", key, f"{max(timeout, 0.001):.3f}"))
+        try:
+            reply = self._direct.call(command, timeout + self._settings.socket_timeout)
+        except REDIS_ERRORS as exc:
+            raise translate(exc, "lock wait") from exc
+        return None if reply is None else bytes(reply[1])
+
     # -- pub/sub -------------------------------------------------------------------------
 
     def subscribe(self, channel: str, callback: Subscriber) -> None:
@@ -230,12 +246,29 @@ class RedisBackend:
         host, port = self._sentinel.discover_master(self._sentinel_service)
         return {"host": host, "port": port, **self._sentinel_options}
 
+    def _master_moved(self, pubsub: Any) -> bool:
+        """Behind Sentinel, every ``_MASTER_CHECK`` s: is the master elsewhere now?
+
+        A demoted master keeps its subscribers and need not relay what the new master
+        publishes, so the listener moves by itself.
+        """
+        if self._sentinel_service is None or time.monotonic() < pubsub.next_check:
+            return False
+        pubsub.next_check = time.monotonic() + _MASTER_CHECK
+        try:
+            address = self._sentinel.discover_master(self._sentinel_service)
+        except (redis_errors.RedisError, OSError):  # sentinels unreachable: stay put
+            return False
+        return bool(tuple(address) != pubsub.address)
+
     def _new_pubsub(self, attempt: int) -> Any:
         target = self._pubsub_target(attempt)
         url = target.pop("url", None)
         client: Any = redis_lib.Redis.from_url(url, **target) if url else redis_lib.Redis(**target)
         pubsub = client.pubsub()
         pubsub.owner = client  # closed together in _drop
+        pubsub.address = (target.get("host"), target.get("port"))
+        pubsub.next_check = time.monotonic() + _MASTER_CHECK
         return pubsub
 
     def _listen(self) -> None:
@@ -243,6 +276,10 @@ class RedisBackend:
         pubsub: Any = None
         while not self._closing:
             try:
+                if pubsub is not None and self._master_moved(pubsub):
+                    self._drop(pubsub)
+                    pubsub = None
+                    self._fire_resets()
                 if pubsub is None:
                     pubsub = self._new_pubsub(attempt)
                     self._active.clear()

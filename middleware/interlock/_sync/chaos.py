@@ -20,6 +20,7 @@ class ChaosBackend:
     def __init__(self, backend: Backend, plan: ChaosPlan, metrics: Metrics) -> None:
         self.inner = backend
         self.url = backend.url
+        self.signals = backend.signals
         self._plan = plan
         self._metrics = metrics
 
@@ -55,6 +56,10 @@ class ChaosBackend:
 
     def on_reset(self, callback: Callable[[], None]) -> None:
         self.inner.on_reset(callback)
+
+    def wait_signal(self, key: str, timeout: float) -> bytes | None:
+        self._inject("BLPOP")
+        return self.inner.wait_signal(key, timeout)
 
     def close(self) -> None:
         self.inner.close()

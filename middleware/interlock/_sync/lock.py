@@ -19,6 +19,7 @@ from interlock._lock_scripts import ACQUIRE, CANCEL, EXTEND, RELEASE
 from interlock._synchronization import (
     Event,
     current_owner,
+    dedicated_waits,
     shielded,
 )
 from interlock.backends._script import Arg
@@ -30,6 +31,7 @@ from interlock.lock import (
     lock_keys,
     new_token,
     parse_lock,
+    signal_key,
     wait_seconds,
 )
 
@@ -300,17 +302,19 @@ class Lock:
     ) -> Lease | None:
         service = self.service
         deadline = None if wait is None else started + wait
-        queued = blocking and service.listening
+        # a blocking waiter pops its own signal list; others are woken through pub/sub
+        signalled = dedicated_waits and service.backend.signals
+        queued = blocking and (signalled or service.listening)
         waiter: Event | None = None
         contended = False
         metrics = service.metrics.for_lock(self.name)
         try:
             while True:
                 remaining = None if deadline is None else deadline - time.monotonic()
-                if queued and waiter is None:
+                if queued and waiter is None and not signalled:
                     service.ensure_listening()
                     waiter = service.register(token)
-                reply = self._attempt(token, queued, remaining)
+                reply = self._attempt(token, queued, remaining, signalled)
                 if reply[0] in (1, 2):
                     return self._lease(token, int(reply[1]), started, held_key)
                 if not blocking:
@@ -322,14 +326,21 @@ class Lock:
                 if not queued:
                     queued = True
                     continue
-                assert waiter is not None
-                fence = service.handoff(token)
+                fence = None if signalled else service.handoff(token)
                 if fence is None:
                     if remaining is not None and remaining <= 0:
                         raise LockTimeout(self.name, self.key, wait or 0.0, parse_lock(reply[2]))
-                    waiter.wait(wait_seconds(int(reply[1]), remaining))
-                    waiter.clear()
-                    fence = service.handoff(token)
+                    pause = wait_seconds(int(reply[1]), remaining)
+                    if signalled:
+                        signal = service.backend.wait_signal(
+                            signal_key(self.keys, token), pause
+                        )
+                        fence = None if signal is None else int(signal)
+                    else:
+                        assert waiter is not None
+                        waiter.wait(pause)
+                        waiter.clear()
+                        fence = service.handoff(token)
                 if fence is not None:
                     return self._lease(token, fence, started, held_key)
                 if deadline is not None and time.monotonic() >= deadline:
@@ -346,7 +357,9 @@ class Lock:
             if contended:
                 metrics.waiting.dec()
 
-    def _attempt(self, token: str, queued: bool, remaining: float | None) -> list[Any]:
+    def _attempt(
+        self, token: str, queued: bool, remaining: float | None, signalled: bool
+    ) -> list[Any]:
         registration = 0
         if queued:
             horizon = QUEUE_REGISTRATION_S
@@ -358,7 +371,7 @@ class Lock:
             int(self.ttl * 1000),
             holder_arg(),
             registration,
-            self.service.channel,
+            "" if signalled else self.service.channel,
             FENCE_IDLE_MS,
         ]
         reply: list[Any] = self.service.backend.run(ACQUIRE, self.keys, args)
