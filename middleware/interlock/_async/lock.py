@@ -169,16 +169,18 @@ class AsyncLease:
         self.done = True
         service = self._service
         service.forget(self)
-        metrics = service.metrics.for_lock(self.name)
-        metrics.held.dec()
-        metrics.hold.observe(time.monotonic() - self.acquired)
+        held_for = time.monotonic() - self.acquired
         args: list[Arg] = [self.token, FENCE_IDLE_MS]
-        try:
+        try:  # the next waiter is handed the lock in this call: bookkeeping comes after
             released = await service.backend.run(RELEASE, self.keys, args)
         except BaseException as exc:
             if not isinstance(exc, Exception):  # cancelled mid-release: finish it anyway
                 await async_shielded(service.backend.run(RELEASE, self.keys, args))
             raise
+        finally:
+            metrics = service.metrics.for_lock(self.name)
+            metrics.held.dec()
+            metrics.hold.observe(held_for)
         if released != 1:
             self.mark_lost("expired" if self.lost_reason is None else self.lost_reason)
         if self.lost_reason is not None:
