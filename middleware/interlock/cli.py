@@ -2,7 +2,9 @@
 
 Subcommands:
     demo    run the example shop with its load generator and a live summary
-    txn     transaction tools (added by ``interlock._cli_txn`` when present)
+    check   is the backend fit for locks, cache and transactions? (``interlock._cli_check``)
+    top     live view of held locks and their waiters (``interlock._cli_top``)
+    txn     transaction tools (``interlock._cli_txn``)
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import sys
 from collections.abc import Sequence
 
 from interlock import __version__
+
+# each adds its subcommand with ``register(subparsers)``
+_COMMAND_MODULES = ("interlock._cli_check", "interlock._cli_top", "interlock._cli_txn")
 
 
 def _positive(text: str) -> float:
@@ -79,13 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--rate", type=_positive, default=150.0, help="load in requests/s (150)")
     demo.set_defaults(handler=_demo)
-    try:
-        txn = importlib.import_module("interlock._cli_txn")
-    except ModuleNotFoundError as exc:
-        if exc.name != "interlock._cli_txn":
-            raise
-    else:
-        txn.register(commands)
+    for module in _COMMAND_MODULES:
+        try:
+            command = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+        else:
+            command.register(commands)
     return parser
 
 
