@@ -11,7 +11,7 @@ Keys of one lock share the hash tag ``{name:key}`` (see ``_keys.base_key``):
   pushes the fence there and the waiter's BLPOP returns it; it lives no longer than the lock
 
 Every ``redis.call`` costs a few µs inside Redis, so the uncontended paths use few of them:
-acquire is GET, EXISTS, TIME, GET+SET of the fence and one SET; release is GET, DEL, EXISTS.
+acquire is GET, EXISTS, TIME, GET+SET of the fence and one SET; release is GET, EXISTS, DEL.
 
 Fences are ``max(counter + 1, server time in µs)``: strictly increasing while the counter
 lives, and still increasing after it expired, because server time has moved on by then.
@@ -82,9 +82,9 @@ local function head_waiter(keys, now_ms)
   end
 end
 
--- Give the free lock to the first live waiter and wake its process.
+-- Give the lock to the first live waiter (overwriting the lock key) and wake it; 0 when
+-- no live waiter queues (the caller then deletes the lock key).
 local function hand_off(keys, idle_ms)
-  if redis.call('EXISTS', keys[3]) == 0 then return 0 end
   local now_ms, now_us = now_parts()
   local head, w = head_waiter(keys, now_ms)
   if not head then return 0 end
@@ -172,12 +172,14 @@ RELEASE = Script(
 -- Returns: 1 released, 0 not ours (expired or taken over)
 local held = redis.call('GET', KEYS[1])
 if not held or string.sub(held, 1, #ARGV[1] + 1) ~= ARGV[1] .. '|' then return 0 end
-redis.call('DEL', KEYS[1])
-if redis.call('EXISTS', KEYS[3]) == 0 then return 1 end
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
 """
     + _HELPERS
     + r"""
-hand_off(KEYS, ARGV[2])
+if hand_off(KEYS, ARGV[2]) == 0 then redis.call('DEL', KEYS[1]) end
 return 1
 """,
 )
@@ -196,8 +198,7 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('DEL', signal_key(KEYS, ARGV[1]))
 if owner_of(redis.call('GET', KEYS[1])) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-hand_off(KEYS, ARGV[2])
+if hand_off(KEYS, ARGV[2]) == 0 then redis.call('DEL', KEYS[1]) end
 return 1
 """,
 )
