@@ -25,6 +25,19 @@ def test_redis_down_fails_fast_with_backend_unavailable() -> None:
     il.close()
 
 
+def test_unreachable_cluster_fails_fast_with_backend_unavailable() -> None:
+    il = Interlock(
+        f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}", connect_timeout=0.5
+    )
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable):
+        il.lock("account", 1).acquire()
+    with pytest.raises(BackendUnavailable):
+        il.backend.execute("GET", "k")
+    assert time.monotonic() - started < 3.0
+    il.close()
+
+
 def test_hung_redis_times_out_then_recovers(fresh_redis: RedisServer) -> None:
     il = Interlock(fresh_redis.url, namespace="hang", socket_timeout=0.3)
     with il.lock("account", 1):

@@ -25,7 +25,12 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
-REDIS_ERRORS: tuple[type[BaseException], ...] = (redis_errors.RedisError, OSError)
+# (RedisClusterException is not a RedisError: cluster discovery failures raise it)
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    redis_errors.RedisError,
+    redis_errors.RedisClusterException,
+    OSError,
+)
 
 
 def translate(exc: BaseException, operation: str) -> BackendError:
