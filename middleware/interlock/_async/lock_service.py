@@ -21,7 +21,7 @@ from interlock.lock import renew_due
 from interlock.metrics import Metrics
 
 if TYPE_CHECKING:
-    from interlock._async.lock import AsyncLease
+    from interlock._async.lease import AsyncLease
 
 
 class AsyncLockService:

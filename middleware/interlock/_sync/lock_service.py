@@ -22,7 +22,7 @@ from interlock.lock import renew_due
 from interlock.metrics import Metrics
 
 if TYPE_CHECKING:
-    from interlock._sync.lock import Lease
+    from interlock._sync.lease import Lease
 
 
 class LockService:
