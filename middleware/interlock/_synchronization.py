@@ -2,23 +2,58 @@
 
 Code under ``interlock/_async/`` uses only the ``Async*`` / ``async_*`` names below;
 ``scripts/unasync.py`` turns them into the plain names for ``interlock/_sync/``. This is
-the only module that touches ``asyncio`` and ``threading`` scheduling directly.
+the only module (with its parts ``_threads.py`` and ``_fanout.py``, re-exported here) that
+touches ``asyncio`` and ``threading`` scheduling directly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import inspect
-import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from concurrent.futures import Future
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import Any
 
-_T = TypeVar("_T")
+from interlock._fanout import (
+    AsyncFlight,
+    Flight,
+    async_call,
+    async_call_all,
+    async_check_cacheable,
+    call,
+    call_all,
+    check_cacheable,
+)
+from interlock._threads import AsyncWorker, Worker, async_run_blocking, run_blocking
+
+__all__ = [
+    "AsyncEvent",
+    "AsyncFlight",
+    "AsyncMutex",
+    "AsyncWorker",
+    "Event",
+    "Flight",
+    "Mutex",
+    "Worker",
+    "async_call",
+    "async_call_all",
+    "async_check_cacheable",
+    "async_current_owner",
+    "async_dedicated_waits",
+    "async_run_blocking",
+    "async_shielded",
+    "async_sleep",
+    "call",
+    "call_all",
+    "check_cacheable",
+    "current_owner",
+    "dedicated_waits",
+    "run_blocking",
+    "shielded",
+    "sleep",
+]
+
 
 
 def async_current_owner() -> int:
@@ -137,282 +172,3 @@ class Mutex:
 
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
-
-
-class AsyncWorker:
-    """Runs one coroutine function in the background as an asyncio task."""
-
-    def __init__(self, target: Callable[[], Awaitable[None]], name: str) -> None:
-        self._target = target
-        self._name = name
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._task = loop.create_task(self._target(), name=self._name)  # type: ignore[arg-type]
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    async def join(self, timeout: float) -> None:
-        task, self._task = self._task, None
-        if task is None:
-            return
-        if task.get_loop() is not asyncio.get_running_loop():
-            return  # started on another (finished) loop; nothing to await here
-        done, _ = await asyncio.wait([task], timeout=timeout)
-        if not done:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
-
-class Worker:
-    """Runs one function in the background as a daemon thread."""
-
-    def __init__(self, target: Callable[[], Any], name: str) -> None:
-        self._target = target
-        self._name = name
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._target, name=self._name, daemon=True)
-            self._thread.start()
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def join(self, timeout: float) -> None:
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-
-
-class _DaemonPool:
-    """A small pool of daemon threads: a call stuck in a driver never blocks interpreter exit
-    (``concurrent.futures`` joins its non-daemon workers at exit)."""
-
-    def __init__(self, max_threads: int = 32) -> None:
-        self._max = max_threads
-        self._queue: queue.SimpleQueue[tuple[Future[Any], contextvars.Context, Callable[[], Any]]]
-        self._queue = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._threads = 0
-        self._idle = 0
-
-    def submit(self, fn: Callable[[], _T]) -> Future[_T]:
-        future: Future[_T] = Future()
-        self._queue.put((future, contextvars.copy_context(), fn))
-        with self._lock:
-            if self._idle == 0 and self._threads < self._max:
-                self._threads += 1
-                threading.Thread(target=self._work, name="interlock-blocking", daemon=True).start()
-        return future
-
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                self._idle += 1
-            future, context, fn = self._queue.get()
-            with self._lock:
-                self._idle -= 1
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(context.run(fn))
-            except BaseException as exc:  # handed to the waiter, like concurrent.futures
-                future.set_exception(exc)
-
-
-_pool = _DaemonPool()
-
-
-async def async_run_blocking(fn: Callable[..., _T], *args: Any) -> _T:
-    """Run a blocking call (e.g. PyMySQL) on a daemon thread without blocking the loop."""
-    return await asyncio.wrap_future(_pool.submit(lambda: fn(*args)))
-
-
-def run_blocking(fn: Callable[..., _T], *args: Any) -> _T:
-    """Sync twin of :func:`async_run_blocking`: call ``fn`` directly."""
-    return fn(*args)
-
-
-async def async_call_all(
-    calls: Sequence[Callable[[], Awaitable[Any]]], timeout: float | None, *, cancel: bool = True
-) -> list[Any]:
-    """Run ``calls`` concurrently; each result, raised exception or ``TimeoutError()``.
-
-    Calls unfinished after ``timeout`` seconds get a ``TimeoutError`` result and are
-    cancelled, or with ``cancel=False`` left to finish in the background.
-    """
-    tasks = [asyncio.ensure_future(call()) for call in calls]
-    if not tasks:
-        return []
-    done, pending = await asyncio.wait(tasks, timeout=timeout)
-    for task in pending:
-        if cancel:
-            task.cancel()
-        else:
-            _background.add(task)
-            task.add_done_callback(_background.discard)
-    if cancel and pending:
-        await asyncio.wait(pending)
-    results: list[Any] = []
-    for task in tasks:
-        if task not in done:
-            results.append(TimeoutError(f"no answer within {timeout:g}s"))
-        elif task.cancelled():
-            results.append(TimeoutError("cancelled"))
-        else:
-            results.append(task.exception() or task.result())
-    return results
-
-
-_background: set[asyncio.Task[Any]] = set()
-
-
-def call_all(
-    calls: Sequence[Callable[[], Any]], timeout: float | None, *, cancel: bool = True
-) -> list[Any]:
-    """Sync twin of :func:`async_call_all`: the first call runs in this thread, the others
-    on daemon threads. Threads cannot be cancelled, so calls still running after
-    ``timeout`` always finish in the background (``cancel`` is accepted for symmetry)."""
-    if not calls:
-        return []
-    started = time.monotonic()
-    futures = [_pool.submit(call) for call in calls[1:]]
-    results: list[Any] = []
-    try:
-        results.append(calls[0]())
-    except Exception as exc:
-        results.append(exc)
-    for future in futures:
-        remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
-        try:
-            results.append(future.result(remaining))
-        except TimeoutError:
-            results.append(TimeoutError(f"no answer within {timeout:g}s"))
-        except Exception as exc:
-            results.append(exc)
-    return results
-
-
-# -- cache: shared loads, loader calls, decorator checks -----------------------------------
-
-_flights: set[asyncio.Task[Any]] = set()
-
-
-def _settled(task: asyncio.Task[Any]) -> None:
-    _flights.discard(task)
-    if not task.cancelled():
-        task.exception()  # retrieved: a failure nobody awaited is not reported by asyncio
-
-
-class AsyncFlight:
-    """One piece of work whose outcome concurrent callers share (single-flight).
-
-    The work runs as its own task: a caller that is cancelled stops waiting, but the work
-    goes on for the others (and still fills the cache).
-    """
-
-    def __init__(self) -> None:
-        self._task: asyncio.Task[Any] | None = None
-
-    def start(
-        self, work: Callable[[], Coroutine[Any, Any, Any]], background: bool = False
-    ) -> None:
-        """Start ``work`` now; ``background`` is implied (the caller is never blocked)."""
-        task = asyncio.get_running_loop().create_task(work())
-        _flights.add(task)
-        task.add_done_callback(_settled)
-        self._task = task
-
-    async def wait(self) -> Any:
-        """The work's result, or its exception re-raised."""
-        assert self._task is not None, "start() first"
-        return await asyncio.shield(self._task)
-
-    async def settle(self, timeout: float) -> None:
-        """Give unfinished work ``timeout`` seconds, then cancel it."""
-        task = self._task
-        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
-            return
-        done, _ = await asyncio.wait([task], timeout=timeout)
-        if not done:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
-
-class Flight:
-    """Sync twin of :class:`AsyncFlight`: the first caller's thread does the work (or a
-    daemon thread, in the background) and the others block on its future."""
-
-    def __init__(self) -> None:
-        self._future: Future[Any] = Future()
-
-    def start(self, work: Callable[[], Any], background: bool = False) -> None:
-        if background:
-            context = contextvars.copy_context()
-            thread = threading.Thread(
-                target=context.run, args=(self._run, work), name="interlock-cache", daemon=True
-            )
-            thread.start()
-        else:
-            self._run(work)
-
-    def _run(self, work: Callable[[], Any]) -> None:
-        try:
-            self._future.set_result(work())
-        except BaseException as exc:  # handed to every caller by wait()
-            self._future.set_exception(exc)
-
-    def wait(self) -> Any:
-        return self._future.result()
-
-    def settle(self, timeout: float) -> None:
-        with contextlib.suppress(BaseException):
-            self._future.result(timeout)
-
-
-async def async_call(function: Callable[[], Any]) -> Any:
-    """Call a loader; await what it returns when that is awaitable (sync or async loaders)."""
-    result = function()
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-def call(function: Callable[[], Any]) -> Any:
-    """Sync twin of :func:`async_call`: an awaitable result is a mistake, reported as such."""
-    result = function()
-    if inspect.isawaitable(result):
-        if inspect.iscoroutine(result):
-            result.close()
-        raise TypeError(
-            f"loader {function!r} returned an awaitable; the sync Cache needs a plain "
-            "function (use AsyncInterlock(...).cache(...) for async loaders)"
-        )
-    return result
-
-
-def async_check_cacheable(function: Callable[..., Any]) -> None:
-    """``AsyncCache.cached`` decorates coroutine functions."""
-    if not inspect.iscoroutinefunction(function):
-        raise TypeError(
-            f"AsyncCache.cached decorates async functions, and {function!r} is not one; "
-            "use the sync Interlock(...).cache(...).cached for plain functions"
-        )
-
-
-def check_cacheable(function: Callable[..., Any]) -> None:
-    """``Cache.cached`` decorates plain functions."""
-    if inspect.iscoroutinefunction(function):
-        raise TypeError(
-            f"Cache.cached decorates plain functions, and {function!r} is async; "
-            "use AsyncInterlock(...).cache(...).cached for coroutine functions"
-        )
