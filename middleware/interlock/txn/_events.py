@@ -5,13 +5,18 @@ dotted keys: ``event.action`` (``txn-started``, ``txn-branch-prepared``, ``txn-d
 ``txn-branch-committed``, ``txn-committed``, ``txn-aborted``, ``txn-in-doubt``,
 ``txn-recovered``, ``txn-heuristic``, ...) and ``interlock.txn.*`` (name, xid, state,
 resource, reason, outcome). Routine steps log at DEBUG, aborts at INFO, in-doubt and
-recovery actions at WARNING, heuristic outcomes at ERROR.
+recovery actions at WARNING, heuristic outcomes at ERROR. A transaction that ends in doubt
+is also noted on the request's log line (:func:`in_doubt`).
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any
+
+from interlock import _context
+from interlock.errors import TransactionInDoubt
+from interlock.txn._state import State
 
 logger = logging.getLogger("interlock.txn")
 
@@ -25,3 +30,37 @@ def event(level: int, action: str, message: str, **fields: Any) -> None:
         if value is not None:
             extra[key if "." in key else f"interlock.txn.{key}"] = value
     logger.log(level, message, extra=extra)
+
+
+def in_doubt(
+    name: str,
+    xid: str,
+    error: BaseException | None,
+    *,
+    reason: str,
+    summary: str,
+    detail: str,
+    resource: str | None = None,
+) -> TransactionInDoubt:
+    """Report that transaction ``name`` is in doubt and return the error to raise.
+
+    Args:
+        error: what failed (its message goes into the event).
+        reason: ``decision_unknown`` or ``commit_unknown`` (event and request log line).
+        summary: ends the log message ``transaction <name><summary>``.
+        detail: ends the error message ``transaction <name> (<xid>)<detail>``.
+        resource: the branch whose commit failed, if one did.
+    """
+    event(
+        logging.WARNING,
+        "txn-in-doubt",
+        f"transaction {name}{summary}",
+        name=name,
+        xid=xid,
+        resource=resource,
+        state=State.IN_DOUBT.value,
+        reason=reason,
+        **{"error.message": str(error)},
+    )
+    _context.record("txn", name=name, xid=xid, outcome="in_doubt", reason=reason)
+    return TransactionInDoubt(f"transaction {name} ({xid}){detail}", xid=xid)

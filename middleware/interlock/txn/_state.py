@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 
-from interlock.errors import TransactionError
+from interlock.errors import TransactionAborted, TransactionError, TransactionTimeout
 
 
 class State(enum.StrEnum):
@@ -78,6 +78,37 @@ def abort_reason(votes: list[Vote], late: bool) -> str | None:
     if Vote.ERROR in votes:
         return "error"
     return None
+
+
+def abort_error(
+    name: str,
+    xid: str,
+    reason: str,
+    *,
+    timeout: float,
+    refused: list[str],
+    cause: BaseException | None,
+) -> TransactionAborted:
+    """The error raised when transaction ``name`` aborted for ``reason``.
+
+    Args:
+        timeout: the transaction's timeout (for ``TransactionTimeout``'s message).
+        refused: the resources whose branch did not vote yes.
+        cause: the exception a branch raised, if one did.
+    """
+    if reason == "timeout":
+        return TransactionTimeout(
+            f"transaction {name} ({xid}) aborted: not every branch voted within {timeout:g}s",
+            reason=reason,
+            xid=xid,
+        )
+    detail = f": {cause}" if cause is not None else ""
+    return TransactionAborted(
+        f"transaction {name} ({xid}) aborted ({reason}) by "
+        f"{', '.join(refused) or 'the coordinator'}{detail}",
+        reason=reason,
+        xid=xid,
+    )
 
 
 class Action(enum.StrEnum):
