@@ -1,70 +1,45 @@
-"""The transaction manager of one interlock instance: decision log, recovery resources,
-recovery passes and the leader-elected recovery worker.
+"""The transaction manager of one interlock instance (``AsyncInterlock.transactions``).
 
-Recovery (:meth:`AsyncTransactionManager.recover`) lists the prepared branches of this
-namespace on every registered resource and resolves each against the decision log:
-commit if the decision is commit; roll back if it is abort; if there is none and the
-transaction is older than ``safety`` seconds, first log an ``abort`` tombstone (the first
-decision wins, so a coordinator still alive cannot commit afterwards), then follow
-whichever decision won. Then it checks every logged decision's branches: a branch whose
-fate contradicts the decision is a heuristic outcome (ERROR log, counted); decisions
-whose branches are all resolved are removed from the log.
+It holds what the instance's transactions share: the decision log, the resources
+registered for recovery, the queue of decisions to remove, and the metrics. Recovery
+passes are :class:`~interlock._async.txn_recovery.AsyncRecovery`'s (the module docstring
+there tells how in-doubt transactions are resolved); the leader-elected background worker
+is :class:`~interlock._async.txn_recovery_worker.AsyncRecoveryWorker`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from interlock._async.backend import AsyncBackend
-from interlock._async.lock import AsyncLease, AsyncLock
+from interlock._async.lock import AsyncLock
 from interlock._async.txn import AsyncTransaction
 from interlock._async.txn_log import (
     AsyncDecisionLog,
     create_decision_log,
     validate_durability,
 )
+from interlock._async.txn_recovery import DEFAULT_SAFETY, AsyncRecovery, AsyncResource
+from interlock._async.txn_recovery_worker import AsyncRecoveryWorker
 from interlock._async.txn_redis import AsyncRedisResource, AsyncRedisStore
 from interlock._keys import validate_name
-from interlock._synchronization import AsyncEvent, AsyncMutex, AsyncWorker
+from interlock._synchronization import AsyncMutex
 from interlock.errors import ConfigError
 from interlock.metrics import Metrics
 from interlock.txn._events import event
-from interlock.txn._records import (
-    BranchRef,
-    Decision,
-    Heuristic,
-    PreparedBranch,
-    RecoveryReport,
-)
-from interlock.txn._state import Action, heuristic, recovery_action
+from interlock.txn._records import RecoveryReport
 from interlock.txn._xid import default_coordinator_id, validate_coordinator_id
 
 if TYPE_CHECKING:
     from interlock._async.txn_postgres import Connect
 
+__all__ = ["DEFAULT_SAFETY", "DEFAULT_TIMEOUT", "AsyncResource", "AsyncTransactionManager"]
+
 logger = logging.getLogger("interlock.txn")
 DEFAULT_TIMEOUT = 10.0
-DEFAULT_SAFETY = 60.0
-TOMBSTONE_TTL = 86_400.0  # abort tombstones outlive any coordinator that could still decide
-UNNAMED = "unknown"  # label of undecided branches: their name is only in the coordinator
-
-
-class AsyncResource(Protocol):
-    """Recovery's view of a resource manager holding prepared branches."""
-
-    name: str
-    kind: str
-
-    async def check(self) -> None: ...
-    async def prepared(self, namespace: str) -> list[PreparedBranch]: ...
-    async def finish(self, branch: PreparedBranch, commit: bool) -> str: ...
-    async def fate(self, gtrid: str, ref: BranchRef) -> str: ...
-    async def cleanup(self) -> None: ...
-    async def aclose(self) -> None: ...
 
 
 class AsyncTransactionManager:
@@ -106,16 +81,11 @@ class AsyncTransactionManager:
         self.add_resource(AsyncRedisResource(backend, namespace))
         self.registered_stores: set[str] = set()
         self._completed: list[str] = []
-        self._lock = lock
         self._ready = False
         self._ready_mutex = AsyncMutex()
         self._recovery_mutex = AsyncMutex()
-        self._in_doubt_labels: set[str] = set()
-        self._worker = AsyncWorker(self._recovery_loop, "interlock-txn-recovery")
-        self._worker_wakeup: AsyncEvent | None = None
-        self._interval = 10.0
-        self._safety = DEFAULT_SAFETY
-        self._closing = False
+        self._recovery = AsyncRecovery(self)
+        self._worker = AsyncRecoveryWorker(lock, self.recover, self._recovery.set_gauges)
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -223,7 +193,8 @@ class AsyncTransactionManager:
     # -- recovery ------------------------------------------------------------------------
 
     async def recover(self, *, safety: float = DEFAULT_SAFETY) -> RecoveryReport:
-        """Resolve this namespace's in-doubt transactions once (see the module docstring).
+        """Resolve this namespace's in-doubt transactions once (how: see
+        :mod:`interlock._async.txn_recovery`).
 
         Args:
             safety: seconds an undecided transaction is given before it is presumed
@@ -235,264 +206,22 @@ class AsyncTransactionManager:
         async with self._recovery_mutex:
             await self.ready()
             await self.flush_completed()
-            return await self._recover(safety)
-
-    async def _recover(self, safety: float) -> RecoveryReport:
-        report = RecoveryReport()
-        now = time.time()
-        decisions = {d.xid: d for d in await self.log.list()}
-        unreachable: set[str] = set()
-        left: dict[str, float] = {}  # gtrid -> created, transactions still unresolved
-        done: set[tuple[str, str, str]] = set()  # branches this pass committed/rolled back
-        for resource in self.resources.values():
-            try:
-                branches = await resource.prepared(self.namespace)
-            except Exception as exc:
-                unreachable.add(resource.name)
-                report.errors.append(f"{resource.name}: {exc}")
-                continue
-            for branch in branches:
-                if await self._resolve(resource, branch, decisions, safety, now, report, left):
-                    done.add((resource.name, branch.gtrid, branch.bqual))
-            try:
-                await resource.cleanup()
-            except Exception as exc:
-                report.errors.append(f"{resource.name} cleanup: {exc}")
-        forget = []
-        for decision in decisions.values():
-            if decision.xid in left:
-                continue
-            if decision.outcome == "abort" and not decision.branches:
-                if now - decision.created > TOMBSTONE_TTL:
-                    forget.append(decision.xid)
-                continue
-            if await self._complete(decision, unreachable, done, report):
-                forget.append(decision.xid)
-            else:
-                left[decision.xid] = decision.created
-        if forget:
-            await self.log.forget(forget)
-            report.forgotten.extend(forget)
-        self._publish_in_doubt(report, left, decisions, now)
-        return report
-
-    async def _resolve(
-        self,
-        resource: AsyncResource,
-        branch: PreparedBranch,
-        decisions: dict[str, Decision],
-        safety: float,
-        now: float,
-        report: RecoveryReport,
-        left: dict[str, float],
-    ) -> bool:
-        """Resolve one prepared branch; True if this call committed or rolled it back."""
-        label = f"{branch.gtrid}:{branch.bqual}@{resource.name}"
-        decision = decisions.get(branch.gtrid)
-        action = recovery_action(
-            decision.outcome if decision else None, now - branch.created, safety
-        )
-        if action is Action.WAIT:
-            report.pending.append(label)
-            left[branch.gtrid] = branch.created
-            return False
-        try:
-            if action is Action.DECIDE_ABORT or decision is None:
-                decision = await self.log.decide(Decision(branch.gtrid, "", "abort", now))
-                decisions[branch.gtrid] = decision
-                event(
-                    logging.WARNING,
-                    "txn-presumed-abort",
-                    f"no decision for {branch.gtrid} "
-                    f"after {now - branch.created:.1f}s: presumed aborted",
-                    xid=branch.gtrid,
-                    outcome=decision.outcome,
-                )
-            commit = decision.outcome == "commit"
-            result = await resource.finish(branch, commit)
-        except Exception as exc:
-            report.errors.append(f"{label}: {exc}")
-            left[branch.gtrid] = branch.created
-            return False
-        if result == "busy":
-            report.pending.append(label)
-            left[branch.gtrid] = branch.created
-            return False
-        if result != "done":
-            return False  # gone meanwhile: its fate is checked with the decision
-        action_name = "committed" if commit else "aborted"
-        (report.committed if commit else report.aborted).append(label)
-        self.metrics.txn_recovered.labels(action=action_name).inc()
-        event(
-            logging.WARNING,
-            "txn-recovered",
-            f"recovery {action_name} {label}",
-            name=decision.name or None,
-            xid=branch.gtrid,
-            resource=resource.name,
-            branch=branch.bqual,
-            outcome=decision.outcome,
-        )
-        return True
-
-    async def _complete(
-        self,
-        decision: Decision,
-        unreachable: set[str],
-        done: set[tuple[str, str, str]],
-        report: RecoveryReport,
-    ) -> bool:
-        """Check the fate of every branch of a decision; True when nothing is left."""
-        complete = True
-        for ref in decision.branches:
-            if (ref.resource, decision.xid, ref.bqual) in done:
-                continue  # resolved by this pass, as the decision says
-            resource = self.resources.get(ref.resource)
-            if resource is None or ref.resource in unreachable:
-                if resource is None:
-                    report.errors.append(
-                        f"{decision.xid}: resource {ref.resource!r} is not registered for recovery"
-                    )
-                complete = False
-                continue
-            try:
-                fate = await resource.fate(decision.xid, ref)
-            except Exception as exc:
-                report.errors.append(f"{decision.xid}:{ref.bqual}@{ref.resource}: {exc}")
-                complete = False
-                continue
-            if fate == "prepared":
-                complete = False
-            elif heuristic(decision.outcome, fate):
-                found = Heuristic(
-                    decision.xid, decision.name, ref.resource, ref.bqual, decision.outcome, fate
-                )
-                report.heuristics.append(found)
-                self.heuristic(
-                    decision.name,
-                    decision.xid,
-                    f"branch {ref.bqual} on {ref.resource} was {fate} although the "
-                    f"decision is {decision.outcome}",
-                )
-        return complete
-
-    def _publish_in_doubt(
-        self,
-        report: RecoveryReport,
-        left: dict[str, float],
-        decisions: dict[str, Decision],
-        now: float,
-    ) -> None:
-        counts: dict[str, int] = {}
-        for gtrid in left:
-            decision = decisions.get(gtrid)
-            name = decision.name if decision is not None and decision.name else UNNAMED
-            counts[name] = counts.get(name, 0) + 1
-        report.in_doubt = counts
-        report.oldest_in_doubt = max((now - c for c in left.values()), default=0.0)
-        self._set_gauges(counts, report.oldest_in_doubt)
-
-    def _set_gauges(self, counts: dict[str, int], oldest: float) -> None:
-        metrics = self.metrics
-        labels = {metrics.label("interlock_txn_total", "txn", n): c for n, c in counts.items()}
-        for stale in self._in_doubt_labels - set(labels):
-            metrics.txn_in_doubt.labels(txn=stale).set(0)
-        for label, count in labels.items():
-            metrics.txn_in_doubt.labels(txn=label).set(count)
-        self._in_doubt_labels = set(labels)
-        metrics.txn_oldest_in_doubt.set(max(oldest, 0.0))
+            return await self._recovery.run(safety)
 
     async def in_doubt(self) -> dict[str, Any]:
         """What recovery would look at now: logged decisions and prepared branches."""
-        decisions = await self.log.list()
-        by_xid = {d.xid: d for d in decisions}
-        now = time.time()
-        branches = []
-        errors = []
-        for resource in self.resources.values():
-            try:
-                found = await resource.prepared(self.namespace)
-            except Exception as exc:
-                errors.append(f"{resource.name}: {exc}")
-                continue
-            for b in found:
-                decision = by_xid.get(b.gtrid)
-                branches.append(
-                    {
-                        "resource": resource.name,
-                        "xid": b.gtrid,
-                        "branch": b.bqual,
-                        "age": round(now - b.created, 3),
-                        "decision": decision.outcome if decision else None,
-                        "name": decision.name if decision else None,
-                    }
-                )
-        return {
-            "decisions": [
-                {
-                    "xid": d.xid,
-                    "name": d.name,
-                    "outcome": d.outcome,
-                    "age": round(now - d.created, 3),
-                    "branches": [f"{b.bqual}@{b.resource}" for b in d.branches],
-                }
-                for d in decisions
-            ],
-            "prepared": branches,
-            "errors": errors,
-        }
-
-    # -- the recovery worker -------------------------------------------------------------
+        return await self._recovery.in_doubt()
 
     def start_recovery(self, *, interval: float = 10.0, safety: float = DEFAULT_SAFETY) -> None:
         """Run recovery every ``interval`` seconds in the background, in one process per
         deployment: the worker that holds the ``txn-recovery`` lock does the work."""
         if interval <= 0 or safety < 0:
             raise ConfigError("interval must be > 0 and safety ≥ 0 seconds")
-        self._interval = interval
-        self._safety = safety
-        self._closing = False
-        self._worker.start()
-
-    async def _recovery_loop(self) -> None:
-        wakeup = self._worker_wakeup = AsyncEvent()
-        lease: AsyncLease | None = None
-        ttl = max(self._interval * 3, 5.0)
-        while not self._closing:
-            try:
-                if lease is not None and lease.lost:
-                    lease = None
-                if lease is None:
-                    lease = await self._lock("txn-recovery", ttl=ttl).acquire(blocking=False)
-                    if lease is not None:
-                        event(
-                            logging.INFO,
-                            "txn-recovery-leader",
-                            "this process now runs transaction recovery",
-                            **{"interlock.lock.fence": lease.fence},
-                        )
-                if lease is not None:
-                    report = await self.recover(safety=self._safety)
-                    if report.errors:
-                        logger.warning("recovery pass had errors: %s", "; ".join(report.errors))
-                else:
-                    self._set_gauges({}, 0.0)  # the leader reports them
-            except Exception:
-                logger.exception("transaction recovery pass failed")
-            await wakeup.wait(self._interval)
-            wakeup.clear()
-        if lease is not None:
-            try:
-                await lease.release()
-            except Exception:  # lost already; the next leader takes over after the TTL
-                logger.debug("releasing the recovery lease failed", exc_info=True)
+        self._worker.start(interval, safety)
 
     async def aclose(self) -> None:
         await self.flush_completed()
-        self._closing = True
-        if self._worker_wakeup is not None:
-            self._worker_wakeup.set()
-        await self._worker.join(timeout=10.0)
+        await self._worker.aclose()
         for resource in self.resources.values():
             try:
                 await resource.aclose()
