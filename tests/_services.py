@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import quote
 
 __all__ = [
     "MariaDBServer",
@@ -43,6 +44,7 @@ __all__ = [
     "ServiceError",
     "ServiceUnavailable",
     "free_port",
+    "make_tls",
     "redis_command",
     "wait_until",
 ]
@@ -319,15 +321,44 @@ def _resp_read(f: Any) -> Any:
     raise ConnectionError(f"unexpected reply {line!r}")
 
 
-def redis_command(port: int, *args: str | bytes | int, timeout: float = 5.0) -> Any:
+def redis_command(
+    port: int, *args: str | bytes | int, timeout: float = 5.0, password: str | None = None
+) -> Any:
     """Send one command to the Redis on 127.0.0.1:``port`` and return the decoded reply.
 
     A dependency-free client for health checks; error replies raise :class:`ServiceError`.
+    With ``password``, ``AUTH password`` goes first (a ``requirepass`` server or sentinel).
     """
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(_resp_encode(args))
+        auth = _resp_encode(("AUTH", password)) if password is not None else b""
+        sock.sendall(auth + _resp_encode(args))
         with sock.makefile("rb") as f:
+            if auth:
+                _resp_read(f)
             return _resp_read(f)
+
+
+def make_tls(directory: Path) -> dict[str, str]:
+    """A throwaway CA and a server certificate for 127.0.0.1 (``openssl``), as file paths.
+
+    Returns ``{"ca": ..., "cert": ..., "key": ...}``: what the Redis ``tls-*-file``
+    directives and a client's ``ssl_ca_certs`` need.
+    """
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    ca_key, ca, key, csr, cert, ext = (
+        directory / name for name in ("ca.key", "ca.crt", "r.key", "r.csr", "r.crt", "ext.cnf")
+    )
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            "/CN=test-ca", "-keyout", str(ca_key), "-out", str(ca))  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", str(key), "-out", str(csr))  # fmt: skip
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert))  # fmt: skip
+    return {"ca": str(ca), "cert": str(cert), "key": str(key)}
 
 
 class RedisServer(_Process):
@@ -338,6 +369,7 @@ class RedisServer(_Process):
         config: extra or overriding directives, e.g. ``{"appendonly": "yes",
             "appendfsync": "always"}``.
         binary: path of ``redis-server``; found on PATH by default.
+        password: ``requirepass``; :meth:`command` and the readiness probe authenticate.
     """
 
     name = "redis-server"
@@ -349,6 +381,7 @@ class RedisServer(_Process):
         config: Mapping[str, str] | None = None,
         binary: str | None = None,
         startup_timeout: float = STARTUP_TIMEOUT,
+        password: str | None = None,
     ) -> None:
         self.binary = binary or _find_binary(["redis-server"], "redis-server")
         if not os.access(self.binary, os.X_OK):
@@ -361,8 +394,10 @@ class RedisServer(_Process):
             "save": "",
             "appendonly": "no",
             "protected-mode": "no",
+            **({"requirepass": password} if password is not None else {}),
             **(config or {}),
         }
+        self.password = password
 
     @property
     def url(self) -> str:
@@ -382,7 +417,7 @@ class RedisServer(_Process):
 
     def command(self, *args: str | bytes | int, timeout: float = 5.0) -> Any:
         """Run one Redis command on this server (see :func:`redis_command`)."""
-        return redis_command(self.port, *args, timeout=timeout)
+        return redis_command(self.port, *args, timeout=timeout, password=self.password)
 
     def flushall(self) -> None:
         self.command("FLUSHALL")
@@ -515,9 +550,12 @@ class _SentinelProcess(_Process):
 
     name = "redis-sentinel"
 
-    def __init__(self, binary: str, conf: str, startup_timeout: float) -> None:
+    def __init__(
+        self, binary: str, conf: str, startup_timeout: float, password: str | None = None
+    ) -> None:
         self.binary = binary
         self.conf = conf
+        self.password = password  # the sentinel's requirepass, for the readiness probe
         super().__init__(None, startup_timeout, "sentinel")
 
     def _prepare(self) -> None:
@@ -529,7 +567,8 @@ class _SentinelProcess(_Process):
 
     def _ready(self) -> bool:
         try:
-            return bool(redis_command(self.port, "PING", timeout=1.0) == "PONG")
+            reply = redis_command(self.port, "PING", timeout=1.0, password=self.password)
+            return bool(reply == "PONG")
         except (OSError, ConnectionError, ServiceError):
             return False
 
@@ -540,6 +579,17 @@ class RedisSentinel:
     Sentinel declares the master down after ``down_after_ms`` and promotes the replica, so
     :meth:`kill_master` followed by :meth:`wait_failover` exercises a real failover. The
     topology is not restored afterwards: use a private instance for destructive tests.
+
+    Args:
+        password: ``requirepass`` of master and replica (the sentinel and the replica are
+            told it: ``sentinel auth-pass``, ``masterauth``); :attr:`url` carries it,
+            percent-encoded, in its user info. No spaces or quotes (config file syntax).
+        sentinel_password: ``requirepass`` of the sentinel; :attr:`url` carries it,
+            percent-encoded, as ``?sentinel_password=``.
+        tls: ``{"ca", "cert", "key"}`` file paths: every node (sentinel included) also
+            listens for TLS (``tls-port``, clients unauthenticated), replication and the
+            sentinel's monitoring run over TLS, and :attr:`url` is ``rediss+sentinel://`` to
+            the sentinel's TLS port. The plain ports stay open for the health checks.
     """
 
     def __init__(
@@ -549,29 +599,75 @@ class RedisSentinel:
         down_after_ms: int = 1000,
         failover_timeout_ms: int = 3000,
         startup_timeout: float = STARTUP_TIMEOUT,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+        tls: Mapping[str, str] | None = None,
     ) -> None:
         binary = _find_binary(["redis-server"], "redis-server")
         self.service = service
         self.startup_timeout = startup_timeout
+        self.password = password
+        self.sentinel_password = sentinel_password
+        self.tls = dict(tls) if tls is not None else None
         # No 5 s wait before a full sync (Redis 7's diskless default), on either node.
         self._config = {"repl-diskless-sync-delay": "0"}
-        self.master = RedisServer(config=self._config, startup_timeout=startup_timeout)
+        tls_conf = ""
+        if self.tls is not None:
+            tls_files = {
+                "tls-cert-file": self.tls["cert"],
+                "tls-key-file": self.tls["key"],
+                "tls-ca-cert-file": self.tls["ca"],
+                "tls-auth-clients": "no",
+                "tls-replication": "yes",
+            }
+            self._config.update(tls_files)
+            tls_conf = "tls-port {tls_port}\n" + "".join(f"{k} {v}\n" for k, v in tls_files.items())
+        if password is not None:
+            self._config["masterauth"] = password
+        self.master = self._server()
         self.replica: RedisServer | None = None  # needs the master's port, known once started
         self._conf_template = (
             "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n"
+            f"{tls_conf}"
             f"sentinel monitor {service} 127.0.0.1 {{master}} 1\n"
             f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
             f"sentinel failover-timeout {service} {failover_timeout_ms}\n"
+            + (f"sentinel auth-pass {service} {password}\n" if password is not None else "")
+            + (f"requirepass {sentinel_password}\n" if sentinel_password is not None else "")
         )
         self._binary = binary
         self.sentinel: _SentinelProcess | None = None
+        self.sentinel_tls_port: int | None = None
         self.paused = False
+
+    def _server(self, **config: str) -> RedisServer:
+        if self.tls is not None:
+            config["tls-port"] = str(free_port())
+        return RedisServer(
+            config={**self._config, **config},
+            startup_timeout=self.startup_timeout,
+            password=self.password,
+        )
+
+    @staticmethod
+    def _client_port(server: RedisServer) -> int:
+        """The port clients (and the sentinel) use: the TLS port with ``tls``."""
+        return int(server.config.get("tls-port", server.port))
 
     @property
     def url(self) -> str:
         if self.sentinel is None:
             raise ServiceError("RedisSentinel is not started")
-        return f"redis+sentinel://127.0.0.1:{self.sentinel.port}/{self.service}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password is not None else ""
+        options = []
+        if self.sentinel_password is not None:
+            options.append(f"sentinel_password={quote(self.sentinel_password, safe='')}")
+        scheme, port = "redis+sentinel", self.sentinel.port
+        if self.tls is not None:
+            scheme, port = "rediss+sentinel", self.sentinel_tls_port
+            options.append(f"ssl_ca_certs={quote(self.tls['ca'])}")
+        query = f"?{'&'.join(options)}" if options else ""
+        return f"{scheme}://{auth}127.0.0.1:{port}/{self.service}/0{query}"
 
     @property
     def servers(self) -> list[RedisServer]:
@@ -588,16 +684,20 @@ class RedisSentinel:
         if not self.master.running:
             self.master.start()
         if self.replica is None:
-            self.replica = RedisServer(
-                config={**self._config, "replicaof": f"127.0.0.1 {self.master.port}"},
-                startup_timeout=self.startup_timeout,
+            self.replica = self._server(
+                replicaof=f"127.0.0.1 {self._client_port(self.master)}"
             )
         if not self.replica.running:
             self.replica.start()
             self._wait(self._replica_synced, "the replica to sync with the master")
         if self.sentinel is None:
-            conf = self._conf_template.replace("{master}", str(self.master.port))
-            self.sentinel = _SentinelProcess(self._binary, conf, self.startup_timeout)
+            conf = self._conf_template.replace("{master}", str(self._client_port(self.master)))
+            if self.tls is not None:
+                self.sentinel_tls_port = free_port()
+                conf = conf.replace("{tls_port}", str(self.sentinel_tls_port))
+            self.sentinel = _SentinelProcess(
+                self._binary, conf, self.startup_timeout, self.sentinel_password
+            )
         if not self.sentinel.running:
             self.sentinel.start()
             self._wait(self._sentinel_sees_replica, "the sentinel to discover the replica")
@@ -636,17 +736,22 @@ class RedisSentinel:
     def sentinel_command(self, *args: str | bytes | int, timeout: float = 5.0) -> Any:
         if self.sentinel is None:
             raise ServiceError("RedisSentinel is not started")
-        return redis_command(self.sentinel.port, *args, timeout=timeout)
+        return redis_command(
+            self.sentinel.port, *args, timeout=timeout, password=self.sentinel_password
+        )
 
     def master_port(self) -> int:
-        """The master's port according to the sentinel."""
+        """The master's port according to the sentinel (its TLS port with ``tls``)."""
         addr = self.sentinel_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
         return int(addr[1])
 
+    def server_at(self, port: int) -> RedisServer:
+        """The master or replica that the sentinel names by ``port``."""
+        return next(s for s in self.servers if port in (s.port, self._client_port(s)))
+
     def kill_master(self) -> RedisServer:
         """SIGKILL the current master; return it (it can be started again as a replica)."""
-        port = self.master_port()
-        server = next(s for s in self.servers if s.port == port)
+        server = self.server_at(self.master_port())
         server.kill()
         return server
 
@@ -657,7 +762,8 @@ class RedisSentinel:
             port = self.master_port()
             if port == old_port:
                 return False
-            return "role:master" in str(redis_command(port, "INFO", "replication", timeout=1.0))
+            info = self.server_at(port).command("INFO", "replication", timeout=1.0)
+            return "role:master" in str(info)
 
         deadline = time.monotonic() + timeout
         while True:
@@ -674,7 +780,7 @@ class RedisSentinel:
             time.sleep(_POLL * 5)
 
     def flushall(self) -> None:
-        redis_command(self.master_port(), "FLUSHALL")
+        self.server_at(self.master_port()).command("FLUSHALL")
 
     def stop(self) -> None:
         for proc in (self.sentinel, self.replica, self.master):

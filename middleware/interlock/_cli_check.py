@@ -20,10 +20,11 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from interlock import _cli_check_report as report
 from interlock._cli_check_report import CONFIG_FIX, Result, Verdict, fail, ok, warn
-from interlock._config import parse_sentinel_url
+from interlock._sentinel_url import parse_sentinel_url
 from interlock.errors import BackendError, BackendUnavailable, ConfigError, InterlockError
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def _embedded(il: Interlock) -> bool:
 
 def _where(il: Interlock) -> str:
     """The URL's host:port list, without credentials."""
-    return il.settings.url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    return urlsplit(il.settings.url).netloc.rsplit("@", 1)[-1]
 
 
 def _unreachable_fix(il: Interlock) -> str:
@@ -107,7 +108,8 @@ def _unreachable_fix(il: Interlock) -> str:
         service = parse_sentinel_url(il.settings.url).service
         return (
             f"are the sentinels running at {_where(il)}, monitoring {service!r} with a "
-            "reachable master? check the URL / firewall / TLS"
+            "reachable master? check the URL (sentinel_password= for sentinels with "
+            "requirepass, sentinel_ssl=) / firewall / TLS"
         )
     return f"is redis-server running at {_where(il)}? check the URL / firewall / TLS"
 
@@ -212,22 +214,26 @@ def _sentinel(il: Interlock) -> Verdict:
 
     target = parse_sentinel_url(il.settings.url)
     errors = []
+    refused = False
     for host, port in target.sentinels:
         client = redis.Redis(
             host=host,
             port=port,
             socket_timeout=il.settings.socket_timeout,
             socket_connect_timeout=il.settings.connect_timeout,
+            **target.sentinel_options(),  # the sentinels' own credentials and TLS
         )
         try:
             master: Any = client.sentinel_master(target.service, return_responses=True)
         except (redis.RedisError, OSError) as exc:
+            refused = refused or isinstance(exc, redis.AuthenticationError)
             errors.append(f"{host}:{port}: {exc}")
             continue
         finally:
             client.close()
         return report.sentinel(master, target.service, f"{host}:{port}")
-    return fail("no sentinel answered: " + "; ".join(errors), _unreachable_fix(il))
+    fix = _SENTINEL_LOGIN_FIX if refused else _unreachable_fix(il)
+    return fail("no sentinel answered: " + "; ".join(errors), fix)
 
 
 _CHECKS: tuple[tuple[str, Callable[[Interlock], Verdict]], ...] = (
@@ -238,6 +244,11 @@ _CHECKS: tuple[tuple[str, Callable[[Interlock], Verdict]], ...] = (
     ("eviction", _eviction),
     ("durability", _durability),
     ("topology", _topology),
+)
+_SENTINEL_LOGIN_FIX = (
+    "put the sentinels' password (sentinel.conf requirepass) in the URL as "
+    "?sentinel_password=... (and sentinel_username=... for an ACL user); user:password@ is "
+    "for the master only"
 )
 _FIXES = {  # when a check raised an error other than BackendUnavailable
     "version": "allow INFO for this user (ACL: +info), or check the server version by hand",

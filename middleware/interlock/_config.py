@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from dataclasses import dataclass, fields
+from urllib.parse import urlsplit
 
+from interlock._sentinel_url import parse_sentinel_url, redact_url
 from interlock.errors import ConfigError
 
 SCHEMES = (
@@ -23,7 +24,6 @@ SCHEMES = (
     "redis+cluster",
     "rediss+cluster",
 )
-_SENTINEL_EXAMPLE = "redis+sentinel://[user:password@]h1:26379,h2:26379/mymaster[/0]"
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -33,7 +33,9 @@ class Settings:
 
     Attributes:
         url: backend URL: ``mem://`` (default), ``redis://``, ``rediss://``,
-            ``redis+sentinel://h1:p1,h2:p2/service[/db]``, ``redis+cluster://h1:p1,h2:p2``.
+            ``redis+sentinel://h1:p1,h2:p2/service[/db][?sentinel_password=...]`` (options in
+            :func:`~interlock._sentinel_url.parse_sentinel_url`), ``redis+cluster://h1:p1,h2:p2``.
+            Shown with its passwords masked in the repr.
         namespace: prefix of every key, so deployments sharing a Redis never collide.
         socket_timeout: seconds a Redis command may take before ``BackendUnavailable``.
         connect_timeout: seconds to establish a Redis connection.
@@ -56,6 +58,15 @@ class Settings:
     def scheme(self) -> str:
         return urlsplit(self.url).scheme
 
+    def __repr__(self) -> str:  # the URL's passwords never reach a repr
+        values = (
+            f"{f.name}={redact_url(self.url)!r}"
+            if f.name == "url"
+            else f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+        )
+        return f"Settings({', '.join(values)})"
+
 
 def _positive(name: str, value: object, env: str) -> float:
     try:
@@ -69,75 +80,12 @@ def _positive(name: str, value: object, env: str) -> float:
     return number
 
 
-@dataclass(frozen=True, slots=True)
-class SentinelTarget:
-    """The parts of a ``redis+sentinel://`` or ``rediss+sentinel://`` URL.
-
-    ``username``/``password`` and ``ssl`` apply to the master (and replicas), not to the
-    sentinels, which are asked for the master's address over plain, unauthenticated TCP.
-    """
-
-    sentinels: tuple[tuple[str, int], ...]
-    service: str
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-    ssl: bool = False
-
-
-def parse_sentinel_url(url: str) -> SentinelTarget:
-    """Split ``redis+sentinel://[user:password@]h1:p1,h2:p2/service_name[/db]``.
-
-    Raises:
-        ConfigError: naming the bad part and showing a valid URL.
-    """
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    username = password = None
-    if "@" in netloc:
-        userinfo, netloc = netloc.rsplit("@", 1)
-        user, _, secret = userinfo.partition(":")
-        username, password = unquote(user) or None, unquote(secret) or None
-    sentinels = []
-    for item in netloc.split(","):
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(
-                f"sentinel address {item!r} in {url!r} is invalid; write host:port[,host:port...]"
-                f", e.g. {_SENTINEL_EXAMPLE!r}"
-            )
-        sentinels.append((host.strip("[]"), int(port)))
-    path = [unquote(p) for p in parts.path.split("/")[1:]]
-    if not path or not path[0]:
-        raise ConfigError(
-            f"backend URL {url!r} names no Sentinel service (the master's name in "
-            f"`sentinel monitor <name> ...`); e.g. {_SENTINEL_EXAMPLE!r}"
-        )
-    if len(path) > 2 or (len(path) == 2 and path[1] and not path[1].isdigit()):
-        raise ConfigError(
-            f"backend URL {url!r} has an invalid path {parts.path!r}; write /service_name or "
-            f"/service_name/db with a numeric db, e.g. {_SENTINEL_EXAMPLE!r}"
-        )
-    if parts.query:
-        raise ConfigError(
-            f"backend URL {url!r} has query options, which Sentinel URLs do not support; "
-            "remove them"
-        )
-    return SentinelTarget(
-        sentinels=tuple(sentinels),
-        service=path[0],
-        db=int(path[1]) if len(path) == 2 and path[1] else 0,
-        username=username,
-        password=password,
-        ssl=parts.scheme.startswith("rediss"),
-    )
-
-
 def validate_url(url: str) -> str:
     """Check the backend URL and return it unchanged.
 
     Raises:
-        ConfigError: naming the accepted schemes when the URL is not usable.
+        ConfigError: naming the accepted schemes when the URL is not usable (with the URL's
+            passwords masked).
     """
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError(
@@ -151,7 +99,9 @@ def validate_url(url: str) -> str:
             f"backend URL scheme {scheme!r} is not supported; use one of {', '.join(SCHEMES)}"
         )
     if scheme != "mem" and not url.split("://", 1)[1].split("/", 1)[0]:
-        raise ConfigError(f"backend URL {url!r} names no host; e.g. 'redis://127.0.0.1:6379/0'")
+        raise ConfigError(
+            f"backend URL {redact_url(url)!r} names no host; e.g. 'redis://127.0.0.1:6379/0'"
+        )
     if "sentinel" in scheme:
         parse_sentinel_url(url)
     return url

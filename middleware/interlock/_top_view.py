@@ -14,7 +14,9 @@ from urllib.parse import unquote
 
 from interlock.backends._script import Script
 from interlock.lock import parse_lock
-from interlock.logs import redact_query
+from interlock.logs import REDACT_QUERY, redact_query
+
+_SECRET_QUERY = frozenset((*REDACT_QUERY, "sentinel_password"))  # + the Sentinel URL option
 
 LOCK_STATE = Script(
     "top_lock_state",
@@ -149,7 +151,7 @@ def sort_rows(rows: list[LockRow]) -> list[LockRow]:
 
 
 def public_url(url: str) -> str:
-    """``url`` without its password (in the user info and in ``?password=`` values).
+    """``url`` without its passwords (user info, ``?password=``, ``?sentinel_password=``).
 
     The user info ends at the last ``@`` before the first ``/``, ``?`` or ``#`` after it,
     as the backends read it (``urlsplit``); the rest of the URL is kept as written.
@@ -160,7 +162,7 @@ def public_url(url: str) -> str:
     if at >= 0:
         user, colon, _ = rest[:at].partition(":")
         rest = f"{user}{':***' if colon else ''}{rest[at:]}"
-    return redact_query(f"{scheme}{sep}{rest}")
+    return redact_query(f"{scheme}{sep}{rest}", _SECRET_QUERY)
 
 
 def duration(seconds: float | None) -> str:

@@ -1,9 +1,11 @@
 """The Redis backend: single node, TLS (``rediss://``), Sentinel and Cluster.
 
-With Sentinel (``redis+sentinel://h1:p1,h2:p2/service[/db]``) commands go through redis-py's
-``master_for`` client, which asks the sentinels for the master's address whenever it opens a
-connection, so after a failover the next reconnect reaches the promoted replica; the pub/sub
-listener asks the sentinels (``discover_master``) before each of its reconnects too.
+With Sentinel (``redis+sentinel://h1:p1,h2:p2/service[/db][?options]``) commands go through
+redis-py's ``master_for`` client, which asks the sentinels for the master's address whenever it
+opens a connection, so after a failover the next reconnect reaches the promoted replica; the
+pub/sub listener asks the sentinels (``discover_master``) before each of its reconnects too.
+The sentinels get their own credentials and TLS from the URL's query options (see
+:mod:`interlock._sentinel_url`); a sentinel refusing the login is reported as such, with the fix.
 
 Commands and scripts go through redis-py with bounded socket and connect timeouts and at
 most one immediate retry on a refused/broken connection, so a Redis that is down raises
@@ -24,11 +26,12 @@ import redis.asyncio as redis_lib
 from redis import exceptions as redis_errors
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import NoBackoff
 
 from interlock._async.redis_direct import AsyncDirect
-from interlock._config import Settings, parse_sentinel_url
+from interlock._config import Settings
+from interlock._sentinel_url import parse_sentinel_url, redact_url
 from interlock._synchronization import AsyncEvent, AsyncMutex, AsyncWorker, async_sleep
 from interlock.backends._cluster import async_cluster_ready
 from interlock.backends._errors import REDIS_ERRORS, UNAVAILABLE, map_redis_errors, translate
@@ -65,7 +68,8 @@ def _cluster_nodes(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
         host, _, port = item.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(
-                f"cluster node {item!r} in {url!r} is invalid; write host:port[,host:port...]"
+                f"cluster node {item!r} in {redact_url(url)!r} is invalid; write "
+                "host:port[,host:port...]"
             )
         nodes.append((host, int(port)))
     if parts.scheme.startswith("rediss"):
@@ -73,11 +77,50 @@ def _cluster_nodes(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     return nodes, auth
 
 
+class AsyncSentinelManager(Sentinel):
+    """redis-py's Sentinel, telling "a sentinel refused the login" apart from "no master".
+
+    ``discover_master`` is redis-py's loop, except that an authentication error (a
+    ``ConnectionError`` to redis-py, which just tries the next sentinel) is kept by type:
+    when no sentinel named a master and one refused the login, the error says so and names
+    the URL options that fix it, instead of "No master found".
+    """
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        refused, errors = [], []
+        healthy: Any = self.check_master_state  # untyped in redis-py's sync Sentinel
+        for index, sentinel in enumerate(self.sentinels):
+            kwargs = sentinel.connection_pool.connection_kwargs
+            where = f"{kwargs.get('host')}:{kwargs.get('port')}"
+            try:
+                masters: Any = await sentinel.sentinel_masters()
+            except redis_errors.AuthenticationError as exc:
+                refused.append(f"{where}: {exc}")
+                continue
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+                errors.append(f"{where}: {exc}")
+                continue
+            state = masters.get(service_name)
+            if state and healthy(state, service_name):
+                # the sentinel that answered is asked first next time, as redis-py does
+                self.sentinels[0], self.sentinels[index] = sentinel, self.sentinels[0]
+                return state["ip"], state["port"]
+        if refused:
+            raise redis_errors.AuthenticationError(
+                f"Sentinel refused the login ({'; '.join(refused + errors)}); the sentinels' "
+                "credentials go in the URL's query: ?sentinel_password=... (sentinel.conf "
+                "`requirepass`), plus sentinel_username=... for an ACL user; check them (the "
+                "user:password@ part of a redis+sentinel:// URL is for the master only)"
+            )
+        detail = f" : {', '.join(errors)}" if errors else ""
+        raise MasterNotFoundError(f"No master found for {service_name!r}{detail}")
+
+
 class AsyncRedisBackend:
     """A backend on Redis; see the module docstring."""
 
     def __init__(self, settings: Settings) -> None:
-        self.url = settings.url
+        self.url = redact_url(settings.url)  # for messages: passwords masked
         self._settings = settings
         options = _common_options(settings)
         self._client: Any = None  # a cluster client is built on first use (it does I/O)
@@ -93,19 +136,16 @@ class AsyncRedisBackend:
         elif "sentinel" in settings.scheme:
             target = parse_sentinel_url(settings.url)
             self._sentinel_service = target.service
-            self._sentinel_options: dict[str, Any] = {
-                "db": target.db,
-                "username": target.username,
-                "password": target.password,
-                **({"ssl": True} if target.ssl else {}),
-                **options,
-            }
-            factory: Any = Sentinel  # redis-py's Sentinel is untyped
+            # the master (commands, pub/sub) and the sentinels each get their own auth and TLS
+            self._sentinel_options: dict[str, Any] = {**target.master_options(), **options}
+            factory: Any = AsyncSentinelManager  # redis-py's Sentinel.__init__ is untyped
             self._sentinel: Any = factory(
                 list(target.sentinels),
-                sentinel_kwargs={  # no retries: the next sentinel in the list is the retry
+                sentinel_kwargs={
+                    **target.sentinel_options(),
                     "socket_timeout": settings.socket_timeout,
                     "socket_connect_timeout": settings.connect_timeout,
+                    # no retries: the next sentinel in the list is the retry
                     "retry": Retry(NoBackoff(), 0),
                 },
             )

@@ -17,6 +17,7 @@ from interlock._sync.txn_manager import TransactionManager
 from interlock._config import Settings, load_settings
 from interlock._keys import base_key
 from interlock._lock_scripts import FENCED_SET, INFO
+from interlock._sentinel_url import redact_url
 from interlock.cache import cache_options
 from interlock.chaos import ChaosPlan, parse_chaos
 from interlock.errors import ConfigError, FenceRejected
@@ -222,4 +223,5 @@ class Interlock:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.settings.url} namespace={self.namespace!r}>"
+        url = redact_url(self.settings.url)  # never the URL's passwords
+        return f"<{type(self).__name__} {url} namespace={self.namespace!r}>"
