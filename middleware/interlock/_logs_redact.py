@@ -9,7 +9,8 @@ REDACTED = "[REDACTED]"
 REDACT_FIELDS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key")
 REDACT_QUERY = (
     "access_token", "api_key", "apikey", "client_secret", "code", "id_token", "key",
-    "password", "refresh_token", "secret", "session", "sig", "signature", "token",
+    "password", "refresh_token", "secret", "sentinel_password", "session", "sig",
+    "signature", "token",
 )  # fmt: skip
 _REDACT_QUERY = frozenset(REDACT_QUERY)
 _QUERY_FIELDS = ("url.query", "url.full", "url.original")

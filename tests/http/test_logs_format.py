@@ -93,6 +93,7 @@ def test_nested_mappings_become_dotted_keys_and_credentials_are_redacted() -> No
 
 def test_query_redaction() -> None:
     assert redact_query("a=1&Password=x&b=&token") == f"a=1&Password={REDACTED}&b=&token"
+    assert redact_query("sentinel_password=s3c&x=1") == f"sentinel_password={REDACTED}&x=1"
     assert redact_query("/p?sig=abc", ["sig"]) == f"/p?sig={REDACTED}"
     assert redact_query("plain") == "plain"
     custom = Redactor(fields=["x-tenant-secret"], query=["session_id"])
