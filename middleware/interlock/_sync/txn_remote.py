@@ -8,79 +8,37 @@ answers (the answer carries the vote). Phase two is ``POST …/branches/{xid}/co
 ``/abort``. :class:`RemoteResource` lets the coordinator's recovery list, finish and
 check remote branches like local ones.
 
-Participant side: :class:`BranchService` does the database work behind the endpoints
-the middleware serves (sans-IO core in :mod:`interlock._http_participant`), and answers
-``POST …/decisions/{gtrid}`` for a coordinator. :class:`RemoteRecovery` resolves a
-participant's prepared branches against the coordinators' decision endpoints.
-The pure protocol (headers, signatures) is :mod:`interlock.txn._remote`.
+The participant side (:class:`BranchService`, :class:`RemoteRecovery`) is in
+:mod:`interlock._sync.txn_remote_service` and re-exported here; the signed calls are
+:mod:`interlock._sync.txn_remote_client`. The pure protocol (headers, signatures) is
+:mod:`interlock.txn._remote`.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Awaitable, Callable, Mapping  # noqa: F401, RUF100 (sync twin)
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
-from interlock._sync.txn_postgres import PostgresParticipant, PostgresResource
-from interlock._synchronization import Mutex
-from interlock.errors import HeuristicOutcome, TransactionError
-from interlock.txn._events import event
-from interlock.txn._records import BranchRef, Decision, PreparedBranch, RecoveryReport
-from interlock.txn._remote import (
-    DEFAULT_PREFIX,
-    HEADER_REF,
-    HEADER_VOTE,
-    Signer,
+from interlock._sync.txn_remote_client import (
+    DEFAULT_TIMEOUT,
+    RemoteClient,
+    expect,
+    json_body,
 )
+from interlock._sync.txn_remote_service import BranchService, RemoteRecovery
+from interlock.errors import HeuristicOutcome, TransactionError
+from interlock.txn._records import BranchRef, PreparedBranch
+from interlock.txn._remote import DEFAULT_PREFIX, HEADER_REF, HEADER_VOTE
 from interlock.txn._xid import namespace_tag, owned_by, parse_gtrid, split_branch
 
-if TYPE_CHECKING:
-    from interlock._sync.txn_manager import TransactionManager
-    from interlock._http_participant import Endpoint
-
-logger = logging.getLogger("interlock.txn")
-DEBUG, WARNING = logging.DEBUG, logging.WARNING
-DEFAULT_TIMEOUT = 5.0
-
-
-class _AsyncEndpoint:
-    """Signed calls to one service's protocol endpoints."""
-
-    def __init__(
-        self,
-        url: str,
-        secret: Any,
-        prefix: str,
-        timeout: float,
-        client: httpx.Client | None,
-    ) -> None:
-        self.url = url.rstrip("/")
-        self.prefix = prefix
-        self.signer = secret if isinstance(secret, Signer) else Signer(secret)
-        self.timeout = timeout
-        self._own = client is None
-        self.client = client if client is not None else httpx.Client(timeout=timeout)
-
-    def send(
-        self, method: str, path: str, *, branch: str = "", **kwargs: Any
-    ) -> httpx.Response:
-        request = self.client.build_request(
-            method, self.url + path, timeout=kwargs.pop("timeout", self.timeout), **kwargs
-        )
-        url = request.url
-        target = url.path + ("?" + url.query.decode("ascii") if url.query else "")
-        request.headers.update(self.signer.sign(method, target, branch, request.content))
-        return self.client.send(request)
-
-    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return self.send(method, self.prefix + path, **kwargs)
-
-    def close(self) -> None:
-        if self._own:
-            self.client.close()
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "BranchService",
+    "RemoteParticipant",
+    "RemoteRecovery",
+    "RemoteResource",
+]
 
 
 class RemoteParticipant:
@@ -118,7 +76,7 @@ class RemoteParticipant:
         self.ref = ""  # the remote's local transaction id, recorded with the decision
         self.vote: bool | None = None  # None: no call made or its answer was lost
         self._called = False
-        self._endpoint = _AsyncEndpoint(url, secret, prefix, timeout, client)
+        self._endpoint = RemoteClient(url, secret, prefix, timeout, client)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Make the business call inside the branch (``httpx`` keyword arguments).
@@ -169,7 +127,7 @@ class RemoteParticipant:
             "POST", f"/branches/{xid}/{verb}", json={"ref": self.ref}
         )
         if response.status_code == 409:
-            state = _json(response).get("state", "unknown")
+            state = json_body(response).get("state", "unknown")
             raise HeuristicOutcome(
                 f"remote branch {xid} on {self.resource} was {state} although the decision "
                 f"is {verb}"
@@ -202,7 +160,7 @@ class RemoteResource:
         client: httpx.Client | None = None,
     ) -> None:
         self.name = name
-        self._endpoint = _AsyncEndpoint(url, secret, prefix, timeout, client)
+        self._endpoint = RemoteClient(url, secret, prefix, timeout, client)
 
     def check(self) -> None:
         """Nothing: a remote that is down must not stop local transactions."""
@@ -211,9 +169,9 @@ class RemoteResource:
         response = self._endpoint.call(
             "GET", "/branches", params={"namespace": namespace_tag(namespace)}
         )
-        _expect(response, 200)
+        expect(response, 200)
         found = []
-        for item in _json(response).get("branches", []):
+        for item in json_body(response).get("branches", []):
             parts = split_branch(str(item.get("xid", "")))
             if parts is not None and owned_by(parts[0], namespace):
                 info = parse_gtrid(parts[0])
@@ -229,246 +187,18 @@ class RemoteResource:
             return "busy"
         if response.status_code == 409:
             return "gone"  # resolved otherwise: the fate check reports the heuristic
-        _expect(response, 200)
-        return str(_json(response).get("result", "done"))
+        expect(response, 200)
+        return str(json_body(response).get("result", "done"))
 
     def fate(self, gtrid: str, ref: BranchRef) -> str:
         response = self._endpoint.call(
             "GET", f"/branches/{gtrid}:{ref.bqual}", params={"ref": ref.ref}
         )
-        _expect(response, 200)
-        return str(_json(response).get("state", "unknown"))
+        expect(response, 200)
+        return str(json_body(response).get("state", "unknown"))
 
     def cleanup(self) -> None:
         """Nothing to clean."""
 
     def close(self) -> None:
         self._endpoint.close()
-
-
-class BranchService:
-    """The participant side's database work (used by the middleware's glue).
-
-    Args:
-        connect: the PostgreSQL database of branches (URL or connection factory), or
-            ``None`` when the service only answers the decision endpoint.
-        manager: the service's own transaction manager (its decision log answers
-            ``decisions/{gtrid}`` for transactions this service coordinated).
-        safety: seconds before an undecided transaction asked about is presumed aborted.
-    """
-
-    def __init__(self, connect: Any, manager: TransactionManager, safety: float) -> None:
-        self._connect = connect
-        self._manager = manager
-        self._safety = safety
-        self._resource = PostgresResource("remote", connect) if connect else None
-        self._mutex = Mutex()  # the resource's one session, one call at a time
-
-    @property
-    def participates(self) -> bool:
-        return self._resource is not None
-
-    def begin(self, xid: str) -> PostgresParticipant:
-        """Open a connection and start branch ``xid`` on it."""
-        if isinstance(self._connect, str):
-            import psycopg
-
-            conn = psycopg.Connection.connect(self._connect)
-        else:
-            conn = self._connect()
-        participant = PostgresParticipant(conn, "remote")
-        try:
-            participant.begin(xid)
-        except BaseException:
-            conn.close()
-            raise
-        return participant
-
-    def end(self, participant: PostgresParticipant, xid: str, ok: bool) -> bool:
-        """Prepare the branch if ``ok`` (True: prepared), else roll it back; close it."""
-        try:
-            if ok and participant.prepare(xid):
-                event(
-                    DEBUG,
-                    "txn-branch-prepared",
-                    f"remote branch {xid} prepared",
-                    xid=xid,
-                    resource="remote",
-                    branch=xid,
-                )
-                return True
-            participant.abort(xid)
-            return False
-        finally:
-            participant.conn.close()
-
-    def handle(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """Serve one endpoint: ``(status, JSON document)``; 503 when the database or the
-        decision log fails (the caller retries; recovery retries)."""
-        try:
-            return self._handle(endpoint, body)
-        except Exception as exc:
-            logger.warning("participant endpoint %s failed: %s", endpoint.route, exc)
-            return 503, {"xid": endpoint.xid, "result": "error", "detail": str(exc)}
-        finally:
-            if self._resource is not None:  # a session per call: nothing left open between
-                with self._mutex:
-                    self._resource.close()
-
-    def _handle(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        if endpoint.action == "decision":
-            return self._decision(endpoint.xid)
-        resource = self._resource
-        if resource is None:
-            return 404, {"detail": "this service takes no part in remote transactions"}
-        with self._mutex:
-            if endpoint.action == "list":
-                namespace = endpoint.params.get("namespace", "")
-                branches = resource.prepared(namespace) if namespace else []
-                items = [{"xid": f"{b.gtrid}:{b.bqual}", "created": b.created} for b in branches]
-                return 200, {"branches": items}
-            xid = endpoint.xid
-            gtrid, bqual = split_branch(xid) or ("", "")
-            ref = BranchRef(
-                "remote", "postgres", bqual, str(body.get("ref") or endpoint.params.get("ref", ""))
-            )
-            if endpoint.action == "state":
-                listed = resource.prepared(namespace_tag_of(gtrid))
-                if any(b.gtrid == gtrid and b.bqual == bqual for b in listed):
-                    return 200, {"xid": xid, "state": "prepared"}
-                return 200, {"xid": xid, "state": resource.fate(gtrid, ref)}
-            commit = endpoint.action == "commit"
-            result = resource.finish(PreparedBranch("remote", gtrid, bqual, 0.0), commit)
-            if result == "busy":
-                return 503, {"xid": xid, "result": "busy"}
-            state = "committed" if commit else "aborted"
-            if result == "gone":
-                fate = resource.fate(gtrid, ref)
-                contradicts = fate != "committed" if commit else fate == "committed"
-                if contradicts:
-                    return 409, {"xid": xid, "result": "gone", "state": fate}
-                state = fate if fate != "unknown" else state
-        action = "txn-branch-committed" if commit else "txn-branch-aborted"
-        event(
-            DEBUG,
-            action,
-            f"remote branch {xid} {state}",
-            xid=gtrid,
-            branch=bqual,
-            resource="remote",
-            outcome=state,
-        )
-        return 200, {"xid": xid, "result": result, "state": state}
-
-    def _decision(self, gtrid: str) -> tuple[int, dict[str, Any]]:
-        manager = self._manager
-        info = parse_gtrid(gtrid)
-        if info is None or not owned_by(gtrid, manager.namespace):
-            return 404, {"xid": gtrid, "outcome": None, "detail": "not our transaction"}
-        manager.ready()  # the start-up check, once: creates a missing decision table
-        decision = manager.log.get(gtrid)
-        now = time.time()
-        if decision is None:
-            if now - info.created < self._safety:
-                return 200, {"xid": gtrid, "outcome": None, "state": "pending"}
-            # Presumed abort, made binding: a late coordinator cannot commit after this.
-            decision = manager.log.decide(Decision(gtrid, "", "abort", now))
-            event(
-                WARNING,
-                "txn-presumed-abort",
-                f"no decision for {gtrid} asked by a participant: presumed aborted",
-                xid=gtrid,
-                outcome=decision.outcome,
-            )
-        return 200, {"xid": gtrid, "outcome": decision.outcome}
-
-    def close(self) -> None:
-        if self._resource is not None:
-            self._resource.close()
-
-
-class RemoteRecovery:
-    """A participant's recovery of branches joined over HTTP: asks each coordinator.
-
-    Args:
-        connect: the participant's PostgreSQL database (URL or connection factory).
-        coordinators: coordinator namespace → its base URL (``http://shop:8000``).
-        secret: the secret shared with the coordinators.
-        prefix: the coordinators' endpoint prefix.
-    """
-
-    def __init__(
-        self,
-        connect: Any,
-        coordinators: Mapping[str, str],
-        *,
-        secret: Any,
-        prefix: str = DEFAULT_PREFIX,
-        timeout: float = DEFAULT_TIMEOUT,
-    ) -> None:
-        self._resource = PostgresResource("remote", connect)
-        self._endpoints = {
-            ns: _AsyncEndpoint(url, secret, prefix, timeout, None)
-            for ns, url in coordinators.items()
-        }
-
-    def recover(self) -> RecoveryReport:
-        """Commit or roll back every prepared branch whose coordinator has decided."""
-        report = RecoveryReport()
-        for namespace, endpoint in self._endpoints.items():
-            try:
-                branches = self._resource.prepared(namespace)
-            except Exception as exc:
-                report.errors.append(f"{namespace}: {exc}")
-                continue
-            for branch in branches:
-                label = f"{branch.gtrid}:{branch.bqual}@remote"
-                try:
-                    response = endpoint.call("POST", f"/decisions/{branch.gtrid}")
-                    _expect(response, 200)
-                    outcome = _json(response).get("outcome")
-                    if outcome not in ("commit", "abort"):
-                        report.pending.append(label)
-                        continue
-                    result = self._resource.finish(branch, outcome == "commit")
-                except Exception as exc:
-                    report.errors.append(f"{label}: {exc}")
-                    continue
-                if result == "done":
-                    (report.committed if outcome == "commit" else report.aborted).append(label)
-                    event(
-                        WARNING,
-                        "txn-recovered",
-                        f"recovery {outcome} {label}",
-                        xid=branch.gtrid,
-                        branch=branch.bqual,
-                        resource="remote",
-                        outcome=outcome,
-                    )
-        return report
-
-    def close(self) -> None:
-        self._resource.close()
-        for endpoint in self._endpoints.values():
-            endpoint.close()
-
-
-def namespace_tag_of(gtrid: str) -> str:
-    info = parse_gtrid(gtrid)
-    return info.namespace_tag if info is not None else ""
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _expect(response: httpx.Response, status: int) -> None:
-    if response.status_code != status:
-        raise TransactionError(
-            f"{response.request.method} {response.request.url.path} answered "
-            f"{response.status_code}: {response.text[:200]}"
-        )

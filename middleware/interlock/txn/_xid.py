@@ -91,6 +91,12 @@ def parse_gtrid(gtrid: str) -> XidInfo | None:
     return XidInfo(gtrid, parts[1], parts[2], int(parts[3][:11], 16) / 1000.0)
 
 
+def namespace_tag_of(gtrid: str) -> str:
+    """The namespace tag carried in ``gtrid``; empty if it is not one of interlock's."""
+    info = parse_gtrid(gtrid)
+    return info.namespace_tag if info is not None else ""
+
+
 def split_branch(xid: str) -> tuple[str, str] | None:
     """``(gtrid, bqual)`` of a branch id, or ``None`` if it is not one of interlock's."""
     gtrid, sep, bqual = xid.rpartition(":")
