@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import statistics
 import threading
 import time
 import uuid
@@ -199,6 +200,42 @@ def test_waiter_wakes_when_holder_expires(il: Interlock) -> None:
     thread.start()
     thread.join(10)
     assert result and result[0] < 2.0
+
+
+def test_timeouts_are_kept_to_the_millisecond_not_to_redis_ticks(
+    il: Interlock, other: Interlock
+) -> None:
+    """Redis times blocking commands out only at its 100 ms ticks; waiters keep time themselves."""
+    holder = il.lock("tight", 1).acquire()
+    assert holder is not None
+    elapsed = []
+    for _ in range(5):
+        started = time.monotonic()
+        with pytest.raises(LockTimeout):
+            other.lock("tight", 1, timeout=0.05).acquire()
+        elapsed.append(time.monotonic() - started)
+    holder.release()
+    assert 0.05 <= statistics.median(elapsed) < 0.085, elapsed
+
+
+def test_a_crashed_holders_lock_is_taken_soon_after_its_ttl(il: Interlock) -> None:
+    taken = []
+    for n in range(3):
+        crashed = il.lock("crash-ttl", n, ttl=0.2, auto_renew=False).acquire()  # never released
+        assert crashed is not None
+        started = time.monotonic()
+        result: list[float] = []
+
+        def wait(key: int = n, got: list[float] = result) -> None:
+            with il.lock("crash-ttl", key, timeout=5):
+                got.append(time.monotonic())
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        thread.join(10)
+        assert result
+        taken.append(result[0] - started)
+    assert statistics.median(taken) < 0.27, taken
 
 
 def test_fenced_set_refuses_older_fence(il: Interlock) -> None:

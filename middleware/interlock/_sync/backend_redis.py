@@ -40,6 +40,7 @@ from interlock.backends._script import Arg, Script
 from interlock.errors import BackendUnavailable, ConfigError
 
 logger = logging.getLogger("interlock.backend")
+_SIGNAL_SLACK = 0.003  # seconds a signal wait reads past its pause before giving up
 # commands whose raw reply is what redis-py's client returns (no response callback)
 _RAW_REPLIES = frozenset({"GET", "HGET", "HMGET"})
 
@@ -240,9 +241,15 @@ class RedisBackend:
     def wait_signal(self, key: str, timeout: float) -> bytes | None:
         if self._direct is None:
             raise NotImplementedError("signal waits need a single-node or Sentinel backend")
-        command = pack_command(("BLPOP", key, f"{max(timeout, 0.001):.3f}"))
+        timeout = max(timeout, 0.001)  # (0 would mean "forever" to BLPOP)
+        command = pack_command(("BLPOP", key, f"{timeout:.3f}"))
         try:
-            reply = self._direct.call(command, timeout + self._settings.socket_timeout)
+            # Redis checks blocking timeouts only at its `hz` ticks (100 ms by default), so the
+            # pause is kept here: a read that runs out drops its connection, and a signal it
+            # may have popped is found again by the next attempt (the lock is already ours)
+            reply = self._direct.call(command, timeout + _SIGNAL_SLACK)
+        except redis_errors.TimeoutError:
+            return None
         except REDIS_ERRORS as exc:
             raise translate(exc, "lock wait") from exc
         return None if reply is None else bytes(reply[1])
