@@ -1,12 +1,13 @@
 """The sans-IO core of the ASGI and WSGI middleware.
 
 Everything here is a plain decision or bookkeeping step without network I/O: which rule
-applies, bounded metric labels, the HTTP metrics and the one log line per request. Its
-helpers: ``_http_wire`` (request ids, trace context, text), ``_http_rules``,
-``_http_routes``, ``_http_cache`` (response-cache decisions), ``_http_responses``
-(problems, the metrics page) and ``_http_log`` (the log line). ``interlock.asgi`` and
-``interlock.wsgi`` are short drivers around it; per-request state lives in an
-:class:`Exchange`, never on the middleware.
+applies, the answer to a lock that could not be taken, the route label, and the end of a
+request. Its helpers: ``_http_exchange`` (the per-request state and the handler's tools),
+``_http_metrics`` (the HTTP metrics), ``_http_wire`` (request ids, trace context, text),
+``_http_rules``, ``_http_routes``, ``_http_cache`` (response-cache decisions),
+``_http_responses`` (problems, the metrics page) and ``_http_log`` (the log line).
+``interlock.asgi`` and ``interlock.wsgi`` are short drivers around it; per-request state
+lives in an :class:`Exchange`, never on the middleware.
 """
 
 from __future__ import annotations
@@ -14,141 +15,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from interlock import _context
 from interlock._http_cache import CachePlan, plan
-from interlock._http_log import direct_sinks, log_fields, write_direct
+from interlock._http_exchange import Exchange as Exchange
+from interlock._http_exchange import RequestTools as RequestTools
+from interlock._http_log import write_line
+from interlock._http_metrics import HttpMetrics
 from interlock._http_responses import Problem, multiprocess_mode, problem
 from interlock._http_routes import UNMATCHED, RouteTemplate, route_path
 from interlock._http_rules import CacheRule, LockRule
-from interlock._http_txn import cache_view, open_transaction
 from interlock._http_wire import new_ids, normalise_method, parse_request_id, parse_traceparent
 from interlock.errors import BackendUnavailable, LockTimeout
-from interlock.logs import ECS_FIELDS
 
 LOGGER = "interlock.http"
-_SERIES_LIMIT = 8192  # cached label children; beyond it, children are looked up each time
-_REQUEST_COUNTER = "interlock_http_requests_total"
-_DURATION = "interlock_http_request_duration_seconds"
-_IN_PROGRESS = "interlock_http_requests_in_progress"
 _BASE_HEADERS = ("x-request-id", "traceparent", "user-agent")
-_EXEMPLAR_INTERVAL = 1.0  # seconds; a scrape only shows the latest exemplar per bucket
-
-
-@dataclass(slots=True)
-class Exchange:
-    """The state of one request, created by :meth:`HttpCore.begin`."""
-
-    started: float
-    method: str
-    method_label: str
-    path: str
-    rpath: str
-    query: str
-    headers: dict[str, str]
-    client_ip: str | None
-    request_id: str
-    trace_id: str
-    span_id: str
-    parent_id: str | None
-    context: _context.RequestContext
-    route: str | None = None
-    status: int | None = None
-    error: BaseException | None = None
-    disconnected: bool = False
-    finished_body: bool = False
-    lock: tuple[LockRule, dict[str, str]] | None = None
-    cache: CachePlan | None = None
-    tags: list[str] = field(default_factory=list)
-    finished: bool = False
-    txn: Any = None  # the request's RequestTransaction, once the handler opened it
-
-
-class RequestTools:
-    """What handlers find at ``scope["interlock"]`` / ``environ["interlock"]``.
-
-    Attributes:
-        interlock: the ``AsyncInterlock`` (ASGI) or ``Interlock`` (WSGI) of the middleware.
-        request_id: the request id echoed in ``X-Request-ID``.
-        trace_id: the W3C trace id of the request.
-        span_id: this request's span id.
-        lease: the lease held for the request by a :class:`LockRule`, or ``None``.
-    """
-
-    __slots__ = ("_exchange", "interlock", "lease")
-
-    def __init__(self, interlock: Any, exchange: Exchange) -> None:
-        self.interlock = interlock
-        self._exchange = exchange
-        self.lease: Any = None
-
-    @property
-    def request_id(self) -> str:
-        return self._exchange.request_id
-
-    @property
-    def trace_id(self) -> str:
-        return self._exchange.trace_id
-
-    @property
-    def span_id(self) -> str:
-        return self._exchange.span_id
-
-    @property
-    def route(self) -> str | None:
-        """The route template used as the metric label; set it when no framework does."""
-        return self._exchange.route
-
-    @route.setter
-    def route(self, template: str) -> None:
-        self._exchange.route = str(template)
-
-    def lock(self, name: str, key: object = "", **options: Any) -> Any:
-        """``interlock.lock(...)``; the request's ids go with the holder info."""
-        return self.interlock.lock(name, key, **options)
-
-    def cache(self, name: str, **options: Any) -> Any:
-        """``interlock.cache(...)``; while the request's transaction is open, its
-        ``invalidate_tag`` waits for the commit (and is dropped on abort)."""
-        return cache_view(self.interlock.cache(name, **options), self._exchange)
-
-    def transaction(self, name: str, *, timeout: float | None = None) -> Any:
-        """The request's transaction: opened on the first call, the same one afterwards.
-
-        The middleware commits it when the response starts with a 2xx/3xx status and
-        aborts it otherwise (or on an exception, a disconnect, no response); a failed
-        commit turns the response into a problem (409 or 503). See docs/middleware.md.
-
-        Args:
-            name: the transaction name (metric label).
-            timeout: seconds by which every branch must have voted (the facade's default).
-
-        Returns:
-            a :class:`~interlock._http_txn.RequestTransaction`.
-
-        Raises:
-            TransactionError: another name than the open one, or the response started.
-        """
-        return open_transaction(self.interlock, self._exchange, name, timeout)
-
-    def tag(self, *tags: str) -> None:
-        """Tag the response for the response cache, to purge it later by tag."""
-        self._exchange.tags.extend(str(t) for t in tags)
-
-    def __repr__(self) -> str:
-        return f"<RequestTools request_id={self.request_id}>"
-
-
-class _Series:
-    __slots__ = ("counter", "duration", "exemplar_at", "folded")
-
-    def __init__(self, counter: Any, duration: Any, folded: int) -> None:
-        self.counter = counter
-        self.duration = duration
-        self.folded = folded
-        self.exemplar_at = -_EXEMPLAR_INTERVAL
 
 
 class HttpCore:
@@ -203,8 +85,7 @@ class HttpCore:
                 wanted |= set(rule.vary)
         self.wanted = frozenset(wanted)
         self.wanted_bytes = frozenset(h.encode() for h in wanted)
-        self._series: dict[tuple[str, str, int], _Series] = {}
-        self._in_progress: dict[str, Any] = {}
+        self._metrics = HttpMetrics(metrics, self.exemplars)
 
     # -- request start -------------------------------------------------------------------
 
@@ -227,11 +108,7 @@ class HttpCore:
         if incoming is not None:
             trace_id, parent_id, _ = incoming
         method_label = normalise_method(method)
-        gauge = self._in_progress.get(method_label)
-        if gauge is None:
-            label = self.metrics.label(_IN_PROGRESS, "method", method_label)
-            gauge = self._in_progress[method_label] = self.metrics.http_in_progress.labels(label)
-        gauge.inc()
+        self._metrics.started(method_label)
         context = _context.RequestContext(request_id, trace_id, span_id)
         ex = Exchange(
             started, method, method_label, path, route_path(path, root_path), query,
@@ -328,62 +205,10 @@ class HttpCore:
         elapsed = now - ex.started
         route = self.route_of(ex)
         status = ex.status or (499 if ex.disconnected else 500)
-        self._in_progress[ex.method_label].dec()
-        series = self._series.get((ex.method_label, route, status))
-        if series is None:
-            series = self._new_series(ex.method_label, route, status)
-        elif series.folded:
-            self._count_folds(series.folded)
-        if self.exemplars and now - series.exemplar_at >= _EXEMPLAR_INTERVAL:
-            series.exemplar_at = now
-            exemplar = {"trace_id": ex.trace_id}
-            series.counter.inc(1, exemplar)
-            series.duration.observe(elapsed, exemplar)
-        else:
-            series.counter.inc()
-            series.duration.observe(elapsed)
+        self._metrics.finished(ex.method_label, route, status, elapsed, now, ex.trace_id)
         level = logging.ERROR if ex.error is not None else logging.INFO
         if self.logger.isEnabledFor(level):
-            self._log(ex, route, status, elapsed, level)
-
-    def _new_series(self, method: str, route: str, status: int) -> _Series:
-        label, metrics = self.metrics.label, self.metrics
-        m1, r1, s1 = (
-            label(_REQUEST_COUNTER, "method", method),
-            label(_REQUEST_COUNTER, "route", route),
-            label(_REQUEST_COUNTER, "status", str(status)),
-        )
-        m2, r2 = label(_DURATION, "method", method), label(_DURATION, "route", route)
-        folded = (r1 != route) * 1 + (r2 != route) * 2 + (s1 != str(status)) * 4
-        series = _Series(
-            metrics.http_requests.labels(m1, r1, s1), metrics.http_duration.labels(m2, r2), folded
-        )
-        if len(self._series) < _SERIES_LIMIT:
-            self._series[(method, route, status)] = series
-        return series
-
-    def _count_folds(self, folded: int) -> None:
-        overflow = self.metrics.label_overflow
-        if folded & 5:
-            overflow.labels(metric=_REQUEST_COUNTER).inc()
-        if folded & 2:
-            overflow.labels(metric=_DURATION).inc()
-
-    def _log(self, ex: Exchange, route: str, status: int, elapsed: float, level: int) -> None:
-        fields = log_fields(ex, route, status, elapsed)
-        message = f"{fields['http.request.method']} {fields['url.path']} {status}"
-        logger = self.logger
-        sinks = direct_sinks(logger, level)
-        if sinks is not None:
-            write_direct(sinks, level, logger.name, message, fields)
-            return
-        record = logging.getLogRecordFactory()(
-            logger.name, level, "interlock/_http.py", 0, message, (), None, None, None
-        )
-        attributes = record.__dict__
-        attributes.update(fields)  # like extra=: any formatter sees the ECS fields
-        attributes[ECS_FIELDS] = fields  # ours takes them in one step (already clean)
-        logger.handle(record)
+            write_line(self.logger, ex, route, status, elapsed, level)
 
 
 def _typed(items: Sequence[Any], kind: type, option: str) -> tuple[Any, ...]:

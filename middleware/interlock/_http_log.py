@@ -8,10 +8,29 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from interlock._http_wire import clean, utf8
-from interlock.logs import EcsJsonFormatter, QueueingHandler, redact_query
+from interlock.logs import ECS_FIELDS, EcsJsonFormatter, QueueingHandler, redact_query
 
 if TYPE_CHECKING:
-    from interlock._http import Exchange
+    from interlock._http_exchange import Exchange
+
+
+def write_line(
+    logger: logging.Logger, ex: Exchange, route: str, status: int, elapsed: float, level: int
+) -> None:
+    """Write the request's log line: directly to interlock's own handlers, else as a record."""
+    fields = log_fields(ex, route, status, elapsed)
+    message = f"{fields['http.request.method']} {fields['url.path']} {status}"
+    sinks = direct_sinks(logger, level)
+    if sinks is not None:
+        write_direct(sinks, level, logger.name, message, fields)
+        return
+    record = logging.getLogRecordFactory()(
+        logger.name, level, "interlock/_http.py", 0, message, (), None, None, None
+    )
+    attributes = record.__dict__
+    attributes.update(fields)  # like extra=: any formatter sees the ECS fields
+    attributes[ECS_FIELDS] = fields  # ours takes them in one step (already clean)
+    logger.handle(record)
 
 
 def log_fields(ex: Exchange, route: str, status: int, elapsed: float) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from interlock.errors import (
 from interlock.txn._state import State
 
 if TYPE_CHECKING:
-    from interlock._http import Exchange
+    from interlock._http_exchange import Exchange
 
 RETRY_AFTER = 1.0  # seconds, on a 503 for a transaction that failed for a passing cause
 
