@@ -8,7 +8,6 @@ backend fails the cache fails open behind a circuit breaker: loaders serve every
 
 from __future__ import annotations
 
-import random
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -18,10 +17,12 @@ from interlock import _context
 from interlock._async.backend import AsyncBackend
 from interlock._async.cache_decorator import KeyFunction, TagsOption, cached
 from interlock._async.cache_load import AsyncLoader, LoadFunction, Outcome
+from interlock._async.cache_near import AsyncNearLink
 from interlock._async.cache_refresh import AsyncRefresher
 from interlock._async.cache_store import AsyncCacheStore, Tags
-from interlock._cache_entry import CORRUPT, FRESH, STALE, build_entry, judge
-from interlock._cache_local import CLOSED, CircuitBreaker, Health, NearCache, NearEntry
+from interlock._async.cache_write import AsyncWriter
+from interlock._cache_entry import CORRUPT, FRESH, STALE, judge
+from interlock._cache_local import CLOSED, CircuitBreaker, Health, NearCache
 from interlock._config import Settings
 from interlock._keys import validate_name
 from interlock.cache import (
@@ -36,7 +37,7 @@ from interlock.cache import (
     refresh_early,
     tag_keys,
 )
-from interlock.errors import BackendError, BackendUnavailable
+from interlock.errors import BackendError
 from interlock.metrics import Metrics
 
 P = ParamSpec("P")
@@ -67,6 +68,8 @@ class AsyncCache:
         self._backend = backend
         self._serializer = options.codec
         self._origin = secrets.token_hex(8)
+        self._near = NearCache(options.near_size, options.near_ttl) if options.near else None
+        self._link = AsyncNearLink(self._near, self._origin)
         self._store = AsyncCacheStore(
             backend,
             settings.namespace,
@@ -74,10 +77,8 @@ class AsyncCache:
             serializer=options.codec,
             cluster="cluster" in settings.scheme,
             origin=self._origin,
-            on_event=self._on_event,
+            on_event=self._link.on_event,
         )
-        self._near = NearCache(options.near_size, options.near_ttl) if options.near else None
-        self._near_ready = False
         label = metrics.label("interlock_cache_requests_total", "cache", name)
         self._results = {r: metrics.cache_requests.labels(cache=label, result=r) for r in RESULTS}
         gauge = metrics.cache_degraded.labels(
@@ -94,6 +95,9 @@ class AsyncCache:
             metrics.cache_load.labels(cache=load_label).observe,
         )
         self._refresher = AsyncRefresher(name, self._loader)
+        self._writer = AsyncWriter(
+            self.name, settings.namespace, options, self._store, self._near, self._health
+        )
 
     @property
     def degraded(self) -> bool:
@@ -113,7 +117,7 @@ class AsyncCache:
         encoded = encode(key)
         near = self._near
         if near is not None:
-            held = await self._near_lookup(near, encoded)
+            held = await self._link.lookup(near, encoded, self._store, self._health)
             if held is not None:
                 return self._done("negative_hit" if held.negative else "near_hit", held.value)
         keys = entry_keys(self._namespace, self.name, key, encoded)
@@ -159,7 +163,7 @@ class AsyncCache:
         encoded = str(key) if type(key) is int else encode(key)
         near = self._near
         if near is not None:
-            held = await self._near_lookup(near, encoded)
+            held = await self._link.lookup(near, encoded, self._store, self._health)
             if held is not None:
                 return self._done("negative_hit" if held.negative else "near_hit", held.value)
         entry = f"{self._prefix}{encoded}}}"
@@ -225,22 +229,7 @@ class AsyncCache:
             SerializationError: the serializer cannot encode ``value``.
             BackendUnavailable: the write did not happen (the cache is degraded).
         """
-        keys = entry_keys(self._namespace, self.name, key)
-        wanted = self._tags(tags) if tags else ()
-        life = self.options.ttl if ttl is None else call_ttl(self.options, ttl, bool(wanted))
-
-        async def write() -> None:
-            versions = await self._store.versions(wanted) if wanted else {}
-            data, px, _ = build_entry(
-                value, self.options, ttl=life, duration=0.0,
-                tags=[(tag, versions.get(tag, 0)) for tag, _ in wanted],
-                now_ms=int(time.time() * 1000), rand=random.random(),
-            )  # fmt: skip
-            await self._store.write(keys, data, px)
-
-        await self._write(write)
-        if self._near is not None:
-            self._near.drop(keys.encoded)
+        await self._writer.set(key, value, ttl, tags)
 
     async def delete(self, key: object) -> bool:
         """Remove ``key``; a load of it that began earlier is not written back.
@@ -251,13 +240,7 @@ class AsyncCache:
         Raises:
             BackendUnavailable: the delete did not happen (the cache is degraded).
         """
-        keys = entry_keys(self._namespace, self.name, key)
-        if self._near is not None:
-            self._near.drop(keys.encoded)
-        existed: bool = await self._write(lambda: self._store.delete(keys))
-        if self._near is not None:
-            self._near.drop(keys.encoded)
-        return existed
+        return await self._writer.delete(key)
 
     async def invalidate_tag(self, tag: str | int) -> None:
         """Invalidate every entry written under ``tag``, in O(1) (no key scans).
@@ -268,13 +251,7 @@ class AsyncCache:
         Raises:
             BackendUnavailable: the invalidation did not happen (the cache is degraded).
         """
-        ((encoded, version_key),) = self._tags([tag])
-        if self._near is not None:
-            self._near.drop_tag(encoded)
-        retention_ms = int(self.options.tag_retention * 1000)
-        await self._write(lambda: self._store.invalidate_tag(encoded, version_key, retention_ms))
-        if self._near is not None:
-            self._near.drop_tag(encoded)
+        await self._writer.invalidate_tag(tag)
 
     def cached(
         self,
@@ -311,45 +288,6 @@ class AsyncCache:
         if _context.current() is not None:
             _context.record("cache", name=self.name, result=result)
         return value
-
-    async def _near_lookup(self, near: NearCache, encoded: str) -> NearEntry | None:
-        """The near cache's entry; it serves only once its invalidations arrive."""
-        if self._near_ready:
-            return near.get(encoded)
-        if self._health.allow():
-            try:
-                await self._store.ensure_listening()
-            except BackendError as exc:
-                self._health.failed(exc)
-            else:
-                self._near_ready = True
-        return None
-
-    async def _write(self, operation: Callable[[], Any]) -> Any:
-        """Run a write unless degraded; failures raise (a lost write must not go unseen)."""
-        if not self._health.allow():
-            raise BackendUnavailable(
-                f"cache {self.name!r} is degraded (backend unreachable); the write was not made"
-            )
-        try:
-            result = await operation()
-        except BackendError as exc:
-            self._health.failed(exc)
-            raise
-        self._health.ok()
-        return result
-
-    def _on_event(self, origin: str, op: str, subject: str) -> None:
-        near = self._near
-        if near is None:
-            return
-        if op == "*":
-            near.clear()
-        elif origin != self._origin:
-            if op == "k":
-                near.drop(subject)
-            elif op == "t":
-                near.drop_tag(subject)
 
     async def aclose(self) -> None:
         """Stop background refreshes and leave the cache's channel."""

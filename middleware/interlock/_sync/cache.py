@@ -9,7 +9,6 @@ backend fails the cache fails open behind a circuit breaker: loaders serve every
 
 from __future__ import annotations
 
-import random
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -19,10 +18,12 @@ from interlock import _context
 from interlock._sync.backend import Backend
 from interlock._sync.cache_decorator import KeyFunction, TagsOption, cached
 from interlock._sync.cache_load import Loader, LoadFunction, Outcome
+from interlock._sync.cache_near import NearLink
 from interlock._sync.cache_refresh import Refresher
 from interlock._sync.cache_store import CacheStore, Tags
-from interlock._cache_entry import CORRUPT, FRESH, STALE, build_entry, judge
-from interlock._cache_local import CLOSED, CircuitBreaker, Health, NearCache, NearEntry
+from interlock._sync.cache_write import Writer
+from interlock._cache_entry import CORRUPT, FRESH, STALE, judge
+from interlock._cache_local import CLOSED, CircuitBreaker, Health, NearCache
 from interlock._config import Settings
 from interlock._keys import validate_name
 from interlock.cache import (
@@ -37,7 +38,7 @@ from interlock.cache import (
     refresh_early,
     tag_keys,
 )
-from interlock.errors import BackendError, BackendUnavailable
+from interlock.errors import BackendError
 from interlock.metrics import Metrics
 
 P = ParamSpec("P")
@@ -68,6 +69,8 @@ class Cache:
         self._backend = backend
         self._serializer = options.codec
         self._origin = secrets.token_hex(8)
+        self._near = NearCache(options.near_size, options.near_ttl) if options.near else None
+        self._link = NearLink(self._near, self._origin)
         self._store = CacheStore(
             backend,
             settings.namespace,
@@ -75,10 +78,8 @@ class Cache:
             serializer=options.codec,
             cluster="cluster" in settings.scheme,
             origin=self._origin,
-            on_event=self._on_event,
+            on_event=self._link.on_event,
         )
-        self._near = NearCache(options.near_size, options.near_ttl) if options.near else None
-        self._near_ready = False
         label = metrics.label("interlock_cache_requests_total", "cache", name)
         self._results = {r: metrics.cache_requests.labels(cache=label, result=r) for r in RESULTS}
         gauge = metrics.cache_degraded.labels(
@@ -95,6 +96,9 @@ class Cache:
             metrics.cache_load.labels(cache=load_label).observe,
         )
         self._refresher = Refresher(name, self._loader)
+        self._writer = Writer(
+            self.name, settings.namespace, options, self._store, self._near, self._health
+        )
 
     @property
     def degraded(self) -> bool:
@@ -114,7 +118,7 @@ class Cache:
         encoded = encode(key)
         near = self._near
         if near is not None:
-            held = self._near_lookup(near, encoded)
+            held = self._link.lookup(near, encoded, self._store, self._health)
             if held is not None:
                 return self._done("negative_hit" if held.negative else "near_hit", held.value)
         keys = entry_keys(self._namespace, self.name, key, encoded)
@@ -160,7 +164,7 @@ class Cache:
         encoded = str(key) if type(key) is int else encode(key)
         near = self._near
         if near is not None:
-            held = self._near_lookup(near, encoded)
+            held = self._link.lookup(near, encoded, self._store, self._health)
             if held is not None:
                 return self._done("negative_hit" if held.negative else "near_hit", held.value)
         entry = f"{self._prefix}{encoded}}}"
@@ -226,22 +230,7 @@ class Cache:
             SerializationError: the serializer cannot encode ``value``.
             BackendUnavailable: the write did not happen (the cache is degraded).
         """
-        keys = entry_keys(self._namespace, self.name, key)
-        wanted = self._tags(tags) if tags else ()
-        life = self.options.ttl if ttl is None else call_ttl(self.options, ttl, bool(wanted))
-
-        def write() -> None:
-            versions = self._store.versions(wanted) if wanted else {}
-            data, px, _ = build_entry(
-                value, self.options, ttl=life, duration=0.0,
-                tags=[(tag, versions.get(tag, 0)) for tag, _ in wanted],
-                now_ms=int(time.time() * 1000), rand=random.random(),
-            )  # fmt: skip
-            self._store.write(keys, data, px)
-
-        self._write(write)
-        if self._near is not None:
-            self._near.drop(keys.encoded)
+        self._writer.set(key, value, ttl, tags)
 
     def delete(self, key: object) -> bool:
         """Remove ``key``; a load of it that began earlier is not written back.
@@ -252,13 +241,7 @@ class Cache:
         Raises:
             BackendUnavailable: the delete did not happen (the cache is degraded).
         """
-        keys = entry_keys(self._namespace, self.name, key)
-        if self._near is not None:
-            self._near.drop(keys.encoded)
-        existed: bool = self._write(lambda: self._store.delete(keys))
-        if self._near is not None:
-            self._near.drop(keys.encoded)
-        return existed
+        return self._writer.delete(key)
 
     def invalidate_tag(self, tag: str | int) -> None:
         """Invalidate every entry written under ``tag``, in O(1) (no key scans).
@@ -269,13 +252,7 @@ class Cache:
         Raises:
             BackendUnavailable: the invalidation did not happen (the cache is degraded).
         """
-        ((encoded, version_key),) = self._tags([tag])
-        if self._near is not None:
-            self._near.drop_tag(encoded)
-        retention_ms = int(self.options.tag_retention * 1000)
-        self._write(lambda: self._store.invalidate_tag(encoded, version_key, retention_ms))
-        if self._near is not None:
-            self._near.drop_tag(encoded)
+        self._writer.invalidate_tag(tag)
 
     def cached(
         self,
@@ -312,45 +289,6 @@ class Cache:
         if _context.current() is not None:
             _context.record("cache", name=self.name, result=result)
         return value
-
-    def _near_lookup(self, near: NearCache, encoded: str) -> NearEntry | None:
-        """The near cache's entry; it serves only once its invalidations arrive."""
-        if self._near_ready:
-            return near.get(encoded)
-        if self._health.allow():
-            try:
-                self._store.ensure_listening()
-            except BackendError as exc:
-                self._health.failed(exc)
-            else:
-                self._near_ready = True
-        return None
-
-    def _write(self, operation: Callable[[], Any]) -> Any:
-        """Run a write unless degraded; failures raise (a lost write must not go unseen)."""
-        if not self._health.allow():
-            raise BackendUnavailable(
-                f"cache {self.name!r} is degraded (backend unreachable); the write was not made"
-            )
-        try:
-            result = operation()
-        except BackendError as exc:
-            self._health.failed(exc)
-            raise
-        self._health.ok()
-        return result
-
-    def _on_event(self, origin: str, op: str, subject: str) -> None:
-        near = self._near
-        if near is None:
-            return
-        if op == "*":
-            near.clear()
-        elif origin != self._origin:
-            if op == "k":
-                near.drop(subject)
-            elif op == "t":
-                near.drop_tag(subject)
 
     def close(self) -> None:
         """Stop background refreshes and leave the cache's channel."""
