@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import threading
 import time
 import uuid
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from _services import RedisServer, free_port
+from _services import RedisServer, free_port, make_tls
 from interlock import AsyncInterlock, BackendUnavailable, Interlock, LockTimeout
 
 
@@ -55,27 +54,10 @@ def test_hung_redis_times_out_then_recovers(fresh_redis: RedisServer) -> None:
     il.close()
 
 
-def _make_tls(directory: Path) -> dict[str, str]:
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
-
-    names = ("ca.key", "ca.crt", "r.key", "r.csr", "r.crt")
-    ca_key, ca, key, csr, cert = (directory / name for name in names)
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-            "-keyout", str(ca_key), "-out", str(ca))
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-            "-keyout", str(key), "-out", str(csr))
-    ext = directory / "ext.cnf"
-    ext.write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
-            "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert))
-    return {"ca": str(ca), "cert": str(cert), "key": str(key)}
-
-
 def test_rediss_with_acl_user_in_url(
     redis_factory: Callable[..., RedisServer], tmp_path: Path
 ) -> None:
-    tls = _make_tls(tmp_path)
+    tls = make_tls(tmp_path)
     tls_port = free_port()
     server = redis_factory(
         config={
