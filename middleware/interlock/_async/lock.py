@@ -131,9 +131,10 @@ class AsyncLock:
         self.service.held[held_key] = lease
         self.service.track(lease)
         metrics.held.inc()
-        _context.record(
-            "lock", name=self.name, wait_ms=round(lease.wait * 1000, 3), fence=lease.fence
-        )
+        if _context.current() is not None:  # inside a request: its log line names the lock
+            _context.record(
+                "lock", name=self.name, wait_ms=round(lease.wait * 1000, 3), fence=lease.fence
+            )
         return lease
 
     async def _acquire(
