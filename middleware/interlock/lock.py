@@ -135,3 +135,19 @@ def wait_seconds(hint_ms: int, remaining: float | None) -> float:
     expiry = hint_ms / 1000 + 0.002 if hint_ms >= 0 else 0.1
     bound = min(expiry, QUEUE_REGISTRATION_S * 0.8)
     return bound if remaining is None else max(0.0, min(bound, remaining))
+
+
+STEP_FLOOR_S = 0.05
+"""Seconds every round trip of an acquire may take even when its time is (nearly) up.
+
+A deadline-bound acquire gives each step (an attempt, the final cancel) the time left, but
+at least this much, so ``timeout=0`` still gets one real try on a healthy link; it is the
+slack an acquire may run past its timeout under a network fault (docs/locks.md).
+"""
+
+
+def step_budget(deadline: float | None, now: float) -> float | None:
+    """Seconds one backend round trip of an acquire may take (None: the socket timeout)."""
+    if deadline is None:
+        return None
+    return max(deadline - now, STEP_FLOOR_S)

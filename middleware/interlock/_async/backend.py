@@ -23,8 +23,20 @@ class AsyncBackend(Protocol):
     url: str
     signals: bool  # wait_signal() is supported (a blocking pop on a list)
 
-    async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        """Run a Lua script atomically; keys share one hash tag."""
+    async def run(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        *,
+        budget: float | None = None,
+    ) -> Any:
+        """Run a Lua script atomically; keys share one hash tag.
+
+        ``budget`` (seconds) bounds the whole round trip where the backend can (single-node
+        Redis and Sentinel; Cluster keeps ``socket_timeout``): past it the call raises
+        :class:`~interlock.errors.BackendUnavailable`.
+        """
 
     async def run_many(
         self, calls: Sequence[tuple[Script, Sequence[str], Sequence[Arg]]]
@@ -63,8 +75,15 @@ class AsyncMemoryBackend:
         self.store = store
         self._subscriptions: list[tuple[str, Subscriber]] = []
 
-    async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        return self.store.run_script(script, keys, args)
+    async def run(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        *,
+        budget: float | None = None,
+    ) -> Any:
+        return self.store.run_script(script, keys, args)  # in-process: nothing to bound
 
     async def run_many(
         self, calls: Sequence[tuple[Script, Sequence[str], Sequence[Arg]]]

@@ -16,6 +16,7 @@ most one immediate retry on a refused/broken connection, so a Redis that is down
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -179,9 +180,16 @@ class AsyncRedisBackend:
                 self._client = client
             return self._client
 
-    async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def run(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        *,
+        budget: float | None = None,
+    ) -> Any:
         if self._direct is not None:
-            return await self._run_direct(self._direct, script, keys, args)
+            return await self._run_direct(self._direct, script, keys, args, budget)
         client = self._client if self._client is not None else await self._connect()
         try:
             return await client.evalsha(script.sha, len(keys), *keys, *args)
@@ -193,16 +201,24 @@ class AsyncRedisBackend:
 
     @staticmethod
     async def _run_direct(
-        direct: AsyncDirect, script: Script, keys: Sequence[str], args: Sequence[Arg]
+        direct: AsyncDirect,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        budget: float | None,
     ) -> Any:
+        started = time.monotonic()
         try:
             try:
                 return await direct.call(
-                    pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+                    pack_command(("EVALSHA", script.sha, len(keys), *keys, *args)),
+                    budget=budget,
                 )
             except redis_errors.NoScriptError:
+                left = None if budget is None else budget - (time.monotonic() - started)
                 return await direct.call(
-                    pack_command(("EVAL", script.source, len(keys), *keys, *args))
+                    pack_command(("EVAL", script.source, len(keys), *keys, *args)),
+                    budget=None if left is None else max(left, 0.001),
                 )
         except REDIS_ERRORS as exc:
             raise translate(exc, script.name) from exc

@@ -31,9 +31,16 @@ class AsyncChaosBackend:
             else:
                 raise BackendUnavailable(f"chaos: injected failure of {operation}")
 
-    async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def run(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        *,
+        budget: float | None = None,
+    ) -> Any:
         await self._inject(script.name)
-        return await self.inner.run(script, keys, args)
+        return await self.inner.run(script, keys, args, budget=budget)
 
     async def run_many(
         self, calls: Sequence[tuple[Script, Sequence[str], Sequence[Arg]]]

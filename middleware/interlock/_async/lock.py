@@ -32,6 +32,7 @@ from interlock.lock import (
     new_token,
     parse_lock,
     signal_key,
+    step_budget,
     wait_seconds,
 )
 
@@ -159,7 +160,7 @@ class AsyncLock:
                 if queued and waiter is None and not signalled:
                     await service.ensure_listening()
                     waiter = service.register(token)
-                reply = await self._attempt(token, queued, remaining, signalled)
+                reply = await self._attempt(token, queued, remaining, signalled, deadline)
                 if reply[0] in (1, 2):
                     return self._lease(token, int(reply[1]), started, held_key)
                 if not blocking:
@@ -194,7 +195,7 @@ class AsyncLock:
                     raise LockTimeout(self.name, self.key, wait or 0.0, parse_lock(reply[2]))
         except BaseException:
             if queued:
-                await async_shielded(self._abandon(token))
+                await async_shielded(self._abandon(token, deadline))
             raise
         finally:
             if waiter is not None:
@@ -203,7 +204,12 @@ class AsyncLock:
                 metrics.waiting.dec()
 
     async def _attempt(
-        self, token: str, queued: bool, remaining: float | None, signalled: bool
+        self,
+        token: str,
+        queued: bool,
+        remaining: float | None,
+        signalled: bool,
+        deadline: float | None,
     ) -> list[Any]:
         registration = 0
         if queued:
@@ -219,13 +225,24 @@ class AsyncLock:
             "" if signalled else self.service.channel,
             FENCE_IDLE_MS,
         ]
-        reply: list[Any] = await self.service.backend.run(ACQUIRE, self.keys, args)
+        reply: list[Any] = await self.service.backend.run(
+            ACQUIRE, self.keys, args, budget=step_budget(deadline, time.monotonic())
+        )
         return reply
 
-    async def _abandon(self, token: str) -> bool:
-        """Leave the wait queue, passing on a hand-off that raced us; False if unreachable."""
+    async def _abandon(self, token: str, deadline: float | None) -> bool:
+        """Leave the wait queue, passing on a hand-off that raced us; False if unreachable.
+
+        Best effort within the caller's time: if Redis does not answer in time the queue
+        entry lapses by itself (its registration horizon) and a hand-off to us expires.
+        """
         try:
-            await self.service.backend.run(CANCEL, self.keys, [token, FENCE_IDLE_MS])
+            await self.service.backend.run(
+                CANCEL,
+                self.keys,
+                [token, FENCE_IDLE_MS],
+                budget=step_budget(deadline, time.monotonic()),
+            )
         except Exception:  # backend down: the queue entry lapses by itself
             logger.debug("could not leave the wait queue of %r", self.name, exc_info=True)
             return False

@@ -17,10 +17,13 @@ retried once, as the client path retries.
 from __future__ import annotations
 
 import os
+import time
 from contextlib import suppress
 from typing import Any
 
 from redis import exceptions as redis_errors
+
+from interlock.backends._replies import async_read_reply, async_settle_timeout
 
 
 class AsyncDirect:
@@ -32,14 +35,19 @@ class AsyncDirect:
         self._pid = os.getpid()
         self._closed = False
 
-    async def _take(self) -> Any:
+    async def _take(self, deadline: float | None) -> Any:
         if self._pid != os.getpid():  # forked: the parent's sockets are not ours to use
             self._idle = []
             self._pid = os.getpid()
         if self._idle:
             return self._idle.pop()
         pool = self._pool
-        conn = pool.connection_class(**pool.connection_kwargs)
+        options = pool.connection_kwargs
+        if deadline is not None:  # connecting (and its handshake) counts against the deadline
+            options = dict(options)
+            for name in ("socket_connect_timeout", "socket_timeout"):
+                options[name] = _bounded(options.get(name), deadline)
+        conn = pool.connection_class(**options)
         try:
             # connect() explicitly: a Sentinel connection resolves the master there, while
             # a send on an unconnected one would go to the default address
@@ -47,29 +55,37 @@ class AsyncDirect:
         except BaseException:
             await conn.disconnect()
             raise
+        if deadline is not None:
+            await async_settle_timeout(conn, pool.connection_kwargs.get("socket_timeout"))
         return conn
 
-    async def call(self, command: bytes, read_timeout: float | None = None) -> Any:
+    async def call(
+        self, command: bytes, read_timeout: float | None = None, budget: float | None = None
+    ) -> Any:
         """Send one packed command and return its reply (redis-py's errors propagate).
 
-        ``read_timeout`` replaces the socket timeout for the reply (blocking commands).
+        ``read_timeout`` replaces the socket timeout for the reply (blocking commands);
+        ``budget`` bounds the whole call — connecting, the reply and the one retry — in
+        seconds, so a caller with a deadline (a lock acquire) is never held past it by a
+        slow or silent link: the call then fails with redis-py's ``TimeoutError``.
         """
+        deadline = None if budget is None else time.monotonic() + budget
+        if read_timeout is None:
+            read_timeout = self._pool.connection_kwargs.get("socket_timeout")
         retried = False
         while True:
-            conn = await self._take()  # connecting retries once by itself (the pool's Retry)
+            conn = await self._take(deadline)  # connecting retries once (the pool's Retry)
             try:
                 await conn.send_packed_command([command], check_health=False)
-                if read_timeout is None:  # (sync redis-py reads None as "no timeout")
-                    reply = await conn.read_response()
-                else:
-                    reply = await conn.read_response(timeout=read_timeout)
+                timeout = read_timeout if deadline is None else _bounded(read_timeout, deadline)
+                reply = await async_read_reply(conn, timeout)
             except redis_errors.ResponseError:
                 await self._put(conn)  # an error reply: the connection is in step
                 raise
             except redis_errors.ConnectionError:
                 await conn.disconnect()
                 await self._disconnect_idle()  # Redis restarted or failed over: all stale
-                if retried:
+                if retried or (deadline is not None and time.monotonic() >= deadline):
                     raise
                 retried = True
                 continue
@@ -94,3 +110,9 @@ class AsyncDirect:
     async def aclose(self) -> None:
         self._closed = True
         await self._disconnect_idle()
+
+
+def _bounded(timeout: float | None, deadline: float) -> float:
+    """``timeout`` cut to the time left before ``deadline`` (at least 1 ms: 0 means none)."""
+    left = max(deadline - time.monotonic(), 0.001)
+    return left if timeout is None else min(timeout, left)

@@ -17,6 +17,7 @@ most one immediate retry on a refused/broken connection, so a Redis that is down
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -180,9 +181,16 @@ class RedisBackend:
                 self._client = client
             return self._client
 
-    def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    def run(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        *,
+        budget: float | None = None,
+    ) -> Any:
         if self._direct is not None:
-            return self._run_direct(self._direct, script, keys, args)
+            return self._run_direct(self._direct, script, keys, args, budget)
         client = self._client if self._client is not None else self._connect()
         try:
             return client.evalsha(script.sha, len(keys), *keys, *args)
@@ -194,16 +202,24 @@ class RedisBackend:
 
     @staticmethod
     def _run_direct(
-        direct: Direct, script: Script, keys: Sequence[str], args: Sequence[Arg]
+        direct: Direct,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        budget: float | None,
     ) -> Any:
+        started = time.monotonic()
         try:
             try:
                 return direct.call(
-                    pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+                    pack_command(("EVALSHA", script.sha, len(keys), *keys, *args)),
+                    budget=budget,
                 )
             except redis_errors.NoScriptError:
+                left = None if budget is None else budget - (time.monotonic() - started)
                 return direct.call(
-                    pack_command(("EVAL", script.source, len(keys), *keys, *args))
+                    pack_command(("EVAL", script.source, len(keys), *keys, *args)),
+                    budget=None if left is None else max(left, 0.001),
                 )
         except REDIS_ERRORS as exc:
             raise translate(exc, script.name) from exc

@@ -32,9 +32,16 @@ class ChaosBackend:
             else:
                 raise BackendUnavailable(f"chaos: injected failure of {operation}")
 
-    def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    def run(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        *,
+        budget: float | None = None,
+    ) -> Any:
         self._inject(script.name)
-        return self.inner.run(script, keys, args)
+        return self.inner.run(script, keys, args, budget=budget)
 
     def run_many(
         self, calls: Sequence[tuple[Script, Sequence[str], Sequence[Arg]]]

@@ -33,6 +33,7 @@ from interlock.lock import (
     new_token,
     parse_lock,
     signal_key,
+    step_budget,
     wait_seconds,
 )
 
@@ -160,7 +161,7 @@ class Lock:
                 if queued and waiter is None and not signalled:
                     service.ensure_listening()
                     waiter = service.register(token)
-                reply = self._attempt(token, queued, remaining, signalled)
+                reply = self._attempt(token, queued, remaining, signalled, deadline)
                 if reply[0] in (1, 2):
                     return self._lease(token, int(reply[1]), started, held_key)
                 if not blocking:
@@ -195,7 +196,7 @@ class Lock:
                     raise LockTimeout(self.name, self.key, wait or 0.0, parse_lock(reply[2]))
         except BaseException:
             if queued:
-                shielded(self._abandon(token))
+                shielded(self._abandon(token, deadline))
             raise
         finally:
             if waiter is not None:
@@ -204,7 +205,12 @@ class Lock:
                 metrics.waiting.dec()
 
     def _attempt(
-        self, token: str, queued: bool, remaining: float | None, signalled: bool
+        self,
+        token: str,
+        queued: bool,
+        remaining: float | None,
+        signalled: bool,
+        deadline: float | None,
     ) -> list[Any]:
         registration = 0
         if queued:
@@ -220,13 +226,24 @@ class Lock:
             "" if signalled else self.service.channel,
             FENCE_IDLE_MS,
         ]
-        reply: list[Any] = self.service.backend.run(ACQUIRE, self.keys, args)
+        reply: list[Any] = self.service.backend.run(
+            ACQUIRE, self.keys, args, budget=step_budget(deadline, time.monotonic())
+        )
         return reply
 
-    def _abandon(self, token: str) -> bool:
-        """Leave the wait queue, passing on a hand-off that raced us; False if unreachable."""
+    def _abandon(self, token: str, deadline: float | None) -> bool:
+        """Leave the wait queue, passing on a hand-off that raced us; False if unreachable.
+
+        Best effort within the caller's time: if Redis does not answer in time the queue
+        entry lapses by itself (its registration horizon) and a hand-off to us expires.
+        """
         try:
-            self.service.backend.run(CANCEL, self.keys, [token, FENCE_IDLE_MS])
+            self.service.backend.run(
+                CANCEL,
+                self.keys,
+                [token, FENCE_IDLE_MS],
+                budget=step_budget(deadline, time.monotonic()),
+            )
         except Exception:  # backend down: the queue entry lapses by itself
             logger.debug("could not leave the wait queue of %r", self.name, exc_info=True)
             return False

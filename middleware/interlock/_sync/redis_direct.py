@@ -18,10 +18,13 @@ retried once, as the client path retries.
 from __future__ import annotations
 
 import os
+import time
 from contextlib import suppress
 from typing import Any
 
 from redis import exceptions as redis_errors
+
+from interlock.backends._replies import read_reply, settle_timeout
 
 
 class Direct:
@@ -33,14 +36,19 @@ class Direct:
         self._pid = os.getpid()
         self._closed = False
 
-    def _take(self) -> Any:
+    def _take(self, deadline: float | None) -> Any:
         if self._pid != os.getpid():  # forked: the parent's sockets are not ours to use
             self._idle = []
             self._pid = os.getpid()
         if self._idle:
             return self._idle.pop()
         pool = self._pool
-        conn = pool.connection_class(**pool.connection_kwargs)
+        options = pool.connection_kwargs
+        if deadline is not None:  # connecting (and its handshake) counts against the deadline
+            options = dict(options)
+            for name in ("socket_connect_timeout", "socket_timeout"):
+                options[name] = _bounded(options.get(name), deadline)
+        conn = pool.connection_class(**options)
         try:
             # connect() explicitly: a Sentinel connection resolves the master there, while
             # a send on an unconnected one would go to the default address
@@ -48,29 +56,37 @@ class Direct:
         except BaseException:
             conn.disconnect()
             raise
+        if deadline is not None:
+            settle_timeout(conn, pool.connection_kwargs.get("socket_timeout"))
         return conn
 
-    def call(self, command: bytes, read_timeout: float | None = None) -> Any:
+    def call(
+        self, command: bytes, read_timeout: float | None = None, budget: float | None = None
+    ) -> Any:
         """Send one packed command and return its reply (redis-py's errors propagate).
 
-        ``read_timeout`` replaces the socket timeout for the reply (blocking commands).
+        ``read_timeout`` replaces the socket timeout for the reply (blocking commands);
+        ``budget`` bounds the whole call — connecting, the reply and the one retry — in
+        seconds, so a caller with a deadline (a lock acquire) is never held past it by a
+        slow or silent link: the call then fails with redis-py's ``TimeoutError``.
         """
+        deadline = None if budget is None else time.monotonic() + budget
+        if read_timeout is None:
+            read_timeout = self._pool.connection_kwargs.get("socket_timeout")
         retried = False
         while True:
-            conn = self._take()  # connecting retries once by itself (the pool's Retry)
+            conn = self._take(deadline)  # connecting retries once (the pool's Retry)
             try:
                 conn.send_packed_command([command], check_health=False)
-                if read_timeout is None:  # (sync redis-py reads None as "no timeout")
-                    reply = conn.read_response()
-                else:
-                    reply = conn.read_response(timeout=read_timeout)
+                timeout = read_timeout if deadline is None else _bounded(read_timeout, deadline)
+                reply = read_reply(conn, timeout)
             except redis_errors.ResponseError:
                 self._put(conn)  # an error reply: the connection is in step
                 raise
             except redis_errors.ConnectionError:
                 conn.disconnect()
                 self._disconnect_idle()  # Redis restarted or failed over: all stale
-                if retried:
+                if retried or (deadline is not None and time.monotonic() >= deadline):
                     raise
                 retried = True
                 continue
@@ -95,3 +111,9 @@ class Direct:
     def close(self) -> None:
         self._closed = True
         self._disconnect_idle()
+
+
+def _bounded(timeout: float | None, deadline: float) -> float:
+    """``timeout`` cut to the time left before ``deadline`` (at least 1 ms: 0 means none)."""
+    left = max(deadline - time.monotonic(), 0.001)
+    return left if timeout is None else min(timeout, left)
