@@ -126,16 +126,21 @@ def renew_due(deadline: float, ttl: float, now: float) -> bool:
     return deadline - now <= ttl * 2 / 3
 
 
-def wait_seconds(hint_ms: int, remaining: float | None) -> float:
+def wait_seconds(hint_ms: int, remaining: float | None, ttl: float) -> float:
     """How long a waiter sleeps before retrying by itself (no wake-up arrived).
 
     It wakes when the holder's TTL runs out (``hint_ms`` + a little slack for clock
-    granularity), before its queue registration lapses, and at its own deadline.
+    granularity), before its queue registration lapses, at its own deadline, and after a
+    third of its own ``ttl``: a hand-off during the pause counts the new lease from the
+    pause's start, so the lease is born with at least two thirds of its TTL.
     """
     expiry = hint_ms / 1000 + 0.002 if hint_ms >= 0 else 0.1
-    bound = min(expiry, QUEUE_REGISTRATION_S * 0.8)
+    bound = min(expiry, QUEUE_REGISTRATION_S * 0.8, ttl / 3)
     return bound if remaining is None else max(0.0, min(bound, remaining))
 
+
+MIN_RENEWED_TTL_S = 0.3
+"""The shortest TTL the background renewer serves (it renews every ttl/3)."""
 
 STEP_FLOOR_S = 0.05
 """Seconds every round trip of an acquire may take even when its time is (nearly) up.

@@ -46,9 +46,20 @@ def pause_holder(url: str, namespace: str) -> None:
     il.close()
 
 
+def hold(url: str, namespace: str, ttl: float, seconds: float) -> None:
+    """Take lock ("long", 1) with ``ttl``, say so, keep it ``seconds`` (renewed), release."""
+    il = Interlock(url, namespace=namespace)
+    with il.lock("long", 1, ttl=ttl) as lease:
+        print(json.dumps({"fence": lease.fence}), flush=True)
+        time.sleep(seconds)  # the held time is the subject of the test
+    il.close()
+
+
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
     if mode == "count":
         count(args[0], args[1], args[2], int(args[3]))
     elif mode == "pause":
         pause_holder(args[0], args[1])
+    elif mode == "hold":
+        hold(args[0], args[1], float(args[2]), float(args[3]))

@@ -60,7 +60,7 @@ class AsyncLease:
         lock: AsyncLock,
         token: str,
         fence: int,
-        started: float,
+        granted_after: float,
         wait: float,
         held_key: tuple[str, str, int],
     ) -> None:
@@ -75,7 +75,7 @@ class AsyncLease:
         self.auto_renew = lock.auto_renew
         self.wait = wait
         self.held_key = held_key
-        self.deadline = started + lock.ttl
+        self.deadline = granted_after + lock.ttl  # a lower bound of the server's expiry
         self.acquired = time.monotonic()
         self.depth = 1
         self.done = False

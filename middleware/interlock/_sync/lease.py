@@ -61,7 +61,7 @@ class Lease:
         lock: Lock,
         token: str,
         fence: int,
-        started: float,
+        granted_after: float,
         wait: float,
         held_key: tuple[str, str, int],
     ) -> None:
@@ -76,7 +76,7 @@ class Lease:
         self.auto_renew = lock.auto_renew
         self.wait = wait
         self.held_key = held_key
-        self.deadline = started + lock.ttl
+        self.deadline = granted_after + lock.ttl  # a lower bound of the server's expiry
         self.acquired = time.monotonic()
         self.depth = 1
         self.done = False

@@ -27,6 +27,7 @@ from interlock.backends._script import Arg
 from interlock.errors import ConfigError, LockAlreadyHeld, LockLost, LockTimeout
 from interlock.lock import (
     FENCE_IDLE_MS,
+    MIN_RENEWED_TTL_S,
     QUEUE_REGISTRATION_S,
     holder_arg,
     lock_keys,
@@ -65,6 +66,12 @@ class Lock:
         self.key = encode_key(key)
         self.keys = lock_keys(service.settings.namespace, self.name, self.key)
         self.ttl = self.validate_ttl(service.settings.lock_ttl if ttl is None else ttl)
+        if auto_renew and self.ttl < MIN_RENEWED_TTL_S:
+            raise ConfigError(
+                f"ttl={self.ttl!r} is too short to renew in the background (renewals run every"
+                f" ttl/3 and need a round trip and a scheduled thread/task); pass"
+                f" ttl >= {MIN_RENEWED_TTL_S}, or auto_renew=False and extend() yourself"
+            )
         self.timeout = self._validate_timeout(
             service.settings.lock_timeout if timeout is _UNSET else timeout
         )
@@ -154,6 +161,7 @@ class Lock:
         queued = blocking and (signalled or service.listening)
         waiter: Event | None = None
         contended = False
+        refused_at = started
         metrics = service.metrics.for_lock(self.name)
         try:
             while True:
@@ -161,9 +169,17 @@ class Lock:
                 if queued and waiter is None and not signalled:
                     service.ensure_listening()
                     waiter = service.register(token)
+                # A lease's local deadline counts from a moment the grant cannot precede,
+                # so it never runs past the server's expiry: this attempt's send for a
+                # grant now (1), else the send of the last attempt that was refused — a
+                # hand-off (2, a signal, a wake-up) comes after that refusal.
+                sent = time.monotonic()
                 reply = self._attempt(token, queued, remaining, signalled, deadline)
-                if reply[0] in (1, 2):
-                    return self._lease(token, int(reply[1]), started, held_key)
+                if reply[0] == 1:
+                    return self._lease(token, int(reply[1]), started, sent, held_key)
+                if reply[0] == 2:
+                    return self._lease(token, int(reply[1]), started, refused_at, held_key)
+                refused_at = sent
                 if not blocking:
                     return None
                 if not contended:
@@ -177,7 +193,7 @@ class Lock:
                 if fence is None:
                     if remaining is not None and remaining <= 0:
                         raise LockTimeout(self.name, self.key, wait or 0.0, parse_lock(reply[2]))
-                    pause = wait_seconds(int(reply[1]), remaining)
+                    pause = wait_seconds(int(reply[1]), remaining, self.ttl)
                     if signalled:
                         signal = service.backend.wait_signal(
                             signal_key(self.keys, token), pause
@@ -189,7 +205,7 @@ class Lock:
                         waiter.clear()
                         fence = service.handoff(token)
                 if fence is not None:
-                    return self._lease(token, fence, started, held_key)
+                    return self._lease(token, fence, started, refused_at, held_key)
                 if deadline is not None and time.monotonic() >= deadline:
                     # woken by our own deadline: no last attempt; leaving the queue (below)
                     # passes on a hand-off that raced us
@@ -250,9 +266,16 @@ class Lock:
         return True
 
     def _lease(
-        self, token: str, fence: int, started: float, held_key: tuple[str, str, int]
+        self,
+        token: str,
+        fence: int,
+        started: float,
+        granted_after: float,
+        held_key: tuple[str, str, int],
     ) -> Lease:
-        return Lease(self, token, fence, started, time.monotonic() - started, held_key)
+        return Lease(
+            self, token, fence, granted_after, time.monotonic() - started, held_key
+        )
 
     def exit_lease(self, lease: Lease, failing: bool) -> None:
         try:

@@ -79,6 +79,8 @@ class LockService:
         if lease.auto_renew:
             self._leases.add(lease)
             self._renewer.start()
+            if self._renew_wakeup is not None:  # it may sleep past this lease's first renewal
+                self._renew_wakeup.set()
 
     def forget(self, lease: Lease) -> None:
         self._leases.discard(lease)
