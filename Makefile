@@ -28,7 +28,8 @@ lint: $(VENV)/.installed-test
 check-services:
 	bash scripts/bootstrap.sh
 
-demo: $(VENV)/.installed-demo
+# the redis extra too, so `make demo DEMO_ARGS="--redis redis://..."` works
+demo: $(VENV)/.installed-demo,redis
 	$(VENV)/bin/interlock demo $(DEMO_ARGS)
 
 bench: $(VENV)/.installed-bench check-services

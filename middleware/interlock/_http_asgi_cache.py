@@ -12,6 +12,7 @@ later requests for the key go straight to the application instead of queueing.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from interlock._http import Exchange, HttpCore
 from interlock._http_cache import PassList, answer, entry_or_pass, valid_entry
 from interlock._http_routes import AsgiRoutes
 from interlock._http_rules import CacheRule
+from interlock.errors import BackendError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -108,7 +110,7 @@ class AsgiResponseCache:
             entry = await loader()
             count(self.interlock, rule, "miss", "no-cache")
             if entry is not None:
-                await cache.set(decision.key, entry, ttl=rule.ttl, tags=[*decision.tags, *ex.tags])
+                await _store(cache, decision.key, entry, rule.ttl, [*decision.tags, *ex.tags])
         captured = mine[0] if mine else None
         if captured is not None and captured.template is not None:
             self.templates[id(rule)] = ex.route = captured.template
@@ -124,8 +126,8 @@ class AsgiResponseCache:
             return
         if captured is not None and decision.serve and set(ex.tags) - set(decision.tags):
             # tags the handler added: write the entry again under all of them
-            await cache.set(decision.key, entry, ttl=rule.ttl, tags=[*decision.tags, *ex.tags])
-        decision.result = "miss" if captured is not None else _cache_result(ex)
+            await _store(cache, decision.key, entry, rule.ttl, [*decision.tags, *ex.tags])
+        decision.result = served_result(_cache_result(ex), captured is not None)
         status, headers, body = answer(
             entry, ex.method, ex.headers.get("if-none-match"), decision.result, time.time()
         )
@@ -195,6 +197,14 @@ def count(interlock: Any, rule: CacheRule, result: str, reason: str | None = Non
     _context.record("cache", name=rule.name, result=result, reason=reason)
 
 
+def served_result(recorded: str, ran_here: bool) -> str:
+    """The result a response reports: a miss when this request ran the handler, unless the
+    cache was bypassed (degraded or failing) — header, log and metric then all say so."""
+    if ran_here and recorded not in ("bypass", "error"):
+        return "miss"
+    return recorded
+
+
 def _cache_result(ex: Exchange) -> str:
     section = ex.context.events.get("cache") or {}
     return str(section.get("result", "hit"))
@@ -215,3 +225,17 @@ async def _send(send: Send, status: int, headers: list[tuple[str, str]], body: b
     raw = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _store(cache: Any, key: str, entry: Any, ttl: float, tags: list[str]) -> None:
+    """Write ``entry`` again, best effort: the response is already decided (fail open).
+
+    A write refused while the cache is degraded (or failing) must not turn the handler's
+    good response into a 500; the cause goes to the log instead.
+    """
+    try:
+        await cache.set(key, entry, ttl=ttl, tags=tags)
+    except BackendError as exc:
+        logging.getLogger("interlock.cache").warning(
+            "response cache %r: entry not stored: %s", cache.name, exc
+        )

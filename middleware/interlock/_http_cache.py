@@ -271,6 +271,8 @@ def x_cache(result: str) -> str:
         return "STALE"
     if result in ("hit", "near_hit", "coalesced", "negative_hit"):
         return "HIT"
+    if result in ("bypass", "error"):  # the cache was not used (degraded, failing)
+        return "BYPASS"
     return "MISS"
 
 

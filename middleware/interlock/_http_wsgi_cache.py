@@ -8,6 +8,7 @@ with a snapshot of the environ, reads and closes its body, and returns the entry
 from __future__ import annotations
 
 import io
+import logging
 import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
@@ -15,9 +16,10 @@ from typing import Any
 
 from interlock import _context
 from interlock._http import Exchange, HttpCore
-from interlock._http_asgi_cache import cache_options, count
+from interlock._http_asgi_cache import cache_options, count, served_result
 from interlock._http_cache import PassList, answer, entry_or_pass, valid_entry
 from interlock._http_routes import flask_template
+from interlock.errors import BackendError
 
 StartResponse = Callable[..., Any]
 App = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -97,7 +99,7 @@ class WsgiResponseCache:
             entry = loader()
             count(self.interlock, rule, "miss", "no-cache")
             if entry is not None:
-                cache.set(decision.key, entry, ttl=rule.ttl, tags=[*decision.tags, *ex.tags])
+                _store(cache, decision.key, entry, rule.ttl, [*decision.tags, *ex.tags])
         captured = mine[0] if mine else None
         if captured is not None and captured.template is not None:
             self.templates[id(rule)] = ex.route = captured.template
@@ -112,9 +114,10 @@ class WsgiResponseCache:
                 return [bytes(captured.body)]
             return app(environ, _tagging(start_response, "BYPASS"))
         if captured is not None and decision.serve and set(ex.tags) - set(decision.tags):
-            cache.set(decision.key, entry, ttl=rule.ttl, tags=[*decision.tags, *ex.tags])
+            _store(cache, decision.key, entry, rule.ttl, [*decision.tags, *ex.tags])
         section = ex.context.events.get("cache") or {}
-        decision.result = "miss" if captured is not None else str(section.get("result", "hit"))
+        recorded = str(section.get("result", "hit"))
+        decision.result = served_result(recorded, captured is not None)
         status, headers, body = answer(
             entry, ex.method, ex.headers.get("if-none-match"), decision.result, time.time()
         )
@@ -152,3 +155,17 @@ def _tagging(start_response: StartResponse, value: str) -> StartResponse:
         return start_response(status, [*headers, ("X-Cache", value)], *exc)
 
     return tagged
+
+
+def _store(cache: Any, key: str, entry: Any, ttl: float, tags: list[str]) -> None:
+    """Write ``entry`` again, best effort: the response is already decided (fail open).
+
+    A write refused while the cache is degraded (or failing) must not turn the handler's
+    good response into a 500; the cause goes to the log instead.
+    """
+    try:
+        cache.set(key, entry, ttl=ttl, tags=tags)
+    except BackendError as exc:
+        logging.getLogger("interlock.cache").warning(
+            "response cache %r: entry not stored: %s", cache.name, exc
+        )

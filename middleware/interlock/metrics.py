@@ -107,7 +107,9 @@ class Metrics:
         self.lock_held = gauge("lock_held", "Leases currently held by this process", ("lock",))
         self.lock_waiting = gauge("lock_waiting", "Callers waiting for a lock", ("lock",))
         self.lock_lost = counter(
-            "lock_lost", "Leases lost while held (expired, renewal failed)", ("lock", "reason")
+            "lock_lost",
+            "Leases lost while held, by reason (expired, renewal_failed, taken)",
+            ("lock", "reason"),
         )
 
         self.cache_requests = counter(

@@ -287,3 +287,34 @@ def test_rules_sharing_a_cache_name_must_agree() -> None:
             interlock=AsyncInterlock("mem://"),
             cache=[CacheRule("/a", ttl=1, stale_ttl=1), CacheRule("/b", ttl=1, stale_ttl=2)],
         )
+
+
+def test_a_degraded_cache_says_bypass_in_header_log_and_metric(
+    make_ail: Callable[..., AsyncInterlock], fresh_redis: Any
+) -> None:
+    """Issue 11 item 14: during an outage responses said X-Cache: MISS while the metric and
+    the log said bypass. One word for one fact (failed before the fix)."""
+    url = fresh_redis.url
+    fresh_redis.stop()
+
+    async def main() -> None:
+        ail = make_ail(url, socket_timeout=0.2, connect_timeout=0.2)
+        shop = Shop()
+        app = _app(ail, shop)
+        try:
+            words = set()
+            for _ in range(4):
+                response = await _get(app, "/products/7")
+                assert response.status == 200  # the cache fails open
+                words.add(response.headers["x-cache"])
+            results = {
+                result
+                for result in ("hit", "miss", "bypass", "error")
+                if metric_value(ail, "interlock_cache_requests_total", result=result)
+            }
+            assert words == {"BYPASS"}, words
+            assert results <= {"bypass", "error"}, results
+        finally:
+            await ail.aclose()
+
+    asyncio.run(main())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,6 +40,8 @@ def test_demo_runs_with_load_and_writes_json_logs(
     err = capsys.readouterr().err
     assert "interlock demo: shop on http://127.0.0.1:" in err
     assert "over 3." in err and "requests" in err and "hit ratio" in err and "committed" in err
+    # every count has its unit (issue 11 item 14): rates per second, the ratio in percent
+    assert re.search(r"hits +[\d.]+/s +misses +[\d.]+/s +stale +[\d.]+/s", err), err
     assert err.rstrip().endswith("interlock demo: stopped")
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     requests = [r for r in lines if r.get("log.logger") == "interlock.http"]
@@ -84,6 +87,9 @@ def test_demo_on_redis(redis_url: str, capsys: pytest.CaptureFixture[str]) -> No
     err = capsys.readouterr().err
     assert f"backend {redis_url}" in err
     assert "committed" in err
+    # issue 11 item 11: the banner names the namespace and the exact command showing the
+    # demo's locks (without it, `interlock top --url ...` showed "(no locks held)")
+    assert f"its locks: interlock top --url {redis_url} --namespace demo" in err
 
 
 def test_demo_reports_a_busy_port(capsys: pytest.CaptureFixture[str]) -> None:

@@ -85,3 +85,21 @@ def test_wsgi_concurrent_identical_requests_coalesce(il: Interlock) -> None:
         thread.join(10)
     assert calls["product"] == 1
     assert len({r.body for r in results}) == 1 and len(results) == 8
+
+
+def test_wsgi_degraded_cache_fails_open_and_says_bypass(fresh_redis: Any) -> None:
+    """Issue 11 item 14 and a 500 found with it: during an outage the handler's tags made
+    the middleware write the entry again, which raised BackendUnavailable (a 500 of ours),
+    and the header said MISS where metric and log said bypass. Failed before the fix."""
+    url = fresh_redis.url
+    fresh_redis.stop()
+    with Interlock(url, namespace="wsgi-degraded", socket_timeout=0.2, connect_timeout=0.2) as il:
+        app, calls = shop(il)
+        words = set()
+        for _ in range(4):
+            response = wsgi_request(app, "GET", "/products/3")
+            assert response.status == 200 and response.json()["pid"] == 3
+            words.add(response.headers["x-cache"])
+        assert words == {"BYPASS"}, words
+        assert calls["product"] == 4
+        assert metric_value(il, "interlock_cache_requests_total", result="miss") == 0

@@ -111,6 +111,24 @@ def test_app_runs_the_demo_where_prometheus_scrapes_it() -> None:
 
 @pytest.mark.parametrize(("service", "port"), sorted(URLS.items()))
 def test_documented_urls_match_published_ports(service: str, port: int) -> None:
-    assert f"{port}:{port}" in services()[service]["ports"]
+    assert any(p.endswith(f":-{port}}}:{port}") for p in services()[service]["ports"])
     doc = (ROOT / "docs" / "observability.md").read_text(encoding="utf-8")
     assert f"http://localhost:{port}" in doc
+
+
+def test_every_published_port_binds_loopback_and_is_overridable() -> None:
+    """Issue 11 item 13: services with no auth must not listen on all interfaces, and host
+    ports clash with local servers unless they can be moved. Failed before the fix."""
+    published = 0
+    for name, service in services().items():
+        for port in service.get("ports", []):
+            published += 1
+            match = re.fullmatch(r"127\.0\.0\.1:\$\{(INTERLOCK_[A-Z_]+_PORT):-(\d+)\}:(\d+)", port)
+            assert match, f"{name}: {port!r} must be 127.0.0.1:${{INTERLOCK_..._PORT:-N}}:N"
+            assert match.group(2) == match.group(3), f"{name}: {port!r}"
+    assert published >= 10
+
+
+def test_the_demo_waits_only_for_what_it_uses() -> None:
+    depends = services()["app"]["depends_on"]
+    assert set(depends) == {"redis"}, depends

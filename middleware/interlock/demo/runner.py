@@ -18,6 +18,15 @@ from interlock.demo.shop import create_app, restock_all
 from interlock.demo.summary import Snapshot, render
 from interlock.logs import configure_logging, unconfigure_logging
 
+DEMO_NAMESPACE = "demo"
+
+
+def top_command(url: str) -> str:
+    """The exact ``interlock top`` command that shows the demo's locks."""
+    if url.startswith("mem://"):
+        return "shown in this process only (mem://); with --redis, interlock top shows them"
+    return f"interlock top --url {url} --namespace {DEMO_NAMESPACE}"
+
 
 @dataclass
 class DemoOptions:
@@ -112,7 +121,7 @@ async def _main(options: DemoOptions, out: IO[str]) -> int:
     port = sock.getsockname()[1]
     durability = "strict"
     try:
-        async with AsyncInterlock(url, namespace="demo") as probe:
+        async with AsyncInterlock(url, namespace=DEMO_NAMESPACE) as probe:
             await restock_all(probe)
     except DurabilityError:
         durability = "relaxed"  # a demo may run on a Redis without AOF; say so
@@ -122,7 +131,7 @@ async def _main(options: DemoOptions, out: IO[str]) -> int:
         sock.close()
         print(f"interlock demo: backend {url} is not usable: {exc}", file=out)
         return 1
-    async with AsyncInterlock(url, namespace="demo", durability=durability) as ail:
+    async with AsyncInterlock(url, namespace=DEMO_NAMESPACE, durability=durability) as ail:
         with _logging(options.log_file, ail) as log_target:
             await restock_all(ail)
             config = uvicorn.Config(
@@ -149,8 +158,10 @@ async def _main(options: DemoOptions, out: IO[str]) -> int:
             load = LoadGenerator(base, rate=options.rate) if options.load else None
             loading = asyncio.create_task(load.run()) if load else None
             print(
-                f"interlock demo: shop on {base}  (metrics {base}/metrics, backend {url})\n"
+                f"interlock demo: shop on {base}  (metrics {base}/metrics, backend {url},"
+                f" namespace {DEMO_NAMESPACE})\n"
                 f"  load generator: {'on' if load else 'off'}, JSON request logs: {log_target}\n"
+                f"  its locks: {top_command(url)}\n"
                 "  Ctrl-C to stop",
                 file=out,
                 flush=True,

@@ -94,8 +94,10 @@ def render(before: Snapshot, after: Snapshot, seconds: float) -> list[str]:
         f"  locks    waits {_rate(after.contended - before.contended, seconds)}"
         f"   timeouts {_rate(after.timeouts - before.timeouts, seconds)}"
         f"   acquired {_rate(after.acquired - before.acquired, seconds)}",
-        f"  cache    hit ratio {ratio}   hits {hits:.0f}  misses {cache.get('miss', 0.0):.0f}"
-        f"  stale {cache.get('stale', 0.0):.0f}  coalesced {cache.get('coalesced', 0.0):.0f}",
+        f"  cache    hit ratio {ratio}   hits {_rate(hits, seconds)}"
+        f"   misses {_rate(cache.get('miss', 0.0), seconds)}"
+        f"   stale {_rate(cache.get('stale', 0.0), seconds)}"
+        f"   coalesced {_rate(cache.get('coalesced', 0.0), seconds)}",
         f"  orders   committed {_rate(after.committed - before.committed, seconds)}"
         f"   aborted {_rate(after.aborted - before.aborted, seconds)} (2PC)",
     ]
