@@ -127,15 +127,23 @@ return out
 FILL = Script(
     "cache_fill",
     r"""-- Write a loaded value only if nothing changed since the load began: same generation
--- (no delete or write), same entry (compare-and-set on its header), and our lease not
--- taken over. Free our lease and tell waiters and near caches either way.
--- KEYS: 1 entry, 2 lease, 3 generation
+-- (no delete or write), no newer version of its tags (no invalidation), same entry
+-- (compare-and-set on its header), and our lease not taken over. Free our lease and tell
+-- waiters and near caches either way.
+-- KEYS: 1 entry, 2 lease, 3 generation, 4.. tag version keys (single node only; on
+--       Cluster readers refuse an outdated entry by the versions its envelope records)
 -- ARGV: 1 envelope, 2 px, 3 lease token ('' = loaded without the lease),
 --       4 generation seen before loading, 5 header of the entry seen before loading
 --       ('' = there was none; at most the header's length is compared), 6 channel,
---       7 message
+--       7 message, 8 versions of KEYS[4..] read before loading ('version ...')
 -- Returns: 1 written, 0 refused (the load is outdated or another value landed first)
 local ok = (redis.call('GET', KEYS[3]) or '0') == ARGV[4]
+local known = {}
+for word in string.gmatch(ARGV[8] or '', '%S+') do known[#known + 1] = tonumber(word) end
+for i = 4, #KEYS do
+  local now = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if now > (known[i - 3] or 0) then ok = false end
+end
 local lease = redis.call('GET', KEYS[2])
 local holder = lease and string.match(lease, '^(%S+)')
 if ARGV[3] ~= '' and holder and holder ~= ARGV[3] then ok = false end

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sys
 import time
 
@@ -72,6 +73,93 @@ def slow_load(url: str, namespace: str) -> None:
     il.close()
 
 
+def near_slow_load(url: str, namespace: str) -> None:
+    """``slow_load`` with a near cache: after the stale load returns, read the key until
+    the old value is gone and say when (the test invalidated the tag during the load)."""
+    il = Interlock(url, namespace=namespace)
+    cache = il.cache("race", lock_wait=10.0, near=True, near_ttl=30.0)
+
+    def old() -> str:
+        say(state="loading")
+        sys.stdin.readline()
+        return "old"
+
+    value = cache.get_or_load(1, old, tags=["catalog"])
+    deadline, reads = time.monotonic() + 10.0, 0
+    while cache.get(1, tags=["catalog"]) == "old" and time.monotonic() < deadline:
+        reads += 1
+        time.sleep(0.0005)
+    say(value=value, gone_at=time.time(), reads=reads)
+    il.close()
+
+
+async def storm(url: str, namespace: str, seconds: float, index: int, processes: int) -> None:
+    """For ``seconds``: a thread and a task each load a key of their own on a miss (from
+    the source of truth, the Redis key ``<namespace>:src``, slowly), while another thread
+    and task read every process's keys without loading; all through near caches. Say
+    every value read as [started, version]."""
+    ail = AsyncInterlock(url, namespace=namespace)
+    il = Interlock(url, namespace=namespace)
+    acache = ail.cache("storm", near=True, near_ttl=30.0, ttl=30.0)
+    cache = il.cache("storm", near=True, near_ttl=30.0, ttl=30.0)
+    source = f"{namespace}:src"
+    everyone = [f"{i}-{kind}" for i in range(processes) for kind in "sa"]
+    reads: list[tuple[float, int]] = []
+
+    async def aload() -> int:
+        version = int(await ail.backend.execute("GET", source) or 0)
+        await asyncio.sleep(random.random() * 0.02)
+        return version
+
+    def load() -> int:
+        version = int(il.backend.execute("GET", source) or 0)
+        time.sleep(random.random() * 0.02)
+        return version
+
+    await acache.get("warm-up")
+    cache.get("warm-up")
+    say(state="ready")
+    await asyncio.to_thread(sys.stdin.readline)
+    end = time.monotonic() + seconds
+
+    async def loading_task() -> None:
+        while time.monotonic() < end:
+            started = time.time()
+            version = await acache.get_or_load(f"{index}-a", aload, tags=["catalog"])
+            reads.append((started, version))
+            await asyncio.sleep(0.001)
+
+    def loading_thread() -> None:
+        while time.monotonic() < end:
+            started = time.time()
+            reads.append((started, cache.get_or_load(f"{index}-s", load, tags=["catalog"])))
+            time.sleep(0.001)
+
+    async def reading_task() -> None:
+        while time.monotonic() < end:
+            for key in everyone:
+                started = time.time()
+                if (version := await acache.get(key, tags=["catalog"])) is not None:
+                    reads.append((started, version))
+            await asyncio.sleep(0.001)
+
+    def reading_thread() -> None:
+        while time.monotonic() < end:
+            for key in everyone:
+                started = time.time()
+                if (version := cache.get(key, tags=["catalog"])) is not None:
+                    reads.append((started, version))
+            time.sleep(0.001)
+
+    await asyncio.gather(
+        loading_task(), reading_task(),
+        asyncio.to_thread(loading_thread), asyncio.to_thread(reading_thread),
+    )  # fmt: skip
+    say(reads=reads)
+    il.close()
+    await ail.aclose()
+
+
 def hang_in_loader(url: str, namespace: str) -> None:
     """Take the fill lease and never finish: the test kills this process."""
     il = Interlock(url, namespace=namespace)
@@ -93,5 +181,9 @@ if __name__ == "__main__":
         watch(args[0], args[1])
     elif mode == "slow-load":
         slow_load(args[0], args[1])
+    elif mode == "near-slow-load":
+        near_slow_load(args[0], args[1])
+    elif mode == "storm":
+        asyncio.run(storm(args[0], args[1], float(args[2]), int(args[3]), int(args[4])))
     elif mode == "hang":
         hang_in_loader(args[0], args[1])

@@ -141,6 +141,7 @@ class AsyncLoader:
     async def _lead(self, load: Load, job: Job) -> Outcome:
         token: str | None = new_token()
         generation, seen, leased_at = "0", b"", time.monotonic()
+        epoch = self.near_epoch()
         deadline = leased_at + self.options.lock_wait
         waited = False
         event: AsyncEvent | None = None
@@ -149,7 +150,7 @@ class AsyncLoader:
             event = self.store.add_waiter(job.keys.encoded)
             while True:
                 event.clear()
-                leased_at = time.monotonic()
+                leased_at, epoch = time.monotonic(), self.near_epoch()
                 reply = await self.store.lease(
                     job.keys, job.tags, token or "", self.lease_ms, job.rejected, True,
                     job.versions,
@@ -182,8 +183,13 @@ class AsyncLoader:
             load.started.set()
             if event is not None:
                 self.store.remove_waiter(job.keys.encoded, event)
-        value = await self.load_and_fill(job, token, generation, seen, leased_at)
+        value = await self.load_and_fill(job, token, generation, seen, leased_at, epoch)
         return value, "miss" if token is not None else "bypass"
+
+    def near_epoch(self) -> int:
+        """The near cache's invalidation count, noted before reading what a load is
+        checked against: a load overtaken by an invalidation is not remembered."""
+        return self.near.epoch if self.near is not None else 0
 
     async def load_and_fill(
         self,
@@ -192,12 +198,14 @@ class AsyncLoader:
         generation: str,
         seen: bytes,
         leased_at: float,
+        epoch: int,
         keep_lease_on_error: bool = False,
     ) -> Any:
         """Run the loader; write its value unless ``token`` is None (backend unusable).
 
         ``generation``, ``seen`` (the entry header found, ``b""`` for none) and the job's
         tag versions are what the load began under: the fill is refused if they moved.
+        The near cache keeps the value only if it saw no invalidation since ``epoch``.
         """
         started = time.monotonic()
         try:
@@ -226,9 +234,10 @@ class AsyncLoader:
             if token:
                 await self._release(job.keys, token)
             raise
-        epoch = self.near.epoch if self.near is not None else 0
         try:
-            written = await self.store.fill(job.keys, data, px, token, generation, seen)
+            written = await self.store.fill(
+                job.keys, data, px, token, generation, seen, job.tags, job.versions
+            )
         except BackendError as exc:
             self.health.failed(exc)
             return value

@@ -44,14 +44,16 @@ class Refresher:
         loader = self.loader
         try:
             token = new_token()
-            leased_at = time.monotonic()
+            leased_at, epoch = time.monotonic(), loader.near_epoch()
             reply = loader.store.lease(
                 job.keys, job.tags, token, loader.lease_ms, job.rejected, True, job.versions
             )
             if reply.state == ACQUIRED:
                 job.versions = reply.versions
                 seen = job.rejected if reply.present else b""
-                loader.load_and_fill(job, token, reply.generation, seen, leased_at, True)
+                loader.load_and_fill(
+                    job, token, reply.generation, seen, leased_at, epoch, True
+                )
         except BackendError as exc:
             loader.health.failed(exc)
         except Exception as exc:  # the caller already has a value; report, don't raise

@@ -181,12 +181,18 @@ class CacheStore:
         token: str,
         generation: str,
         seen: bytes,
+        tags: Tags = (),
+        versions: dict[str, int] | None = None,
     ) -> bool:
-        """Write a loaded value if nothing changed since the load began (see ``FILL``)."""
+        """Write a loaded value if nothing changed since the load began (see ``FILL``):
+        ``versions`` are those of ``tags`` read before loading."""
+        tags = () if self.cluster else tags  # other slot: readers check the envelope
+        known = " ".join(str((versions or {}).get(tag, 0)) for tag, _ in tags)
         args: list[Arg] = [
-            envelope, px, token, generation, seen, self.channel, self._msg("k", keys)
+            envelope, px, token, generation, seen, self.channel, self._msg("k", keys), known
         ]  # fmt: skip
-        return bool(self.backend.run(FILL, keys.all, args) == 1)
+        script_keys = [*keys.all, *(key for _, key in tags)]
+        return bool(self.backend.run(FILL, script_keys, args) == 1)
 
     def release(self, keys: EntryKeys, token: str) -> None:
         args: list[Arg] = [token, self.channel, self._msg("r", keys)]
