@@ -100,6 +100,10 @@ def test_waiting_costs_no_commands_per_unit_of_time(fresh_redis: RedisServer) ->
     waiter = Interlock(fresh_redis.url, namespace=namespace)
     lease = holder.lock("account", 1, ttl=30.0).acquire()
     assert lease is not None
+    deadline = time.monotonic() + 5  # its first lease is re-checked once it subscribed
+    while not holder.locks.watching:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     before, pops = _evalsha_calls(fresh_redis), _calls(fresh_redis, "blpop")
     errors: list[LockTimeout] = []
     thread = threading.Thread(

@@ -7,6 +7,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from interlock.lock import RESTART_GRACE_S
+
 # (status, detail, fix): what one check returns
 Verdict = tuple[str, str, str | None]
 MIN_VERSION = (6, 0)  # BLPOP with fractional timeouts, RESP3
@@ -103,7 +105,8 @@ def durability(appendonly: str, appendfsync: str) -> Verdict:
     return warn(
         f"appendonly {appendonly}, appendfsync {appendfsync}: the Redis decision log of 2PC "
         "requires appendonly yes + appendfsync always (transactions refuse it unless "
-        "durability='relaxed'); locks and cache are unaffected",
+        "durability='relaxed'); a restart forgets every lock: holders are told within "
+        f"~0.1 s and the server grants none for {RESTART_GRACE_S} s after it starts",
         "set `appendonly yes` and `appendfsync always` (redis.conf or CONFIG SET), or use a "
         "PostgreSQL decision log (decision_log='postgresql://...')",
     )

@@ -24,6 +24,7 @@ The lock is never free while live waiters queue, and new arrivals cannot overtak
 from __future__ import annotations
 
 from interlock.backends._script import Script
+from interlock.lock import RESTART_GRACE_S
 
 # Shared Lua helpers, prepended to the scripts that need them.
 _HELPERS = r"""
@@ -103,8 +104,15 @@ local function hand_off(keys, idle_ms)
 end
 """
 
-# The uncontended path of each script runs before the helpers are even defined: defining
-# them costs a few µs per call inside Redis, and most calls never need them.
+# A lock whose fence counter is missing was never taken, idle for FENCE_IDLE_MS, or
+# forgotten by a restart without persistence: then, while the server is younger than
+# RESTART_GRACE_S, it is not granted (the old holders are re-checking their leases).
+# (Inlined, not a helper: this rare check must not cost the fast path a definition.)
+_RESTARTING = (
+    "tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)')) < "
+    + str(RESTART_GRACE_S)
+)
+
 _FAST_TAKE = r"""
 local token = ARGV[1]
 local held = redis.call('GET', KEYS[1])
@@ -114,9 +122,11 @@ if held then
     return {2, tonumber(string.sub(held, #token + 2, j - 1))}
   end
 elseif redis.call('EXISTS', KEYS[3]) == 0 then
+  local last = redis.call('GET', KEYS[2])
+  if not last and """ + _RESTARTING + r""" then return {0, 100, false} end
   local t = redis.call('TIME')
   local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local fence = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, now_us)
+  local fence = math.max(tonumber(last or '0') + 1, now_us)
   local f = string.format('%d', fence)
   redis.call('SET', KEYS[2], f, 'PX', ARGV[6])
   redis.call('SET', KEYS[1], table.concat({token, f, string.format('%d', math.floor(now_us / 1000)),
@@ -134,7 +144,8 @@ ACQUIRE = Script(
 --       5 wake channel ('' = the waiter's signal list), 6 fence idle ms
 -- Returns: {1, fence}              acquired now
 --          {2, fence}              already ours (handed off to us, or a retried call)
---          {0, wait_ms, lock}      not ours: the holder's lock string (false if none);
+--          {0, wait_ms, lock}      not ours: the holder's lock string (false if none:
+--                                  free, or not granted in a restarted server's grace);
 --                                  retry after about wait_ms unless woken earlier
 """
     + _FAST_TAKE
@@ -145,7 +156,8 @@ local owner = owner_of(held)
 local now_ms, now_us = now_parts()
 if not owner then
   local head = head_waiter(KEYS, now_ms)
-  if (not head) or head == token then
+  local restarting = redis.call('EXISTS', KEYS[2]) == 0 and """ + _RESTARTING + r"""
+  if ((not head) or head == token) and not restarting then
     if registration > 0 then
       redis.call('ZREM', KEYS[3], token)
       redis.call('HDEL', KEYS[4], token)

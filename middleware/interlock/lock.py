@@ -139,6 +139,12 @@ def wait_seconds(hint_ms: int, remaining: float | None, ttl: float) -> float:
     return bound if remaining is None else max(0.0, min(bound, remaining))
 
 
+RESTART_GRACE_S = 2
+"""Seconds (whole: Redis reports its uptime in seconds) a freshly started Redis refuses to
+grant a lock whose fence counter it does not have: a restart without persistence forgot the
+locks, and their old holders need this long to notice (their pub/sub connection comes back
+and they re-check every lease) before anyone else may be granted one (docs/locks.md)."""
+
 MIN_RENEWED_TTL_S = 0.3
 """The shortest TTL the background renewer serves (it renews every ttl/3)."""
 

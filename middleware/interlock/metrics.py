@@ -108,7 +108,7 @@ class Metrics:
         self.lock_waiting = gauge("lock_waiting", "Callers waiting for a lock", ("lock",))
         self.lock_lost = counter(
             "lock_lost",
-            "Leases lost while held, by reason (expired, renewal_failed, taken)",
+            "Leases lost while held, by reason (expired, renewal_failed, restart, taken)",
             ("lock", "reason"),
         )
 

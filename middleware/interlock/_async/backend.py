@@ -23,6 +23,11 @@ class AsyncBackend(Protocol):
     url: str
     signals: bool  # wait_signal() is supported (a blocking pop on a list)
 
+    @property
+    def restarts(self) -> int:
+        """How often the server changed under the listener (a new ``run_id``: restarted
+        or failed over); callers compare it before and after an ``on_reset``."""
+
     async def run(
         self,
         script: Script,
@@ -69,6 +74,7 @@ class AsyncMemoryBackend:
     """The embedded backend: a process-local :class:`MemStore` running the same Lua."""
 
     signals = False  # waiters are woken in-process through subscribe()
+    restarts = 0  # the store lives and dies with this process
 
     def __init__(self, url: str, store: MemStore) -> None:
         self.url = url

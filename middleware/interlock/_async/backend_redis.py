@@ -271,6 +271,10 @@ class AsyncRedisBackend:
 
     # -- pub/sub -------------------------------------------------------------------------
 
+    @property
+    def restarts(self) -> int:
+        return self._pubsub.restarts
+
     async def subscribe(self, channel: str, callback: Subscriber) -> None:
         await self._pubsub.subscribe(channel, callback)
 

@@ -54,6 +54,10 @@ class AsyncChaosBackend:
         await self._inject(name.upper())
         return await self.inner.execute(*args)
 
+    @property
+    def restarts(self) -> int:
+        return self.inner.restarts
+
     async def subscribe(self, channel: str, callback: Subscriber) -> None:
         await self.inner.subscribe(channel, callback)
 

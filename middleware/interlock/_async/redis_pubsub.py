@@ -25,6 +25,7 @@ logger = logging.getLogger("interlock.backend")
 Subscriber = Callable[[bytes], None]
 _POLL = 0.1  # seconds the listener blocks per read; bounds how fast it notices new channels
 _MASTER_CHECK = 1.0  # seconds between the Sentinel listener's "is the master still there?"
+_RECONNECT_MAX = 0.25  # seconds between reconnects: well inside lock.RESTART_GRACE_S
 
 
 class AsyncPubSubListener:
@@ -56,6 +57,8 @@ class AsyncPubSubListener:
         self._active: set[str] = set()
         self._confirmed: dict[str, AsyncEvent] = {}
         self._resets: list[Callable[[], None]] = []
+        self._run_id: str | None = None  # of the server the listener last connected to
+        self.restarts = 0  # times that run_id changed
         self._closing = False
         self._listener = AsyncWorker(self._listen, "interlock-redis-listener")
 
@@ -112,6 +115,17 @@ class AsyncPubSubListener:
         target = await self._pubsub_target(attempt)
         url = target.pop("url", None)
         client: Any = redis_lib.Redis.from_url(url, **target) if url else redis_lib.Redis(**target)
+        run_id = (await client.info("server"))["run_id"]
+        if self._run_id is not None and run_id != self._run_id:
+            logger.warning(
+                "Redis server changed (run_id %s -> %s): restarted or failed over; "
+                "held locks are re-checked, those it forgot are lost",
+                self._run_id,
+                run_id,
+                extra={"event.action": "backend-restarted", "server.address": target.get("host")},
+            )
+            self.restarts += 1
+        self._run_id = run_id
         pubsub = client.pubsub()
         pubsub.owner = client  # closed together in _drop
         pubsub.address = (target.get("host"), target.get("port"))
@@ -157,8 +171,8 @@ class AsyncPubSubListener:
                 pubsub = None
                 for event in self._confirmed.values():
                     event.clear()
-                attempt += 1
-                await async_sleep(min(0.05 * 2**attempt, 1.0))
+                attempt += 1  # soon: held leases are re-checked once it is back
+                await async_sleep(min(0.025 * 2**attempt, _RECONNECT_MAX))
         if pubsub is not None:
             await self._drop(pubsub)
 

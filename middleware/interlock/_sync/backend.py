@@ -24,6 +24,11 @@ class Backend(Protocol):
     url: str
     signals: bool  # wait_signal() is supported (a blocking pop on a list)
 
+    @property
+    def restarts(self) -> int:
+        """How often the server changed under the listener (a new ``run_id``: restarted
+        or failed over); callers compare it before and after an ``on_reset``."""
+
     def run(
         self,
         script: Script,
@@ -70,6 +75,7 @@ class MemoryBackend:
     """The embedded backend: a process-local :class:`MemStore` running the same Lua."""
 
     signals = False  # waiters are woken in-process through subscribe()
+    restarts = 0  # the store lives and dies with this process
 
     def __init__(self, url: str, store: MemStore) -> None:
         self.url = url

@@ -272,6 +272,10 @@ class RedisBackend:
 
     # -- pub/sub -------------------------------------------------------------------------
 
+    @property
+    def restarts(self) -> int:
+        return self._pubsub.restarts
+
     def subscribe(self, channel: str, callback: Subscriber) -> None:
         self._pubsub.subscribe(channel, callback)
 

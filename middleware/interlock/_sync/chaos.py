@@ -55,6 +55,10 @@ class ChaosBackend:
         self._inject(name.upper())
         return self.inner.execute(*args)
 
+    @property
+    def restarts(self) -> int:
+        return self.inner.restarts
+
     def subscribe(self, channel: str, callback: Subscriber) -> None:
         self.inner.subscribe(channel, callback)
 

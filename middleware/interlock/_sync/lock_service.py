@@ -5,6 +5,11 @@ One :class:`LockService` per interlock instance owns what is shared between lock
 the wake-up channel (one pub/sub subscription per process), the waiters waiting for a
 hand-off, the leases this process holds (for reentrancy checks) and the one background
 renewer that extends every auto-renewed lease in batches.
+
+While any lease is held the renewer keeps the subscription up: a Redis restart drops it,
+and as soon as it is back every held lease is re-checked on the server (one batch of
+``INFO`` reads), so a lease the restart forgot is lost at once (reason ``restart``) — before
+the restarted server grants that lock to anyone else (``RESTART_GRACE_S``, docs/locks.md).
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ from typing import TYPE_CHECKING
 
 from interlock._sync.backend import Backend
 from interlock._config import Settings
-from interlock._lock_scripts import EXTEND
+from interlock._lock_scripts import EXTEND, INFO
 from interlock._synchronization import Event, Worker
 from interlock.backends._script import Arg, Script
+from interlock.errors import BackendError
 from interlock.lock import renew_due
 from interlock.metrics import Metrics
 
@@ -40,6 +46,9 @@ class LockService:
         self._leases: set[Lease] = set()
         self._renewer = Worker(self._renew_loop, "interlock-lock-renewer")
         self._renew_wakeup: Event | None = None
+        # re-read every held lease on the server: why one that is gone was lost (or None)
+        self._recheck: str | None = None
+        self._restarts = backend.restarts
         self._closing = False
 
     # -- wake-ups ------------------------------------------------------------------------
@@ -54,6 +63,17 @@ class LockService:
     def _on_reset(self) -> None:
         for waiter in list(self._waiters.values()):
             waiter.set()  # wake-ups may have been missed: every waiter retries once
+        if self.backend.restarts != self._restarts:  # are our leases still there?
+            self._restarts = self.backend.restarts
+            self._recheck = "restart"
+            if self._renew_wakeup is not None:
+                self._renew_wakeup.set()
+
+    @property
+    def watching(self) -> bool:
+        """True once a restart of the server would be noticed: subscribed, and every held
+        lease checked since (the first lease of a process is granted before that)."""
+        return self.listening and self._recheck is None
 
     def ensure_listening(self) -> None:
         if not self.listening:
@@ -78,9 +98,9 @@ class LockService:
     def track(self, lease: Lease) -> None:
         if lease.auto_renew:
             self._leases.add(lease)
-            self._renewer.start()
-            if self._renew_wakeup is not None:  # it may sleep past this lease's first renewal
-                self._renew_wakeup.set()
+        self._renewer.start()  # it also keeps the subscription up (restart detection)
+        if self._renew_wakeup is not None:  # it may sleep past this lease's first renewal
+            self._renew_wakeup.set()
 
     def forget(self, lease: Lease) -> None:
         self._leases.discard(lease)
@@ -94,7 +114,11 @@ class LockService:
             due = [lease for lease in leases if renew_due(lease.deadline, lease.ttl, now)]
             if due:
                 self._renew(due)
-            pause = 1.0
+            if self.held and not self.listening:
+                self._listen()
+            if self._recheck:
+                self._recheck_held()
+            pause = 0.05 if self._recheck or (self.held and not self.listening) else 1.0
             for lease in leases:
                 pause = min(pause, lease.deadline - lease.ttl * 2 / 3 - time.monotonic())
             wakeup.wait(max(pause, 0.005))
@@ -119,6 +143,34 @@ class LockService:
                 lease.deadline = started + lease.ttl
             else:
                 lease.mark_lost("taken")
+
+    def _listen(self) -> None:
+        """Subscribe, so a restart is noticed; leases taken before then are re-checked."""
+        try:
+            self.ensure_listening()
+        except BackendError:  # retried by the loop; the leases' own deadlines still hold
+            return
+        self._recheck = self._recheck or "taken"
+
+    def _recheck_held(self) -> None:
+        """Is every held lease still ours on the server? Lost at once if not."""
+        leases = [lease for lease in list(self.held.values()) if not lease.lost]
+        calls: list[tuple[Script, list[str], list[Arg]]] = [
+            (INFO, lease.keys[:1], []) for lease in leases
+        ]
+        reason = self._recheck or "taken"
+        try:
+            results = self.backend.run_many(calls) if calls else []
+        except Exception:  # unreachable: try again shortly
+            return
+        if not any(isinstance(result, Exception) for result in results):
+            self._recheck = None
+        for lease, result in zip(leases, results, strict=True):
+            if lease.done or isinstance(result, Exception):
+                continue
+            holder = bytes(result[1]).decode().partition("|")[0] if len(result) > 1 else None
+            if holder != lease.token:
+                lease.mark_lost("taken" if holder else reason)
 
     def close(self) -> None:
         self._closing = True

@@ -116,6 +116,11 @@ class KeyCommands(Keyspace):
         self._outbox.append((channel, message))
         return len(self._subscribers.get(channel, ()))
 
+    def cmd_info(self, *_: bytes) -> bytes:
+        """The fields the lock scripts read. An in-process store cannot restart under its
+        clients (it dies with them), so it reports an uptime past any restart grace."""
+        return b"# Server\r\nrun_id:embedded\r\nuptime_in_seconds:1000000\r\n"
+
     def cmd_ping(self) -> str:
         return "PONG"
 
