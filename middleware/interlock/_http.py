@@ -204,7 +204,7 @@ class HttpCore:
         now = time.perf_counter()
         elapsed = now - ex.started
         route = self.route_of(ex)
-        status = ex.status or (499 if ex.disconnected else 500)
+        status = 499 if ex.disconnected else ex.status or 500  # gone before the end: 499
         self._metrics.finished(ex.method_label, route, status, elapsed, now, ex.trace_id)
         level = logging.ERROR if ex.error is not None else logging.INFO
         if self.logger.isEnabledFor(level):

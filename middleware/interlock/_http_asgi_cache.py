@@ -19,6 +19,7 @@ from typing import Any
 
 from interlock import _context
 from interlock._http import Exchange, HttpCore
+from interlock._http_asgi_client import ClientGone, ClientWatch
 from interlock._http_cache import PassList, answer, entry_or_pass, valid_entry
 from interlock._http_routes import AsgiRoutes
 from interlock._http_rules import CacheRule
@@ -60,8 +61,11 @@ class AsgiResponseCache:
         self.routes = AsgiRoutes()
 
     async def handle(
-        self, ex: Exchange, scope: Scope, receive: Receive, send: Send, app: App
+        self, ex: Exchange, scope: Scope, client: ClientWatch, send: Send, app: App
     ) -> None:
+        """Serve the request from the cache (or the app), unless its client leaves while
+        the response is loaded: then nothing is sent (the load goes on for the others)."""
+        receive = client.receive
         decision = self.core.cache_plan(ex)
         if decision is None:
             await app(scope, receive, send)
@@ -104,10 +108,15 @@ class AsgiResponseCache:
             _context.record("cache", reason=entry["pass"])
             return None  # not stored (negative_ttl=0), and not shared
 
-        if decision.serve:
-            entry = await cache.get_or_load(decision.key, loader, ttl=rule.ttl, tags=decision.tags)
-        else:  # Cache-Control: no-cache: refresh the entry from the application
-            entry = await loader()
+        try:
+            if decision.serve:
+                load = cache.get_or_load(decision.key, loader, ttl=rule.ttl, tags=decision.tags)
+                entry = await client.wait(load)
+            else:  # Cache-Control: no-cache: refresh the entry from the application
+                entry = await client.wait(loader())
+        except ClientGone:
+            return
+        if not decision.serve:
             count(self.interlock, rule, "miss", "no-cache")
             if entry is not None:
                 await _store(cache, decision.key, entry, rule.ttl, [*decision.tags, *ex.tags])

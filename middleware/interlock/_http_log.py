@@ -57,8 +57,10 @@ def log_fields(ex: Exchange, route: str, status: int, elapsed: float) -> dict[st
         fields["user_agent.original"] = clean(utf8(agent), 512)
     if ex.parent_id is not None:
         fields["interlock.http.parent_span_id"] = ex.parent_id
-    if ex.disconnected:
+    if ex.disconnected:  # logged as 499; the status the response had begun with, if any
         fields["interlock.http.client_disconnected"] = True
+        if ex.status is not None:
+            fields["interlock.http.started_status"] = ex.status
     if ex.error is not None:
         fields["error.type"] = type(ex.error).__qualname__
         fields["error.message"] = clean(str(ex.error), 1024)

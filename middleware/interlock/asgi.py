@@ -18,6 +18,7 @@ from interlock import _context
 from interlock._async.client import AsyncInterlock
 from interlock._http import Exchange, HttpCore, RequestTools
 from interlock._http_asgi_cache import AsgiResponseCache
+from interlock._http_asgi_client import ClientGone, ClientWatch
 from interlock._http_responses import Problem, exposition, multiprocess_mode
 from interlock._http_routes import AsgiRoutes, django_template, is_django_app
 from interlock._http_rules import CacheRule, LockRule
@@ -130,11 +131,7 @@ class InterlockMiddleware:
         lease: Any = None
         replaced = False  # a failed commit answered instead of the handler
 
-        async def receive_wrapper() -> Message:
-            message = await receive()
-            if message["type"] == "http.disconnect" and not ex.finished_body:
-                ex.disconnected = True
-            return message
+        client = ClientWatch(receive, ex)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal lease, replaced
@@ -160,7 +157,11 @@ class InterlockMiddleware:
                 else:
                     response_headers.append((_REQUEST_ID, request_id))
                 message = {**message, "headers": response_headers}
-            await send(message)
+            try:
+                await send(message)
+            except OSError:  # the server could not deliver it: the client is gone
+                ex.disconnected = not ex.finished_body
+                raise
             if kind == "http.response.body" and not message.get("more_body", False):
                 ex.finished_body = True
                 if lease is not None:
@@ -169,20 +170,24 @@ class InterlockMiddleware:
 
         try:
             if ex.lock is not None:
-                lease, refusal = await self._acquire(ex)
+                try:
+                    lease, refusal = await client.wait(self._acquire(ex))
+                except ClientGone:  # it left while queued: the handler does not run
+                    return
                 if refusal is not None:
                     await _send_problem(send, refusal, request_id)
                     ex.status = refusal.status
                     return
                 tools.lease = lease
             if self.response_cache is not None:
-                await self.response_cache.handle(ex, scope, receive_wrapper, send_wrapper, self.app)
+                await self.response_cache.handle(ex, scope, client, send_wrapper, self.app)
             else:
-                await self.app(scope, receive_wrapper, send_wrapper)
+                await self.app(scope, client.receive, send_wrapper)
         except BaseException as exc:
             ex.error = exc
             raise
         finally:
+            client.close()
             try:
                 if ex.txn is not None and not ex.txn.settled:
                     await _settle(ex, abort_cause(ex))

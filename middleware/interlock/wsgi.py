@@ -118,6 +118,7 @@ class InterlockWSGIMiddleware:
                 if refusal is not None:
                     ex.status = refusal.status
                     response.replacement = [refusal.body]
+                    response.length = len(refusal.body)
                     start_response(
                         f"{refusal.status} {HTTPStatus(refusal.status).phrase}",
                         [*refusal.headers, ("X-Request-ID", request_id)],
@@ -126,6 +127,7 @@ class InterlockWSGIMiddleware:
                     return _discard
             if not any(n.lower() == "x-request-id" for n, _ in response_headers):
                 response_headers = [*response_headers, ("X-Request-ID", request_id)]
+            response.length = declared_length(response_headers)
             return start_response(status, response_headers, *exc)
 
         try:
@@ -165,7 +167,8 @@ class _Response:
     """The response iterable: passes the body through; ``close()`` ends the request."""
 
     __slots__ = (
-        "_closed", "_ex", "_middleware", "_token", "body", "environ", "lease", "replacement",
+        "_closed", "_ex", "_middleware", "_token", "body", "environ", "lease", "length",
+        "replacement", "sent",
     )  # fmt: skip
 
     def __init__(
@@ -179,6 +182,8 @@ class _Response:
         self.body: Iterable[bytes] = ()
         self.lease: Any = None
         self.replacement: list[bytes] | None = None  # a failed commit's problem
+        self.length: int | None = None  # the Content-Length the response declared
+        self.sent = 0  # body bytes handed to the server
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -186,9 +191,13 @@ class _Response:
                 for chunk in self.body:
                     if self._replaced():  # start_response came with the first chunk
                         break
+                    self.sent += len(chunk)
                     yield chunk
             if self.replacement is not None:
-                yield from self.replacement
+                self.sent = 0
+                for chunk in self.replacement:
+                    self.sent += len(chunk)
+                    yield chunk
         except BaseException as exc:
             if not isinstance(exc, GeneratorExit):
                 self._ex.error = exc
@@ -198,11 +207,18 @@ class _Response:
     def _replaced(self) -> bool:
         return self.replacement is not None
 
+    def _complete(self) -> bool:
+        """Was the whole body handed over? (Servers may stop at Content-Length.)"""
+        ex = self._ex
+        return ex.finished_body or (self.length is not None and self.sent >= self.length)
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         ex = self._ex
+        if not self._complete() and ex.error is None:
+            ex.disconnected = True  # the server stopped sending: the client went away
         try:
             close = getattr(self.body, "close", None)
             if close is not None:
@@ -221,6 +237,13 @@ class _Response:
                     _context._current.reset(self._token)
                 except ValueError:  # closed from another context than the one that began
                     _context._current.set(None)
+
+
+def declared_length(headers: list[tuple[str, str]]) -> int | None:
+    for name, value in headers:
+        if name.lower() == "content-length":
+            return int(value) if value.strip().isdigit() else None
+    return None
 
 
 def _discard(data: bytes) -> None:

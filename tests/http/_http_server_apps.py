@@ -33,19 +33,31 @@ if os.environ.get("INTERLOCK_TEST_APP") == "wsgi":
         time.sleep(0.3)
         return "done"
 
+    @flask.get("/stream/<int:item_id>")
+    def stream(item_id: int) -> Any:
+        def chunks() -> Any:
+            for _ in range(200):
+                yield b"x" * 65536  # fills the socket buffers: a gone client fails a write
+                time.sleep(0.01)
+
+        return flask.response_class(chunks())
+
     flask.wsgi_app = InterlockWSGIMiddleware(  # type: ignore[method-assign]
         flask.wsgi_app,
         interlock=il,
-        locks=[LockRule("/slow/{item_id}", name="slow", key="{item_id}")],
+        locks=[
+            LockRule("/slow/{item_id}", name="slow", key="{item_id}"),
+            LockRule("/stream/{item_id}", name="stream", key="{item_id}", methods=("GET",)),
+        ],
     )
     wsgi_app = flask
 else:
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import JSONResponse, PlainTextResponse, Response
+    from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
     from starlette.routing import Route
 
-    from interlock import AsyncInterlock, InterlockMiddleware, LockRule
+    from interlock import AsyncInterlock, CacheRule, InterlockMiddleware, LockRule
 
     ail = AsyncInterlock("mem://", namespace="asgi-server")
 
@@ -56,13 +68,47 @@ else:
         await asyncio.sleep(1.0)
         return PlainTextResponse("done")
 
+    ran: list[str] = []  # request ids whose handler ran (queue, stream, cached)
+
+    async def queue(request: Request) -> Response:
+        ran.append(request.headers.get("x-request-id", ""))
+        await asyncio.sleep(float(request.query_params.get("hold", "0")))
+        return PlainTextResponse("done")
+
+    async def stream(request: Request) -> Response:
+        ran.append(request.headers.get("x-request-id", ""))
+
+        async def chunks() -> Any:
+            for _ in range(100):
+                yield b"x" * 1024
+                await asyncio.sleep(0.02)
+
+        return StreamingResponse(chunks())
+
+    async def cached(request: Request) -> Response:
+        ran.append(request.headers.get("x-request-id", ""))
+        await asyncio.sleep(0.5)
+        return PlainTextResponse("page", headers={"cache-control": "max-age=60"})
+
+    async def runs(request: Request) -> Response:
+        return JSONResponse(ran)
+
     asgi_app = InterlockMiddleware(
         Starlette(
             routes=[
                 Route("/items/{item_id:int}", item),
                 Route("/slow/{item_id}", slow, methods=["POST"]),
+                Route("/queue/{item_id}", queue, methods=["POST"]),
+                Route("/stream/{item_id}", stream),
+                Route("/cached/{item_id}", cached),
+                Route("/runs", runs),
             ]
         ),
         interlock=ail,
-        locks=[LockRule("/slow/{item_id}", name="slow", key="{item_id}", timeout=0.2)],
+        locks=[
+            LockRule("/slow/{item_id}", name="slow", key="{item_id}", timeout=0.2),
+            LockRule("/queue/{item_id}", name="queue", key="{item_id}", timeout=10.0),
+            LockRule("/stream/{item_id}", name="stream", key="{item_id}", methods=("GET",)),
+        ],
+        cache=[CacheRule("/cached/{item_id}", ttl=60.0)],
     )

@@ -197,3 +197,114 @@ def test_gunicorn_two_workers_multiprocess_metrics(tmp_path: Path) -> None:
         out = _stop(process)
     lines = _request_lines(out)
     assert len({line["http.request.id"] for line in lines}) == len(lines) >= sent
+
+
+def _raw_request(base: str, head: bytes) -> socket.socket:
+    host, port = base.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(head)
+    return sock
+
+
+def _leave(sock: socket.socket) -> None:
+    """Close abruptly (RST), as a client that gives up does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    sock.close()
+
+
+def test_uvicorn_a_client_that_leaves_while_queued_never_runs_its_handler(
+    uvicorn_server: tuple[str, subprocess.Popen[str]],
+) -> None:
+    """Issue 10 item 6: the queued request stops waiting at once, its handler does not run
+    (5 of 5 ran before), and its line says 499 with client_disconnected."""
+    base, process = uvicorn_server
+    with httpx.Client(base_url=base, timeout=10) as client:
+        for round_ in range(3):
+            holder = _raw_request(
+                base, b"POST /queue/1?hold=1.5 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+            )
+            _wait_for(client, 'interlock_lock_held{lock="queue"} 1.0')
+            quitter = _raw_request(
+                base,
+                b"POST /queue/1 HTTP/1.1\r\nHost: x\r\nX-Request-ID: quitter-%d\r\n"
+                b"Content-Length: 0\r\n\r\n" % round_,
+            )
+            _wait_for(client, 'interlock_lock_waiting{lock="queue"} 1.0')
+            _leave(quitter)
+            page = _wait_for(client, 'interlock_lock_waiting{lock="queue"} 0.0')
+            assert 'interlock_lock_held{lock="queue"} 1.0' in page  # stopped before the holder
+            assert holder.recv(1024).startswith(b"HTTP/1.1 200")
+            holder.close()
+            _wait_for(client, 'interlock_lock_held{lock="queue"} 0.0')
+        ran = client.get("/runs").json()
+    assert not [rid for rid in ran if rid.startswith("quitter")], ran
+    lines = _request_lines(_stop(process))
+    quitters = [line for line in lines if str(line["http.request.id"]).startswith("quitter")]
+    assert len(quitters) == 3
+    for line in quitters:
+        assert line["http.response.status_code"] == 499
+        assert line["interlock.http.client_disconnected"] is True
+
+
+def test_uvicorn_disconnect_mid_stream_and_on_a_cached_route_is_one_rule_499(
+    uvicorn_server: tuple[str, subprocess.Popen[str]],
+) -> None:
+    """A locked streaming route left mid-stream (was: 200 + client_disconnected) and a
+    cached route left while its response loads (was: 200, no flag): both 499, flagged;
+    the loaded response is still cached for the next client."""
+    base, process = uvicorn_server
+    with httpx.Client(base_url=base, timeout=10) as client:
+        streamer = _raw_request(
+            base, b"GET /stream/1 HTTP/1.1\r\nHost: x\r\nX-Request-ID: streamer\r\n\r\n"
+        )
+        assert streamer.recv(4096).startswith(b"HTTP/1.1 200")
+        _leave(streamer)
+        _wait_for(client, 'interlock_lock_held{lock="stream"} 0.0')
+        loader = _raw_request(
+            base, b"GET /cached/1 HTTP/1.1\r\nHost: x\r\nX-Request-ID: cache-leaver\r\n\r\n"
+        )
+        deadline = time.monotonic() + 5
+        while "cache-leaver" not in client.get("/runs").json():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        _leave(loader)
+        _wait_for(client, 'status="499"')
+        again = client.get("/cached/1", headers={"x-request-id": "cache-reader"})
+        assert again.text == "page" and again.headers["x-cache"] in ("HIT", "MISS")
+    lines = {line["http.request.id"]: line for line in _request_lines(_stop(process))}
+    for rid, started in (("streamer", 200), ("cache-leaver", None)):
+        assert lines[rid]["http.response.status_code"] == 499, lines[rid]
+        assert lines[rid]["interlock.http.client_disconnected"] is True
+        assert lines[rid].get("interlock.http.started_status") == started
+
+
+def test_gunicorn_disconnect_mid_stream_is_the_same_499(tmp_path: Path) -> None:
+    """WSGI has no disconnect event: a response the server stopped sending (its write to
+    the gone client failed, it closed the iterable early) is the same 499 line."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(HERE), "INTERLOCK_TEST_APP": "wsgi"}
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    process = subprocess.Popen(
+        [str(gunicorn), "-w", "1", "-b", f"127.0.0.1:{port}", "_http_server_apps:wsgi_app"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_up(base + "/metrics", process)
+        streamer = _raw_request(
+            base, b"GET /stream/1 HTTP/1.1\r\nHost: x\r\nX-Request-ID: streamer\r\n\r\n"
+        )
+        assert streamer.recv(4096).startswith(b"HTTP/1.1 200")
+        _leave(streamer)
+        with httpx.Client(base_url=base, timeout=10) as client:
+            _wait_for(client, 'status="499"')
+    finally:
+        out = _stop(process)
+    [line] = [line for line in _request_lines(out) if line["http.request.id"] == "streamer"]
+    assert line["http.response.status_code"] == 499
+    assert line["interlock.http.client_disconnected"] is True
+    assert line["interlock.http.started_status"] == 200
