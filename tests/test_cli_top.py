@@ -190,6 +190,28 @@ def test_bad_options_exit_2_naming_the_fix(
     assert "namespace='bad ns' is invalid" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://127.0.0.1:99999/0", "port '99999' of host '127.0.0.1'"),
+        ("redis://127.0.0.1:6379/abc", "database 'abc'"),
+    ],
+)
+def test_bad_urls_exit_2_naming_the_bad_part(
+    url: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["top", "--url", url, "--once"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_a_db_the_server_lacks_exits_1_with_the_fix(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["top", "--url", redis_url.rsplit("/", 1)[0] + "/99", "--once"]) == 1
+    assert "the URL selects db 99: the server has 16" in capsys.readouterr().err
+
+
 def test_backend_down_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["top", "--url", f"redis://127.0.0.1:{free_port()}/0", "--once"]) == 1
     assert "Redis unavailable" in capsys.readouterr().err

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from interlock._cli_check import answered_fix
 from interlock._top_view import (
     LOCK_STATE,
     LockRow,
@@ -39,7 +40,7 @@ from interlock._top_view import (
     split_lock_key,
 )
 from interlock.backends._script import Arg, Script
-from interlock.errors import BackendError, ConfigError
+from interlock.errors import BackendError, BackendUnavailable, ConfigError
 
 _SCAN_COUNT = 500
 _SCAN_CALLS = 200  # SCAN calls per node and pass: at most ~100 000 keys examined
@@ -233,6 +234,8 @@ def _top(args: argparse.Namespace) -> int:
         return 0
     except BackendError as exc:
         print(f"interlock top: {exc}", file=sys.stderr)
+        if not isinstance(exc, BackendUnavailable):  # the server answered: e.g. no such db
+            print(f"  fix: {answered_fix(il)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
