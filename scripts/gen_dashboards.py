@@ -46,7 +46,7 @@ SEARCH_CACHE_DEGRADED = "interlock-cache-degraded"
 REQUEST_COLUMNS = [
     "log.level",
     "http.request.method",
-    "http.route",
+    "interlock.http.route",
     "http.response.status_code",
     "event.duration",
     "http.request.id",

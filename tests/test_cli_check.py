@@ -103,8 +103,11 @@ def test_unreachable_backend_fails_fast_with_a_fix(
         (["--url", "foo://127.0.0.1:6379"], "backend URL scheme 'foo' is not supported"),
         (["--url", "redis://127.0.0.1:6379/0", "--timeout", "0"], "must be a positive"),
         (["--url", "redis+sentinel://127.0.0.1:26379"], "names no Sentinel service"),
+        (["--url", "redis://127.0.0.1:99999/0"], "port '99999' of host '127.0.0.1'"),
+        (["--url", "redis://127.0.0.1:6379/abc"], "database 'abc' in"),
+        (["--url", "redis+cluster://127.0.0.1:7000,[::1"], "not a host name or IP address"),
     ],
-    ids=["scheme", "timeout", "sentinel-service"],
+    ids=["scheme", "timeout", "sentinel-service", "port", "db", "cluster-node"],
 )
 def test_invalid_configuration_exits_2_with_the_message(
     capsys: pytest.CaptureFixture[str], argv: list[str], message: str
@@ -115,6 +118,21 @@ def test_invalid_configuration_exits_2_with_the_message(
     assert verdicts == {"config": "fail"}, out
     assert message in out
     assert "fix:" in out
+
+
+def test_a_db_the_server_lacks_is_named_with_its_fix(
+    capsys: pytest.CaptureFixture[str], redis_url: str
+) -> None:
+    url = redis_url.rsplit("/", 1)[0] + "/99"  # the test server has the default 16 dbs
+
+    status, verdicts, out = check(capsys, "--url", url)
+
+    assert status == 1, out
+    assert verdicts == {"config": "ok", "reachable": "fail"}, out
+    assert ", db 99, namespace" in out
+    fix = fix_of(out, "reachable")
+    assert "the URL selects db 99: the server has 16 (db 0-15)" in fix, out
+    assert "redis-server running" not in fix
 
 
 def test_json_lists_every_check(capsys: pytest.CaptureFixture[str], redis_url: str) -> None:
@@ -142,7 +160,7 @@ def test_url_and_namespace_come_from_the_environment(
 
     assert status == 0, out
     host_port = redis_url.split("//")[1].split("/")[0]
-    assert f"config: redis://{host_port}, namespace 'from-env'" in out
+    assert f"config: redis://{host_port}, db 0, namespace 'from-env'" in out
 
 
 def test_cluster_reports_masters_and_slot_coverage(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 import uuid
@@ -19,6 +22,8 @@ import pytest
 
 from _services import RedisServer, free_port
 from interlock import Interlock
+from interlock._context import request_context
+from interlock._top_view import LockRow, make_snapshot, render
 from interlock.cli import main
 
 
@@ -190,6 +195,28 @@ def test_bad_options_exit_2_naming_the_fix(
     assert "namespace='bad ns' is invalid" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://127.0.0.1:99999/0", "port '99999' of host '127.0.0.1'"),
+        ("redis://127.0.0.1:6379/abc", "database 'abc'"),
+    ],
+)
+def test_bad_urls_exit_2_naming_the_bad_part(
+    url: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["top", "--url", url, "--once"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_a_db_the_server_lacks_exits_1_with_the_fix(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["top", "--url", redis_url.rsplit("/", 1)[0] + "/99", "--once"]) == 1
+    assert "the URL selects db 99: the server has 16" in capsys.readouterr().err
+
+
 def test_backend_down_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["top", "--url", f"redis://127.0.0.1:{free_port()}/0", "--once"]) == 1
     assert "Redis unavailable" in capsys.readouterr().err
@@ -236,3 +263,75 @@ def test_live_view_refreshes_from_another_process_until_ctrl_c(client: Interlock
         finally:
             os.close(controller)
         assert str(lease.fence).encode() in text
+
+
+# -- fitting the terminal, and q ---------------------------------------------------------
+
+RID = "e4e4b81ccb23d51cb215372f38da10c8"  # the middleware's generated request ids: 32 hex
+LONG_RID = "0b41d2a9-e7f8-4c1f-9a55-0b41d2a9e7f8-req"  # an accepted X-Request-ID: 40
+
+
+def _rows() -> list[LockRow]:
+    return [
+        LockRow("account", "42", 1795693690341753, "web-2.prod.example.internal", 4711, 41.2,
+                8.4, 3, 39.8, "web-1:1", RID, None),
+        LockRow("inventory", "sku-9:warehouse-east-4", 1795693712004518, "worker-3", 212, 0.12,
+                29.9, 0, None, None, LONG_RID, None),
+        LockRow("stock", "sku-9", None, None, None, None, None, 1, 0.04, "web-1:9", None, None),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("width", [80, 72, 60, 50])
+def test_table_fits_the_terminal_and_never_cuts_request_ids(width: int) -> None:
+    snap = make_snapshot("shop", "redis://:pw@redis:6379/0", _rows(), 50, False, [])
+
+    text = render(snap, width, "(q quits)")
+
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= width, text
+    assert RID in text and LONG_RID in text, text  # whole: pasteable into Kibana
+    titles = next(line for line in lines if line.startswith("LOCK"))
+    assert titles.split()[-1] == "REQUEST", text
+
+
+def test_least_useful_columns_go_first() -> None:
+    snap = make_snapshot("shop", "redis://redis:6379/0", _rows()[:1], 50, False, [])
+
+    wide = render(snap)  # a pipe: every column, nothing cut
+    at_80 = render(snap, 80)
+
+    assert wide.splitlines()[1].split() == [
+        "LOCK", "KEY", "FENCE", "HOLDER", "HELD", "TTL", "WAITERS", "OLDEST", "REQUEST",
+    ]  # fmt: skip
+    assert "web-2.prod.example.internal:4711" in wide and "1795693690341753" in wide
+    titles = next(line for line in at_80.splitlines() if line.startswith("LOCK")).split()
+    assert titles == ["LOCK", "KEY", "HOLDER", "HELD", "TTL", "WAITERS", "REQUEST"], at_80
+    assert "(hidden to fit: FENCE, OLDEST; --json has all)" in at_80
+
+
+def test_live_view_fits_an_80_column_terminal_and_q_quits(client: Interlock) -> None:
+    url, ns = client.settings.url, client.namespace
+    with request_context(request_id=RID), client.lock("account", 7, ttl=10.0):
+        controller, terminal = pty.openpty()
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        command = [sys.executable, "-m", "interlock.cli", "top", "--url", url, "--namespace", ns]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        env.pop("COLUMNS", None)
+        shown = subprocess.Popen(
+            [*command, "--interval", "0.05"],
+            stdin=terminal, stdout=terminal, stderr=terminal, env=env,
+        )  # fmt: skip
+        os.close(terminal)
+        try:
+            seen = _read_until(lambda: os.read(controller, 65536), b"\x1b[H\x1b[2J", 3)
+            os.write(controller, b"q")
+            assert shown.wait(timeout=5) == 0  # q quits the live view
+        finally:
+            if shown.poll() is None:
+                shown.kill()
+                shown.wait(timeout=5)
+            os.close(controller)
+    frame = seen.decode().split("\x1b[H\x1b[2J")[2]  # a whole frame
+    lines = frame.replace("\r\n", "\n").strip("\n").split("\n")
+    assert max(len(line) for line in lines) <= 80, frame
+    assert RID in frame and "(q quits)" in frame, frame

@@ -20,10 +20,10 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from interlock import _cli_check_report as report
 from interlock._cli_check_report import CONFIG_FIX, Result, Verdict, fail, ok, warn
+from interlock._redis_url import parse_redis_url
 from interlock._sentinel_url import parse_sentinel_url
 from interlock.errors import BackendError, BackendUnavailable, ConfigError, InterlockError
 
@@ -72,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
         fix = "correct --url / --namespace / --timeout or the INTERLOCK_* variable named above"
         print(report.render([Result("config", *fail(str(exc), fix))], args.json))
         return 2
-    target = "mem:// (embedded)" if _embedded(il) else f"{il.settings.scheme}://{_where(il)}"
-    results = [Result("config", *ok(f"{target}, namespace {il.namespace!r}"))]
+    results = [Result("config", *ok(f"{_target(il)}, namespace {il.namespace!r}"))]
     try:
         for name, check in _CHECKS:
             try:
@@ -82,9 +81,14 @@ def run(args: argparse.Namespace) -> int:
                 text = (
                     str(exc) if isinstance(exc, InterlockError) else f"{type(exc).__name__}: {exc}"
                 )
-                if name == "reachable" or isinstance(exc, BackendUnavailable):
+                if isinstance(exc, BackendUnavailable) or (
+                    name == "reachable" and not isinstance(exc, BackendError)
+                ):
                     results.append(Result(name, *fail(text, _unreachable_fix(il))))
                     break  # every later check needs the backend
+                if name == "reachable":  # the server answered, with an error
+                    results.append(Result(name, *fail(text, answered_fix(il))))
+                    break
                 results.append(Result(name, *fail(text, _FIXES[name])))
             else:
                 results.append(Result(name, *verdict))
@@ -98,9 +102,34 @@ def _embedded(il: Interlock) -> bool:
     return il.settings.scheme == "mem"
 
 
+def _nodes(il: Interlock) -> tuple[tuple[str, int], ...]:
+    if "sentinel" in il.settings.scheme:
+        return parse_sentinel_url(il.settings.url).sentinels
+    return parse_redis_url(il.settings.url).nodes
+
+
 def _where(il: Interlock) -> str:
     """The URL's host:port list, without credentials."""
-    return urlsplit(il.settings.url).netloc.rsplit("@", 1)[-1]
+    return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in _nodes(il))
+
+
+def _target(il: Interlock) -> str:
+    """What the settings point at: nodes, Sentinel service and db, without credentials."""
+    scheme = il.settings.scheme
+    if scheme == "mem":
+        return "mem:// (embedded)"
+    if "sentinel" in scheme:
+        target = parse_sentinel_url(il.settings.url)
+        return f"{scheme}://{_where(il)}, service {target.service!r}, db {target.db}"
+    if "cluster" in scheme:
+        return f"{scheme}://{_where(il)}, db 0 (a cluster has only db 0)"
+    return f"{scheme}://{_where(il)}, db {parse_redis_url(il.settings.url).db}"
+
+
+def _db(il: Interlock) -> int:
+    if "sentinel" in il.settings.scheme:
+        return parse_sentinel_url(il.settings.url).db
+    return 0 if "cluster" in il.settings.scheme else parse_redis_url(il.settings.url).db
 
 
 def _unreachable_fix(il: Interlock) -> str:
@@ -112,6 +141,47 @@ def _unreachable_fix(il: Interlock) -> str:
             "requirepass, sentinel_ssl=) / firewall / TLS"
         )
     return f"is redis-server running at {_where(il)}? check the URL / firewall / TLS"
+
+
+def answered_fix(il: Interlock) -> str:
+    """The fix when the server answers the first command with an error (not unreachable).
+
+    With a db other than 0 that is nearly always ``SELECT`` refusing a database the server
+    does not have; the server's ``databases`` setting is read over a db-0 connection.
+    """
+    db = _db(il)
+    if db == 0:
+        return "the server refused PING: check the ACL of this user (+ping) and the server log"
+    count = _databases(il)
+    have = (
+        f"the server has {count} (db 0-{count - 1})"
+        if count
+        else "redis.conf `databases` sets how many there are (16 by default: db 0-15)"
+    )
+    return (
+        f"the URL selects db {db}: {have}; use a db below that in the URL path (e.g. /0), "
+        "raise `databases` in redis.conf, or allow SELECT for this ACL user (+select)"
+    )
+
+
+def _databases(il: Interlock) -> int | None:
+    """The server's ``databases`` setting, over a db-0 connection; ``None`` if unknown."""
+    if il.settings.scheme not in ("redis", "rediss"):
+        return None  # Sentinel: the master's address is the sentinels' to tell
+    import redis
+
+    node = {**parse_redis_url(il.settings.url).node_options(), "db": 0}
+    client = redis.Redis(
+        **node,
+        socket_timeout=il.settings.socket_timeout,
+        socket_connect_timeout=il.settings.connect_timeout,
+    )
+    try:
+        return int(report.config_value(client.config_get("databases"))) or None
+    except (redis.RedisError, OSError, ValueError):
+        return None
+    finally:
+        client.close()
 
 
 def _reachable(il: Interlock) -> Verdict:

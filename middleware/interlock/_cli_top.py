@@ -21,11 +21,14 @@ import argparse
 import json
 import math
 import os
+import select
+import shutil
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from interlock._cli_check import answered_fix
 from interlock._top_view import (
     LOCK_STATE,
     LockRow,
@@ -37,9 +40,10 @@ from interlock._top_view import (
     render,
     row_from_reply,
     split_lock_key,
+    wrap,
 )
 from interlock.backends._script import Arg, Script
-from interlock.errors import BackendError, ConfigError
+from interlock.errors import BackendError, BackendUnavailable, ConfigError
 
 _SCAN_COUNT = 500
 _SCAN_CALLS = 200  # SCAN calls per node and pass: at most ~100 000 keys examined
@@ -198,10 +202,60 @@ def take_snapshot(il: Any, limit: int) -> Snapshot:
 
 def _show(text: str, tty: bool, first: bool) -> None:
     if tty:
-        sys.stdout.write(_CLEAR + text + "\n")
+        sys.stdout.write(_CLEAR + text + "\n")  # cbreak mode keeps "\n" a new line
     else:
         sys.stdout.write(("" if first else "\n") + text + "\n")
     sys.stdout.flush()
+
+
+def _width(tty: bool) -> int | None:
+    """Columns to fit the table into: the terminal's (or ``COLUMNS``); ``None`` for a pipe."""
+    if tty:
+        return shutil.get_terminal_size().columns
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else None
+
+
+class _Keys:
+    """Single key presses from a terminal on stdin (cbreak mode: no echo, Ctrl-C still works).
+
+    The terminal's settings are restored by :meth:`close`.
+    """
+
+    def __init__(self, fd: int) -> None:
+        import termios
+        import tty
+
+        self.fd = fd
+        self.saved = termios.tcgetattr(fd)
+        tty.setcbreak(fd)
+
+    @classmethod
+    def open(cls) -> _Keys | None:
+        """The keys of stdin when it is a terminal (POSIX); else ``None``."""
+        try:
+            fd = sys.stdin.fileno()
+            if not os.isatty(fd):
+                return None
+            return cls(fd)
+        except (ImportError, OSError, ValueError):  # no termios (Windows), or a closed stdin
+            return None
+
+    def quit_within(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; True as soon as ``q`` is pressed."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if ready:
+                pressed = os.read(self.fd, 64)
+                if not pressed or b"q" in pressed.lower():
+                    return True  # q, or the terminal went away
+        return False
+
+    def close(self) -> None:
+        import termios
+
+        termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
 
 
 def _top(args: argparse.Namespace) -> int:
@@ -215,26 +269,39 @@ def _top(args: argparse.Namespace) -> int:
             message = message.replace(str(url), public_url(str(url)))
         print(f"interlock top: {message}", file=sys.stderr)
         return 2
+    keys: _Keys | None = None
     try:
         snap = take_snapshot(il, args.limit)
         if args.json:
             print(json.dumps(as_json(snap), indent=2))
             return 0
         tty = sys.stdout.isatty()
-        _show(render(snap), tty, first=True)
+        keys = None if args.once or not tty else _Keys.open()
+        hint = "(q quits)" if keys is not None else None
+        _show(render(snap, _width(tty), hint), tty, first=True)
         while not args.once:
-            time.sleep(args.interval)
+            if keys is not None:
+                if keys.quit_within(args.interval):
+                    return 0
+            else:
+                time.sleep(args.interval)
+            width = _width(tty)
             try:
-                text = render(take_snapshot(il, args.limit))
+                text = render(take_snapshot(il, args.limit), width, hint)
             except BackendError as exc:  # a failover or a blip: say so and try again
                 stamp = time.strftime("%H:%M:%S")
-                text = f"interlock top  {public_url(il.settings.url)}  {stamp}  {exc}"
+                pieces = ["interlock top", public_url(il.settings.url), stamp, str(exc)]
+                text = "\n".join(wrap(pieces, width, "  "))
             _show(text, tty, first=False)
         return 0
     except BackendError as exc:
         print(f"interlock top: {exc}", file=sys.stderr)
+        if not isinstance(exc, BackendUnavailable):  # the server answered: e.g. no such db
+            print(f"  fix: {answered_fix(il)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
+        if keys is not None:
+            keys.close()
         il.close()

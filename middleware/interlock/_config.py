@@ -10,9 +10,9 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from urllib.parse import urlsplit
 
-from interlock._sentinel_url import parse_sentinel_url, redact_url
+from interlock._redis_url import parse_redis_url, redact_url
+from interlock._sentinel_url import parse_sentinel_url
 from interlock.errors import ConfigError
 
 SCHEMES = (
@@ -56,7 +56,7 @@ class Settings:
 
     @property
     def scheme(self) -> str:
-        return urlsplit(self.url).scheme
+        return self.url.partition("://")[0]
 
     def __repr__(self) -> str:  # the URL's passwords never reach a repr
         values = (
@@ -83,9 +83,13 @@ def _positive(name: str, value: object, env: str) -> float:
 def validate_url(url: str) -> str:
     """Check the backend URL and return it unchanged.
 
+    ``redis://``, ``rediss://`` and cluster URLs are checked by
+    :func:`~interlock._redis_url.parse_redis_url`, Sentinel URLs by
+    :func:`~interlock._sentinel_url.parse_sentinel_url`.
+
     Raises:
-        ConfigError: naming the accepted schemes when the URL is not usable (with the URL's
-            passwords masked).
+        ConfigError: naming the bad part (scheme, host, port, db, query option) and the fix,
+            with the URL's passwords masked.
     """
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError(
@@ -95,15 +99,15 @@ def validate_url(url: str) -> str:
         )
     scheme = url.split("://", 1)[0]
     if scheme not in SCHEMES:
+        hint = " (a Unix socket is not supported: use TCP)" if scheme == "unix" else ""
         raise ConfigError(
-            f"backend URL scheme {scheme!r} is not supported; use one of {', '.join(SCHEMES)}"
-        )
-    if scheme != "mem" and not url.split("://", 1)[1].split("/", 1)[0]:
-        raise ConfigError(
-            f"backend URL {redact_url(url)!r} names no host; e.g. 'redis://127.0.0.1:6379/0'"
+            f"backend URL scheme {scheme!r} is not supported{hint}; use one of "
+            f"{', '.join(SCHEMES)}"
         )
     if "sentinel" in scheme:
         parse_sentinel_url(url)
+    elif scheme != "mem":
+        parse_redis_url(url)
     return url
 
 

@@ -38,10 +38,11 @@ def log_fields(ex: Exchange, route: str, status: int, elapsed: float) -> dict[st
     fields: dict[str, Any] = {
         "event.kind": "event",
         "event.category": "web",
+        "event.type": "error" if ex.error is not None else "access",
         "event.outcome": "failure" if status >= 500 or ex.error is not None else "success",
         "http.request.method": clean(ex.method, 32),
         "url.path": clean(ex.path),
-        "http.route": clean(route, 256),
+        "interlock.http.route": clean(route, 256),  # not an ECS field (ECS has no route)
         "http.response.status_code": status,
         "event.duration": int(elapsed * 1e9),
         "http.request.id": ex.request_id,

@@ -33,9 +33,12 @@ class EcsJsonFormatter(JsonFormatter):
 
     Every line has ``@timestamp``, ``log.level``, ``message``, ``ecs.version``,
     ``log.logger`` and, when given, ``service.name`` / ``service.environment``; extra
-    fields passed with ``logger.info(..., extra={...})`` are written as they are (use
-    dotted ECS names; nested mappings become dotted keys); exceptions become
-    ``error.type``, ``error.message`` and ``error.stack_trace``.
+    fields passed with ``logger.info(..., extra={...})`` are written as they are when their
+    name is dotted (use ECS names, ``labels.*`` or a namespace of your own; nested mappings
+    become dotted keys); an undotted extra (``status_code``, as Django passes) goes to
+    ``labels.<name>`` as a string when it is a string, number or boolean, and is dropped
+    otherwise (``request`` objects); exceptions become ``error.type``, ``error.message``
+    and ``error.stack_trace``.
 
     Args:
         service: ``service.name``.
@@ -102,7 +105,7 @@ class EcsJsonFormatter(JsonFormatter):
         elif record.exc_text:
             data["error.stack_trace"] = safe_text(record.exc_text)
         if record.stack_info:
-            data["log.origin.stack_trace"] = safe_text(record.stack_info)
+            data["interlock.log.stack_info"] = safe_text(record.stack_info)  # not ECS
         return self._finish(data)
 
     def format_fields(

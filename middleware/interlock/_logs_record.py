@@ -48,8 +48,28 @@ def add_extras(data: dict[str, Any], fields: dict[str, Any]) -> None:
         if key in extras:
             added += 1
             if key[:1] != "_":
-                add_field(data, key, value)
+                add_extra(data, key, value)
     if added < len(extras):  # a record factory put some before the standard ones
         for key in extras:
             if key[:1] != "_" and key not in data:
-                add_field(data, key, fields[key])
+                add_extra(data, key, fields[key])
+
+
+def add_extra(data: dict[str, Any], key: str, value: Any) -> None:
+    """One extra field: dotted names (and mappings) as given, foreign undotted ones to labels.
+
+    A dotted name (``event.action``, ``order.id``) or a mapping (``{"order": {"id": 1}}``)
+    is the caller's choice of field and is kept. An undotted name is some library's own
+    attribute (Django's ``status_code`` and ``request``), not a field: a string, number or
+    boolean goes to ``labels.<name>`` (ECS's custom keywords, so always a string); anything
+    else is dropped, as its repr is no field either. ECS's undotted ``tags`` is kept.
+    """
+    if "." in key or isinstance(value, dict) or key in _UNDOTTED_ECS:
+        add_field(data, key, value)
+    elif isinstance(value, bool):
+        data[f"labels.{key}"] = "true" if value else "false"
+    elif isinstance(value, str | int | float):
+        add_field(data, f"labels.{key}", str(value))
+
+
+_UNDOTTED_ECS = frozenset(("tags", "labels"))

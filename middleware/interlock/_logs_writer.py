@@ -8,7 +8,9 @@ of a stream, or an :class:`~interlock.logs.ElasticsearchSink`.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import IO, Protocol
@@ -36,9 +38,14 @@ class LineWriter:
         self.interval = interval
         self.batch = batch
         self.dropped = 0
-        self._lines: deque[str] = deque()
-        self._wake = threading.Event()
         self._stopping = False
+        self._start()
+        # a forked child (gunicorn's workers) has no writer thread: start its own
+        os.register_at_fork(after_in_child=_restart_in_child(weakref.ref(self)))
+
+    def _start(self) -> None:
+        self._lines: deque[str] = deque()  # in a forked child: the parent writes its own
+        self._wake = threading.Event()
         self.thread = threading.Thread(target=self._run, name="interlock-log-writer", daemon=True)
         self.thread.start()
 
@@ -77,6 +84,15 @@ class LineWriter:
         self.thread.join(timeout=5.0)
 
 
+def _restart_in_child(ref: weakref.ref[LineWriter]) -> Callable[[], None]:
+    def restart() -> None:
+        writer = ref()
+        if writer is not None and not writer._stopping:
+            writer._start()
+
+    return restart
+
+
 class LineSink(Protocol):
     """Where :class:`QueueingHandler` puts formatted lines: ``put`` must never block."""
 
@@ -95,6 +111,10 @@ class QueueingHandler(logging.Handler):
             :func:`interlock.logs.configure_logging` or an
             :class:`~interlock.logs.ElasticsearchSink`.
     """
+
+    # set on the handler of a server log config (``interlock.logs.uvicorn_log_config``),
+    # which configure_logging() then keeps instead of adding a second one
+    server_config = False
 
     def __init__(self, writer: LineSink) -> None:
         super().__init__()

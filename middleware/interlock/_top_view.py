@@ -6,6 +6,7 @@ hands the replies to :func:`row_from_reply`; :func:`render` and :func:`as_json` 
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -183,19 +184,25 @@ def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-_COLUMNS = (  # title, width, right-aligned
-    ("LOCK", 16, False), ("KEY", 24, False), ("FENCE", 16, True), ("HOLDER", 26, False),
-    ("HELD", 7, True), ("TTL", 7, True), ("WAITERS", 7, True), ("OLDEST", 7, True),
-    ("REQUEST", 20, False),
-)  # fmt: skip
-
-
-def _line(cells: Sequence[str]) -> str:
-    out = []
-    for text, (_, width, right) in zip(cells, _COLUMNS, strict=True):
-        text = _fit(text, width)
-        out.append(text.rjust(width) if right else text.ljust(width))
-    return " ".join(out).rstrip()
+_TITLES = ("LOCK", "KEY", "FENCE", "HOLDER", "HELD", "TTL", "WAITERS", "OLDEST", "REQUEST")
+_RIGHT = frozenset(("FENCE", "HELD", "TTL", "WAITERS", "OLDEST"))
+# widest a column of user text gets; FENCE and REQUEST (ids) are never cut
+_CAPS = {"LOCK": 24, "KEY": 40, "HOLDER": 40}
+# how a table wider than the terminal is narrowed, least useful first, until it fits: cut
+# the text columns a little, hide OLDEST and FENCE, cut more, hide TTL, HELD, WAITERS, ...
+# The ids (REQUEST, and FENCE while shown) are never cut: pasted into Kibana, they must match.
+_NARROWING: tuple[tuple[str, dict[str, int]], ...] = (
+    ("cut", {"KEY": 12, "LOCK": 10, "HOLDER": 16}),
+    ("hide", {"OLDEST": 0}),
+    ("hide", {"FENCE": 0}),
+    ("cut", {"HOLDER": 10, "KEY": 8, "LOCK": 8}),
+    ("hide", {"TTL": 0}),
+    ("hide", {"HELD": 0}),
+    ("hide", {"WAITERS": 0}),
+    ("cut", {"HOLDER": 5, "KEY": 5, "LOCK": 5}),
+    ("hide", {"HOLDER": 0}),
+    ("cut", {"KEY": 3, "LOCK": 4}),
+)
 
 
 def _cells(row: LockRow) -> list[str]:
@@ -213,8 +220,85 @@ def _cells(row: LockRow) -> list[str]:
     ]
 
 
-def render(snap: Snapshot) -> str:
-    """The snapshot as a header line and a fixed-width table."""
+def column_widths(rows: Sequence[Sequence[str]], width: int | None) -> dict[str, int]:
+    """Each shown column's width, in order: as wide as its text (capped), narrowed to fit.
+
+    With ``width`` (the terminal's columns) the table is narrowed by :data:`_NARROWING`
+    until a row fits; a table of ids wider than the terminal still shows them whole.
+    """
+    widths = {}
+    for index, title in enumerate(_TITLES):
+        natural = max([len(title), *(len(row[index]) for row in rows)])
+        widths[title] = min(natural, _CAPS.get(title, natural))
+    if width is None:
+        return widths
+    natural_widths = dict(widths)
+    for action, targets in _NARROWING:
+        excess = sum(widths.values()) + len(widths) - 1 - width
+        if excess <= 0:
+            break
+        for title, floor in targets.items():
+            if title not in widths or excess <= 0:
+                continue
+            if action == "hide":
+                excess -= widths.pop(title) + 1
+            else:
+                cut = min(excess, max(0, widths[title] - floor))
+                widths[title] -= cut
+                excess -= cut
+    slack = width - (sum(widths.values()) + len(widths) - 1)
+    for title in ("HOLDER", "KEY", "LOCK"):  # a hidden column may have freed more than needed
+        if title in widths and slack > 0:
+            grow = min(slack, natural_widths[title] - widths[title])
+            widths[title] += grow
+            slack -= grow
+    return widths
+
+
+def _line(cells: Sequence[str], widths: dict[str, int]) -> str:
+    out = []
+    for text, title in zip(cells, _TITLES, strict=True):
+        if title in widths:
+            text = _fit(text, widths[title])
+            out.append(text.rjust(widths[title]) if title in _RIGHT else text.ljust(widths[title]))
+    return " ".join(out).rstrip()
+
+
+def wrap(pieces: Sequence[str], width: int | None, indent: str = "") -> list[str]:
+    """``pieces`` joined by two spaces, in lines of at most ``width``.
+
+    A piece that does not fit on a line of its own is wrapped at its spaces; a single word
+    (a URL, an id) is never cut and may stay wider.
+    """
+    if width is None:
+        return ["  ".join(pieces)] if pieces else []
+    lines: list[str] = []
+    current = ""
+    for piece in pieces:
+        if current and len(current) + 2 + len(piece) <= width:
+            current = f"{current}  {piece}"
+            continue
+        if current:
+            lines.append(current)
+        prefix = indent if lines or current else ""
+        parts = textwrap.wrap(
+            piece,
+            max(width - len(prefix), 10),
+            break_long_words=False,
+            break_on_hyphens=False,
+        ) or [piece]
+        lines += [prefix + part for part in parts[:-1]]
+        current = prefix + parts[-1]
+    return [*lines, current] if current else lines
+
+
+def render(snap: Snapshot, width: int | None = None, hint: str | None = None) -> str:
+    """The snapshot as header lines and a table, fitted to ``width`` columns when given.
+
+    Args:
+        width: the terminal's width; ``None`` (a pipe or a file) never narrows the table.
+        hint: a key hint for the header (the live view's ``q quits``).
+    """
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snap.taken_at))
     counts = f"{snap.held} held, {snap.waiting} waiting"
     if snap.orphans:
@@ -223,10 +307,19 @@ def render(snap: Snapshot) -> str:
         counts += f" (top {len(snap.rows)} of {snap.total})"
     if snap.more:
         counts += " (more)"
-    lines = [f"interlock top  namespace {snap.namespace}  {snap.url}  {stamp}  {counts}"]
-    lines += [f"  {note}" for note in snap.notes]
-    lines.append(_line([title for title, _, _ in _COLUMNS]))
-    lines += [_line(_cells(row)) for row in snap.rows]
+    cells = [_cells(row) for row in snap.rows]
+    widths = column_widths(cells, width)
+    hidden = [title for title in _TITLES if title not in widths]
+    pieces = ["interlock top", f"namespace {snap.namespace}", snap.url, stamp, counts]
+    if hidden:
+        pieces.append(f"(hidden to fit: {', '.join(hidden)}; --json has all)")
+    if hint:
+        pieces.append(hint)
+    lines = wrap(pieces, width, "  ")
+    for note in snap.notes:
+        lines += ["  " + line for line in wrap([note], None if width is None else width - 2)]
+    lines.append(_line(_TITLES, widths))
+    lines += [_line(row, widths) for row in cells]
     if not snap.rows:
         lines.append("(no locks held)")
     return "\n".join(lines)

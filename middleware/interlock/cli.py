@@ -5,6 +5,7 @@ Subcommands:
     check   is the backend fit for locks, cache and transactions? (``interlock._cli_check``)
     top     live view of held locks and their waiters (``interlock._cli_top``)
     txn     transaction tools (``interlock._cli_txn``)
+    log-config  a uvicorn or gunicorn log config writing JSON lines (``interlock._cli_logs``)
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from collections.abc import Sequence
 from interlock import __version__
 
 # each adds its subcommand with ``register(subparsers)``
-_COMMAND_MODULES = ("interlock._cli_check", "interlock._cli_top", "interlock._cli_txn")
+_COMMAND_MODULES = (
+    "interlock._cli_check",
+    "interlock._cli_logs",
+    "interlock._cli_top",
+    "interlock._cli_txn",
+)
 
 
 def _positive(text: str) -> float:

@@ -14,6 +14,9 @@ the values of configured query parameters in ``url.query`` / ``url.full``.
 Records emitted while a request is served carry its ``http.request.id``, ``trace.id``
 and ``span.id``, so application logs and interlock's request line correlate.
 
+Under uvicorn or gunicorn, the servers' own loggers are configured by the server, not the
+app: :func:`uvicorn_log_config` and :func:`gunicorn_log_config` make their lines JSON too.
+
 ``configure_logging(..., elasticsearch="http://localhost:9200")`` also ships every line
 to the Elasticsearch data stream ``logs-interlock-default`` through
 :class:`ElasticsearchSink` (bulk requests from a background thread; bounded queue;
@@ -33,6 +36,7 @@ from interlock._logs_formatter import ECS_VERSION, EcsJsonFormatter
 from interlock._logs_formatter import Processor as Processor
 from interlock._logs_record import ECS_FIELDS as ECS_FIELDS
 from interlock._logs_redact import REDACT_FIELDS, REDACT_QUERY, REDACTED, Redactor, redact_query
+from interlock._logs_servers import gunicorn_log_config, json_handler, uvicorn_log_config
 from interlock._logs_values import safe_text
 from interlock._logs_writer import LineSink, LineWriter, QueueingHandler
 
@@ -51,9 +55,13 @@ __all__ = [
     "QueueingHandler",
     "Redactor",
     "configure_logging",
+    "gunicorn_log_config",
+    "json_handler",
     "redact_query",
     "safe_text",
+    "stream_handler",
     "unconfigure_logging",
+    "uvicorn_log_config",
 ]
 
 _LineWriter = LineWriter  # its name before the split (benchmarks/middleware.py uses it)
@@ -104,6 +112,44 @@ def configure_logging(
         environment=environment,
         processors=[Redactor(redact_fields, redact_query)],
     )
+    root = logging.getLogger()
+    adopted = next(
+        (h for h in root.handlers if isinstance(h, QueueingHandler) and h.server_config), None
+    )
+    adopted = adopted if stream is None else None
+    handler: logging.Handler
+    if adopted is not None:  # a server log config's handler: one line per record, not two
+        handler = adopted
+        handler.setFormatter(formatter)
+    else:
+        handler = stream_handler(formatter, stream, queue_size, interlock)
+    handlers = [handler]
+    if elasticsearch is not None:
+        sink = elasticsearch
+        if not isinstance(sink, ElasticsearchSink):
+            sink = ElasticsearchSink(sink, interlock=interlock)
+        shipper = QueueingHandler(sink)
+        shipper.setFormatter(formatter)
+        handlers.append(shipper)
+        transport = logging.getLogger("elastic_transport")
+        if transport.level == logging.NOTSET:
+            transport.setLevel(logging.ERROR)
+    unconfigure_logging()
+    for added in handlers:
+        if added is not adopted:
+            root.addHandler(added)
+            _installed.append(added)
+    root.setLevel(level)
+    return handler
+
+
+def stream_handler(
+    formatter: logging.Formatter,
+    stream: IO[str] | None = None,
+    queue_size: int = 10_000,
+    interlock: Any = None,
+) -> logging.Handler:
+    """The stdout handler of :func:`configure_logging`: a background writer, or synchronous."""
     output = stream if stream is not None else sys.stdout
     handler: logging.Handler
     if queue_size > 0:
@@ -119,23 +165,6 @@ def configure_logging(
     else:
         handler = logging.StreamHandler(output)
     handler.setFormatter(formatter)
-    handlers = [handler]
-    if elasticsearch is not None:
-        sink = elasticsearch
-        if not isinstance(sink, ElasticsearchSink):
-            sink = ElasticsearchSink(sink, interlock=interlock)
-        shipper = QueueingHandler(sink)
-        shipper.setFormatter(formatter)
-        handlers.append(shipper)
-        transport = logging.getLogger("elastic_transport")
-        if transport.level == logging.NOTSET:
-            transport.setLevel(logging.ERROR)
-    root = logging.getLogger()
-    unconfigure_logging()
-    for added in handlers:
-        root.addHandler(added)
-        _installed.append(added)
-    root.setLevel(level)
     return handler
 
 

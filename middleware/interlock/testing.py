@@ -6,7 +6,7 @@ Example::
 
     with capture_logs() as logs:
         client.get("/products/1")
-    assert logs.requests()[0]["http.route"] == "/products/{product_id}"
+    assert logs.requests()[0]["interlock.http.route"] == "/products/{product_id}"
     assert metric_value(il, "interlock_http_requests_total", route="/products/{product_id}") == 1
 """
 

@@ -55,7 +55,7 @@ async def _routes(
 
 
 def _route_labels(logs: LogCapture) -> dict[str, str]:
-    return {r["url.path"]: r["http.route"] for r in logs.requests()}
+    return {r["url.path"]: r["interlock.http.route"] for r in logs.requests()}
 
 
 def test_starlette_routes_mounts_and_hosts(
@@ -125,7 +125,7 @@ def test_starlette_under_a_root_path(
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                 assert (await client.get("/prefix/api/v2/items/1")).status_code == 200
                 assert (await client.get("/prefix/users/bob")).status_code == 200
-            labels = {r["http.route"] for r in logs.requests()}
+            labels = {r["interlock.http.route"] for r in logs.requests()}
             assert labels == {"/api/v2/items/{item_id}", "/users/{user_id}"}
 
     asyncio.run(main())

@@ -61,7 +61,7 @@ def test_counts_times_and_logs_a_request(
             assert metric_value(ail, "interlock_http_requests_in_progress", method="GET") == 0
 
             [line] = logs.requests()
-            assert line["http.route"] == "/items/{item_id}"
+            assert line["interlock.http.route"] == "/items/{item_id}"
             assert line["url.path"] == "/items/42"
             assert line["url.query"] == "q=1&token=[REDACTED]"
             assert line["http.response.status_code"] == 200
@@ -324,7 +324,7 @@ def test_handlers_find_request_tools_in_the_scope(
             data = response.json()
             assert data["rid"] == data["holder"] == response.headers["x-request-id"]
             [line] = logs.requests()
-            assert line["http.route"] == "/custom/{thing}"
+            assert line["interlock.http.route"] == "/custom/{thing}"
             assert line["interlock.lock.name"] == "inner"
             assert line["interlock.lock.fence"] == data["fence"]
             assert "interlock.lock.wait_ms" in line

@@ -46,7 +46,7 @@ def test_demo_runs_with_load_and_writes_json_logs(
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     requests = [r for r in lines if r.get("log.logger") == "interlock.http"]
     assert len(requests) > 50
-    routes = {r["http.route"] for r in requests}
+    routes = {r["interlock.http.route"] for r in requests}
     assert {"/products/{product_id:int}", "/inventory/{sku}/reserve", "/orders"} <= routes
     assert any(r.get("interlock.cache.result") == "hit" for r in requests)
     assert any("interlock.lock.fence" in r for r in requests)

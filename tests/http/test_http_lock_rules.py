@@ -69,7 +69,7 @@ def test_asgi_lock_is_held_during_the_handler_and_contention_gets_423(
             lines = {r["http.request.id"]: r for r in logs.requests()}
             refusal = lines[refused.headers["x-request-id"]]
             assert refusal["http.response.status_code"] == 423
-            assert refusal["http.route"] == "/accounts/{account_id}/withdraw"
+            assert refusal["interlock.http.route"] == "/accounts/{account_id}/withdraw"
             assert refusal["interlock.lock.result"] == "timeout"
             assert refusal["interlock.lock.holder.request_id"] == ok.headers["x-request-id"]
             winner = lines[ok.headers["x-request-id"]]
@@ -194,7 +194,7 @@ def test_wsgi_lock_is_released_when_the_iterable_is_closed(il: Interlock, logs: 
     assert observed[0] is not None and observed[1] is not None
     [line] = logs.requests()
     assert line["interlock.lock.name"] == "account"
-    assert line["http.route"] == "/accounts/{account_id}/withdraw"
+    assert line["interlock.http.route"] == "/accounts/{account_id}/withdraw"
 
 
 def test_wsgi_contention_gets_423_and_backend_down_503(il: Interlock, logs: LogCapture) -> None:

@@ -82,7 +82,8 @@ def test_flask_url_rules_are_the_route_labels(il: Interlock, logs: LogCapture) -
     held = wsgi_request(app, "POST", "/accounts/3/withdraw").json()
     assert held == {"lease": True, "held": True}
     labels = [
-        (r["url.path"], r["http.route"], r["http.response.status_code"]) for r in logs.requests()
+        (r["url.path"], r["interlock.http.route"], r["http.response.status_code"])
+        for r in logs.requests()
     ]
     assert labels == [
         ("/shop/items/4", "/shop/items/<int:item_id>", 200),
@@ -107,7 +108,7 @@ def test_django_wsgi_resolver_routes(il: Interlock, logs: LogCapture) -> None:
     assert wsgi_request(app, "GET", "/api/v1/articles/2024/").body == b"2024"
     assert wsgi_request(app, "GET", "/nothing/here").status == 404
     assert wsgi_request(app, "POST", "/accounts/2/withdraw").json()["lease"] is True
-    labels = {r["url.path"]: r["http.route"] for r in logs.requests()}
+    labels = {r["url.path"]: r["interlock.http.route"] for r in logs.requests()}
     assert labels == {
         "/api/v1/items/5/": "/api/v1/items/<int:pk>/",
         "/api/v1/articles/2024/": "/api/v1/articles/(?P<year>[0-9]{4})/$",
@@ -127,7 +128,7 @@ def test_django_asgi_resolver_routes(
             assert (await asgi_request(app, "GET", "/api/v1/items/9/")).json() == {"pk": 9}
             assert (await asgi_request(app, "POST", "/accounts/4/withdraw")).json()["lease"] is True
             assert (await asgi_request(app, "GET", "/nope")).status == 404
-            labels = {r["url.path"]: r["http.route"] for r in logs.requests()}
+            labels = {r["url.path"]: r["interlock.http.route"] for r in logs.requests()}
             assert labels == {
                 "/api/v1/items/9/": "/api/v1/items/<int:pk>/",
                 "/accounts/4/withdraw": "/accounts/<int:account_id>/withdraw",

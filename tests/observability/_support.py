@@ -66,7 +66,7 @@ FALLBACK_CATALOGUE = {
 }
 
 LOGGING_DOC = ROOT / "docs" / "logging.md"
-_FIELD = re.compile(r"^(?:@timestamp|message|[a-z_@][\w@]*(?:\.[\w@]+)+)$")
+_FIELD = re.compile(r"^(?:@timestamp|message|tags|[a-z_@][\w@]*(?:\.[\w@]+)+)$")
 
 
 def _table_fields(text: str) -> set[str]:

@@ -223,7 +223,8 @@ def test_aborted_orders_are_logged_with_their_reason(live: LiveRun) -> None:
     aborted = [
         line
         for line in live.log_lines
-        if line.get("http.route") == "/orders" and line.get("http.response.status_code") == 409
+        if line.get("interlock.http.route") == "/orders"
+        and line.get("http.response.status_code") == 409
     ]
     assert aborted
     for line in aborted:

@@ -19,7 +19,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as redis_lib
 from redis import exceptions as redis_errors
@@ -31,13 +30,14 @@ from redis.backoff import NoBackoff
 from interlock._async.redis_direct import AsyncDirect
 from interlock._async.redis_pubsub import AsyncPubSubListener, Subscriber
 from interlock._config import Settings
-from interlock._sentinel_url import parse_sentinel_url, redact_url
+from interlock._redis_url import parse_redis_url, redact_url
+from interlock._sentinel_url import parse_sentinel_url
 from interlock._synchronization import AsyncMutex
 from interlock.backends._cluster import async_cluster_ready
 from interlock.backends._errors import REDIS_ERRORS, UNAVAILABLE, map_redis_errors, translate
 from interlock.backends._resp import pack_command
 from interlock.backends._script import Arg, Script
-from interlock.errors import BackendUnavailable, ConfigError
+from interlock.errors import BackendUnavailable
 
 logger = logging.getLogger("interlock.backend")
 _SIGNAL_SLACK = 0.003  # seconds a signal wait reads past its pause before giving up
@@ -51,28 +51,6 @@ def _common_options(settings: Settings) -> dict[str, Any]:
         "socket_connect_timeout": settings.connect_timeout,
         "retry": Retry(NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,)),
     }
-
-
-def _cluster_nodes(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    auth: dict[str, Any] = {}
-    if "@" in netloc:
-        userinfo, netloc = netloc.rsplit("@", 1)
-        user, _, password = userinfo.partition(":")
-        auth = {"username": unquote(user) or None, "password": unquote(password) or None}
-    nodes = []
-    for item in netloc.split(","):
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(
-                f"cluster node {item!r} in {redact_url(url)!r} is invalid; write "
-                "host:port[,host:port...]"
-            )
-        nodes.append((host, int(port)))
-    if parts.scheme.startswith("rediss"):
-        auth["ssl"] = True
-    return nodes, auth
 
 
 class AsyncSentinelManager(Sentinel):
@@ -125,7 +103,8 @@ class AsyncRedisBackend:
         self._connect_mutex = AsyncMutex()
         self._sentinel_service: str | None = None
         if "cluster" in settings.scheme:
-            nodes, auth = _cluster_nodes(settings.url)
+            cluster = parse_redis_url(settings.url)
+            nodes, auth = cluster.nodes, cluster.auth_options()
             self._cluster_nodes = nodes
             self._cluster_options = {**auth, **options}
             self._pubsub_targets = [
@@ -149,9 +128,10 @@ class AsyncRedisBackend:
             )
             self._client = self._sentinel.master_for(target.service, **self._sentinel_options)
             self._pubsub_targets = []  # resolved through the sentinels on every (re)connect
-        else:
-            self._client = redis_lib.Redis.from_url(settings.url, **options)
-            self._pubsub_targets = [{"url": settings.url, **options}]
+        else:  # exactly the parts the settings checked (redis-py reads URLs more loosely)
+            node = parse_redis_url(settings.url).node_options()
+            self._client = redis_lib.Redis(**node, **options)
+            self._pubsub_targets = [{**node, **options}]
         # single node and Sentinel: hot commands skip the client path (see redis_direct)
         self._direct = None
         if self._client is not None:

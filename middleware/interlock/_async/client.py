@@ -16,7 +16,7 @@ from interlock._async.txn_manager import AsyncTransactionManager
 from interlock._config import Settings, load_settings
 from interlock._keys import base_key
 from interlock._lock_scripts import FENCED_SET, INFO
-from interlock._sentinel_url import redact_url
+from interlock._redis_url import redact_url
 from interlock.cache import cache_options
 from interlock.chaos import ChaosPlan, parse_chaos
 from interlock.errors import ConfigError, FenceRejected
