@@ -98,7 +98,8 @@ class RequestTransaction:
         return self.transaction.postgres(conn, resource)
 
     def mysql(self, conn: Any, resource: str = "mysql") -> Any:
-        """Enlist a PyMySQL connection (a coroutine under ASGI: await it)."""
+        """Enlist a MySQL connection (see ``tx.mysql``; under ASGI a coroutine returning
+        an aiomysql connection or a wrapped PyMySQL one)."""
         return self.transaction.mysql(conn, resource)
 
     def enlist(self, participant: Any, *, resource: str, kind: str = "custom") -> Any:

@@ -25,7 +25,7 @@ from interlock._fanout import (
     call_all,
     check_cacheable,
 )
-from interlock._threads import AsyncWorker, Worker, async_run_blocking, run_blocking
+from interlock._threads import AsyncWorker, Strand, Worker, async_run_blocking, run_blocking
 
 __all__ = [
     "AsyncEvent",
@@ -35,6 +35,7 @@ __all__ = [
     "Event",
     "Flight",
     "Mutex",
+    "Strand",
     "Worker",
     "async_call",
     "async_call_all",

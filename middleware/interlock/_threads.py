@@ -1,5 +1,6 @@
 """Background work, side by side for async and sync code: a worker that runs one function in
-the background (a task or a daemon thread) and a pool of daemon threads for blocking calls.
+the background (a task or a daemon thread), a pool of daemon threads for blocking calls, and
+a strand: one thread that runs one object's blocking calls in order.
 
 Part of :mod:`interlock._synchronization`, which re-exports every name.
 """
@@ -108,6 +109,55 @@ class _DaemonPool:
 
 
 _pool = _DaemonPool()
+
+
+class Strand:
+    """Runs blocking calls one at a time, in submission order, on a thread of its own.
+
+    For an object that is not thread-safe, such as a PyMySQL connection: a call that goes
+    on after its awaiting task was cancelled still finishes before the next one starts.
+    Unlike the shared pool, a strand never waits for a free thread, so calls blocked on a
+    row lock cannot starve the call that would release it. The thread exits after
+    ``idle`` seconds without work and is started again by the next call.
+    """
+
+    def __init__(self, name: str, idle: float = 5.0) -> None:
+        self._name = name
+        self._idle = idle
+        self._queue: queue.SimpleQueue[tuple[Future[Any], contextvars.Context, Callable[[], Any]]]
+        self._queue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._running = False
+
+    def submit(self, fn: Callable[[], _T]) -> Future[_T]:
+        future: Future[_T] = Future()
+        with self._lock:
+            self._queue.put((future, contextvars.copy_context(), fn))
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._work, name=self._name, daemon=True).start()
+        return future
+
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Await ``fn(*args)`` run on the strand (cancelling skips it unless it started)."""
+        return await asyncio.wrap_future(self.submit(lambda: fn(*args)))
+
+    def _work(self) -> None:
+        while True:
+            try:
+                future, context, fn = self._queue.get(timeout=self._idle)
+            except queue.Empty:
+                with self._lock:  # submit() enqueues under the lock: no job is stranded
+                    if self._queue.empty():
+                        self._running = False
+                        return
+                continue
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(context.run(fn))
+            except BaseException as exc:  # handed to the waiter, like concurrent.futures
+                future.set_exception(exc)
 
 
 async def async_run_blocking(fn: Callable[..., _T], *args: Any) -> _T:

@@ -77,8 +77,8 @@ def test_async_transfer_commits(bank: Bank) -> None:
             async with ail.transaction("transfer") as tx:
                 conn = await tx.postgres(pg)
                 await conn.execute(f"UPDATE {bank.table} SET balance = balance - 2 WHERE id = 0")
-                with (await tx.mysql(my)).cursor() as cur:
-                    cur.execute(f"UPDATE {bank.table} SET balance = balance + 1 WHERE id = 0")
+                async with (await tx.mysql(my)).cursor() as cur:  # PyMySQL, on a thread
+                    await cur.execute(f"UPDATE {bank.table} SET balance = balance + 1 WHERE id = 0")
                 tx.redis("bank").incrby(0, 1)
                 assert await tx.redis("bank").get(0) == b"1000"  # staged, not visible yet
             return tx.state

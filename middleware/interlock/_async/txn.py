@@ -95,10 +95,14 @@ class AsyncTransaction(AsyncCoordinator):
         return conn
 
     async def mysql(self, conn: Any, resource: str = "mysql") -> Any:
-        """Run ``conn``'s next transaction as an XA branch (PyMySQL).
+        """Run ``conn``'s next transaction as an XA branch: a PyMySQL connection, or
+        under asyncio also an aiomysql or asyncmy one.
 
         Returns:
-            ``conn``, now inside the branch: do the work with it, don't commit it.
+            the connection to do the work with, now inside the branch (don't commit it):
+            ``conn`` itself, except that under asyncio a PyMySQL connection comes back
+            wrapped: each of its calls is awaited and runs on the connection's own
+            thread, so the loop never blocks (docs/transactions.md, *MySQL / MariaDB*).
         """
         from interlock._async.txn_mysql import AsyncMySQLParticipant
 
@@ -106,7 +110,7 @@ class AsyncTransaction(AsyncCoordinator):
         participant = AsyncMySQLParticipant(conn, resource, xid)
         await participant.begin(self._manager.durability)
         self._add(participant, resource, participant.kind, bqual)
-        return conn
+        return participant.conn
 
     def redis(self, store: str = "default") -> AsyncRedisBranch:
         """The branch staging this transaction's writes to the Redis store ``store``."""

@@ -1,21 +1,55 @@
-"""MySQL/MariaDB in two-phase commit: XA branches on the app's PyMySQL connection and a
-recovery resource. PyMySQL is blocking, so the async API runs every call on a thread
-(``async_run_blocking``); the XA logic itself is in :mod:`interlock.txn._xa`.
+"""MySQL/MariaDB in two-phase commit: an XA branch on the app's connection, and a recovery
+resource.
+
+The branch runs its statements through a session (:mod:`interlock.txn._xa_session`), which
+knows the driver: under asyncio an aiomysql or asyncmy connection is awaited on the loop
+and a PyMySQL one is driven on a thread of its own; the blocking API calls PyMySQL
+directly. Calls on one branch are serialized, because a timed-out prepare may still be
+running when the abort arrives.
+
+Inside the branch, just before ``XA END``, a marker row ``(gtrid, bqual)`` goes into
+``interlock_xa_branches``: it exists afterwards exactly when the branch committed
+(:mod:`interlock.txn._xa_markers`). Recovery (``XaRecovery``) uses its own blocking PyMySQL
+connection, on a thread under asyncio.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from interlock._synchronization import async_run_blocking
+from interlock._synchronization import AsyncMutex, async_run_blocking
+from interlock.errors import ConfigError, HeuristicOutcome
 from interlock.txn._records import BranchRef, PreparedBranch
-from interlock.txn._xa import MARKER_RETENTION, XaBranch, XaRecovery
+from interlock.txn._xa import (
+    MARKER_INSERT,
+    MARKER_RETENTION,
+    MARKER_SELECT,
+    MARKER_TABLE,
+    NO_SUCH_TABLE,
+    XAER_NOTA,
+    XAER_OUTSIDE,
+    XaRecovery,
+    check_version,
+    driver_error,
+    server_errno,
+    xa_xid,
+)
+from interlock.txn._xa_session import async_mysql_session, where
 from interlock.txn._xid import split_branch
+
+logger = logging.getLogger("interlock.txn")
+
+_missing_marker: set[tuple[str, int, str]] = set()  # servers warned about once
 
 
 class AsyncMySQLParticipant:
-    """An XA branch on the app's connection; created by ``AsyncTransaction.mysql``."""
+    """An XA branch on the app's connection; created by ``AsyncTransaction.mysql``.
+
+    Attributes:
+        conn: what ``tx.mysql`` returns, to do the branch's work with.
+    """
 
     kind = "mysql"
 
@@ -25,22 +59,130 @@ class AsyncMySQLParticipant:
             raise ValueError(f"not an interlock branch id: {xid!r}")
         self.resource = resource
         self.ref = ""
-        self._branch = XaBranch(conn, parts[0], parts[1], resource)
+        self.gtrid, self.bqual = parts
+        self.xid = xa_xid(*parts)
+        self.state = "new"  # new, active, prepared, done
+        self.marked = False
+        self._session = async_mysql_session(conn)
+        self.conn = self._session.conn
+        self._mutex = AsyncMutex()
 
     async def begin(self, durability: str) -> None:
-        await async_run_blocking(self._branch.start, durability)
+        async with self._mutex:
+            check_version(self._session.raw, durability)
+            try:
+                await self._session.execute(f"XA START {self.xid}")
+            except Exception as exc:
+                if server_errno(exc) == XAER_OUTSIDE:
+                    raise ConfigError(
+                        "tx.mysql() got a connection with an open transaction; commit or "
+                        "roll it back before enlisting the connection"
+                    ) from exc
+                raise
+            self.state = "active"
 
     async def prepare(self, xid: str) -> bool:
-        return await async_run_blocking(self._branch.prepare)
+        async with self._mutex:
+            try:
+                await self._mark()
+                await self._session.execute(f"XA END {self.xid}")
+                await self._session.execute(f"XA PREPARE {self.xid}")
+            except Exception as exc:
+                if server_errno(exc) is None:
+                    raise
+                logger.info("MySQL refused to prepare %s:%s: %s", self.gtrid, self.bqual, exc)
+                await self._rollback_quietly()
+                return False
+            self.state = "prepared"
+            return True
 
     async def commit_one_phase(self, xid: str) -> bool:
-        return await async_run_blocking(self._branch.commit_one_phase)
+        """``XA COMMIT … ONE PHASE`` (the transaction's only branch); False if refused."""
+        async with self._mutex:
+            try:
+                await self._session.execute(f"XA END {self.xid}")
+                await self._session.execute(f"XA COMMIT {self.xid} ONE PHASE")
+            except Exception as exc:
+                if server_errno(exc) is None:
+                    raise
+                logger.info("MySQL refused to commit %s:%s: %s", self.gtrid, self.bqual, exc)
+                await self._rollback_quietly()
+                return False
+            self.state = "done"
+            return True
+
+    async def _mark(self) -> None:
+        server = where(self._session.raw)
+        if server in _missing_marker:
+            return
+        try:
+            await self._session.execute(MARKER_INSERT, (self.gtrid, self.bqual))
+            self.marked = True
+        except Exception as exc:
+            if server_errno(exc) != NO_SUCH_TABLE:
+                raise
+            _missing_marker.add(server)
+            logger.warning(
+                "table %s is missing on %s:%s/%s, so heuristic outcomes cannot be told there; "
+                "run `interlock txn migrate` or register the resource for recovery",
+                MARKER_TABLE,
+                *server,
+            )
+
+    async def _rollback_quietly(self) -> None:
+        for statement in (f"XA END {self.xid}", f"XA ROLLBACK {self.xid}"):
+            try:
+                await self._session.execute(statement)
+            except Exception as exc:
+                if not driver_error(exc):
+                    raise
+                logger.debug("%s failed", statement, exc_info=True)
+        self.state = "done"
+
+    async def _fate(self) -> str:
+        """``committed`` if the branch's marker exists, ``aborted`` if not, else ``unknown``."""
+        if not self.marked:
+            return "unknown"
+        found = await self._session.execute(MARKER_SELECT, (self.gtrid, self.bqual))
+        await self._session.end_read()
+        return "committed" if found else "aborted"
 
     async def commit(self, xid: str) -> None:
-        await async_run_blocking(self._branch.commit)
+        async with self._mutex:
+            try:
+                await self._session.execute(f"XA COMMIT {self.xid}")
+            except Exception as exc:
+                if server_errno(exc) != XAER_NOTA:
+                    raise
+                fate = await self._fate()
+                if fate != "committed":
+                    raise HeuristicOutcome(
+                        f"branch {self.gtrid}:{self.bqual} on {self.resource} was {fate} "
+                        "although the decision is commit"
+                    ) from exc
+            self.state = "done"
 
     async def abort(self, xid: str) -> None:
-        await async_run_blocking(self._branch.abort)
+        async with self._mutex:
+            if self.state == "done":
+                return
+            if self.state == "active":
+                try:
+                    await self._session.execute(f"XA END {self.xid}")
+                except Exception as exc:
+                    if server_errno(exc) is None:
+                        raise
+            try:
+                await self._session.execute(f"XA ROLLBACK {self.xid}")
+            except Exception as exc:
+                if server_errno(exc) != XAER_NOTA:
+                    raise
+                if await self._fate() == "committed":
+                    raise HeuristicOutcome(
+                        f"branch {self.gtrid}:{self.bqual} on {self.resource} was committed "
+                        "although the decision is abort"
+                    ) from exc
+            self.state = "done"
 
 
 class AsyncMySQLResource:

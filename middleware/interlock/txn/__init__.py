@@ -5,7 +5,9 @@ their public types (``Transaction``, ``Participant``, ...) are exported by ``int
 Start a transaction with ``Interlock.transaction(name)``; see docs/transactions.md.
 Remote participants (docs/transactions.md): ``RemoteParticipantConfig`` and
 ``RemoteBranch`` are plain data; ``RemoteResource`` and ``RemoteRecovery`` (and their
-``Async`` twins) need httpx (the ``remote`` extra) and are imported on first use.
+``Async`` twins) need httpx (the ``remote`` extra) and are imported on first use, like
+``AsyncPyMySQLConnection`` and ``AsyncPyMySQLCursor`` (PyMySQL for async code, as
+``await tx.mysql(pymysql_conn)`` returns it; the ``mysql`` extra).
 """
 
 from typing import Any
@@ -39,6 +41,8 @@ __all__ = [
 ]
 
 _REMOTE = {
+    "AsyncPyMySQLConnection": "interlock.txn._xa_session",
+    "AsyncPyMySQLCursor": "interlock.txn._xa_session",
     "AsyncRemoteParticipant": "interlock._async.txn_remote",
     "AsyncRemoteRecovery": "interlock._async.txn_remote",
     "AsyncRemoteResource": "interlock._async.txn_remote",
@@ -49,7 +53,8 @@ _REMOTE = {
 
 
 def __getattr__(name: str) -> Any:
-    """The httpx-based remote-participant classes, imported on first use."""
+    """The httpx-based remote-participant classes and the PyMySQL wrappers, imported on
+    first use."""
     module = _REMOTE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

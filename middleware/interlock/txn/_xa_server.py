@@ -23,9 +23,15 @@ ROLLED_BACK = (1402, 1613, 1614, 1213, 1205)  # XA_RB*, deadlock, lock wait time
 _SAFE = re.compile(r"^[A-Za-z0-9_.~:-]{1,64}$")
 
 
+def driver_error(exc: BaseException) -> bool:
+    """True for an error of the driver, PyMySQL or aiomysql (which raises PyMySQL's)."""
+    return isinstance(exc, pymysql.err.MySQLError)
+
+
 def server_errno(exc: BaseException) -> int | None:
-    """The server's error number, or ``None`` for client-side/connection errors."""
-    if isinstance(exc, pymysql.err.MySQLError) and exc.args and isinstance(exc.args[0], int):
+    """The server's error number, or ``None`` for client-side/connection errors and for
+    anything that is not a MySQL driver's error."""
+    if driver_error(exc) and exc.args and isinstance(exc.args[0], int):
         number: int = exc.args[0]
         return number if number >= 1000 and number < 2000 else None
     return None
