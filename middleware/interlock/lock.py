@@ -162,3 +162,12 @@ def step_budget(deadline: float | None, now: float) -> float | None:
     if deadline is None:
         return None
     return max(deadline - now, STEP_FLOOR_S)
+
+
+def cancel_budget(deadline: float | None, now: float) -> float | None:
+    """Seconds the final cancel of an acquire may take: what is left of the deadline plus
+    the floor, shared with the last attempt, so the acquire ends by ``deadline`` +
+    ``STEP_FLOOR_S`` (a cancel that gets no time is skipped: the entry lapses by itself)."""
+    if deadline is None:
+        return None
+    return max(deadline + STEP_FLOOR_S - now, 0.001)

@@ -97,6 +97,91 @@ async def _async_hold_and_check(url: str, namespace: str) -> None:
     await ail.aclose()
 
 
+def torture(url: str, namespace: str, kind: str, counter: str, seed: int) -> None:
+    """Two users (threads, or tasks with ``kind`` async) take lock ("torture", 1) again and
+    again until a line on stdin, each section a slow read-modify-write of the ``counter``
+    file; then say every acquire's duration and outcome, and every written section."""
+    import random
+    import threading
+
+    report: dict[str, list[object]] = {"calls": [], "sections": []}
+    report["kind"] = kind  # type: ignore[assignment]
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+
+    def section(lease: object, rng: random.Random) -> None:
+        started = time.time()
+        lease.check()  # type: ignore[attr-defined]
+        with open(counter) as file:
+            value = int(file.read() or 0)
+        time.sleep(rng.random() * 0.01)  # widen the window a second holder would hit
+        lease.check()  # type: ignore[attr-defined]
+        checked = time.time()
+        with open(counter, "w") as file:
+            file.write(str(value + 1))
+        report["sections"].append([started, checked, lease.fence])  # type: ignore[attr-defined]
+
+    def outcome(exc: BaseException | None) -> str:
+        return "ok" if exc is None else type(exc).__name__
+
+    if kind == "async":
+        async def user(ail: AsyncInterlock, rng: random.Random) -> None:
+            while not stop.is_set():
+                timeout = rng.choice([0.2, 0.5, 1.0])
+                began, error = time.monotonic(), None
+                try:
+                    lease = await ail.lock("torture", 1, ttl=1.0, timeout=timeout).acquire()
+                except Exception as exc:  # LockTimeout, BackendUnavailable: fail closed
+                    error = exc
+                report["calls"].append([timeout, time.monotonic() - began, outcome(error)])
+                if error is None:
+                    assert lease is not None
+                    try:
+                        section(lease, rng)
+                        await lease.release()
+                    except Exception:  # LockLost, BackendUnavailable: not exclusive, no write
+                        pass
+                await asyncio.sleep(rng.random() * 0.01)
+
+        async def users() -> None:
+            ail = AsyncInterlock(url, namespace=namespace, socket_timeout=0.5)
+            await asyncio.gather(*(user(ail, random.Random(seed * 10 + i)) for i in range(2)))
+            await ail.aclose()
+
+        asyncio.run(users())
+    else:
+        il = Interlock(url, namespace=namespace, socket_timeout=0.5)
+
+        def sync_user(rng: random.Random) -> None:
+            while not stop.is_set():
+                timeout = rng.choice([0.2, 0.5, 1.0])
+                began, error = time.monotonic(), None
+                try:
+                    lease = il.lock("torture", 1, ttl=1.0, timeout=timeout).acquire()
+                except Exception as exc:
+                    error = exc
+                report["calls"].append([timeout, time.monotonic() - began, outcome(error)])
+                if error is None:
+                    assert lease is not None
+                    try:
+                        section(lease, rng)
+                        lease.release()
+                    except Exception:
+                        pass
+                time.sleep(rng.random() * 0.01)
+
+        threads = [
+            threading.Thread(target=sync_user, args=(random.Random(seed * 10 + i),))
+            for i in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        il.close()
+    say(**report)
+
+
 def say(**fields: object) -> None:
     print(json.dumps(fields), flush=True)
 
@@ -107,6 +192,8 @@ if __name__ == "__main__":
         count(args[0], args[1], args[2], int(args[3]))
     elif mode == "pause":
         pause_holder(args[0], args[1])
+    elif mode == "torture":
+        torture(args[0], args[1], args[2], args[3], int(args[4]))
     elif mode == "hold-check":
         hold_and_check(args[0], args[1], args[2])
     elif mode == "hold":

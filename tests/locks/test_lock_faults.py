@@ -114,3 +114,48 @@ def test_a_timed_out_connection_is_not_reused(proxy: FaultProxy) -> None:
     finally:
         proxy.clear()
         il.close()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_cold_contended_acquire_under_latency_ends_on_time(
+    redis_server: RedisServer, kind: str
+) -> None:
+    """A waiter with no pooled connection, behind a holder, on a slow link. Before the fix
+    it overran by up to 1.16 s: the connection handshake took four round trips (HELLO,
+    CLIENT MAINT_NOTIFICATIONS, two CLIENT SETINFO) each under the same timeout, the
+    pause after a slow attempt used the time left *before* it, and the final cancel got
+    its own 50 ms floor on top of the last attempt's."""
+    holder = Interlock(redis_server.url, namespace=f"cold-{kind}")
+    lease = holder.lock("faults", "c", ttl=30.0).acquire()
+    assert lease is not None
+    overruns: list[tuple[float, float, float]] = []
+    with FaultProxy("127.0.0.1", redis_server.port) as proxy:
+        for latency in (0.05, 0.1, 0.2):
+            proxy.latency(latency)
+            for timeout in (0.2, 0.5, 1.0):
+                url = _url(proxy)
+                started = time.monotonic()
+                if kind == "sync":
+                    il = Interlock(url, namespace=f"cold-{kind}", socket_timeout=SOCKET_TIMEOUT)
+                    with pytest.raises((LockTimeout, BackendUnavailable)):
+                        il.lock("faults", "c", ttl=5.0, timeout=timeout).acquire()
+                    elapsed = time.monotonic() - started
+                    il.close()
+                else:
+                    elapsed = asyncio.run(_cold_async(url, kind, timeout))
+                overruns.append((elapsed - timeout, latency, timeout))
+    lease.release()
+    holder.close()
+    print("worst overruns (s, latency, timeout):", sorted(overruns)[-3:])
+    assert max(overruns)[0] <= 0.1, sorted(overruns)[-3:]
+
+
+async def _cold_async(url: str, kind: str, timeout: float) -> float:
+    ail = AsyncInterlock(url, namespace=f"cold-{kind}", socket_timeout=SOCKET_TIMEOUT)
+    started = time.monotonic()
+    try:
+        with pytest.raises((LockTimeout, BackendUnavailable)):
+            await ail.lock("faults", "c", ttl=5.0, timeout=timeout).acquire()
+        return time.monotonic() - started
+    finally:
+        await ail.aclose()

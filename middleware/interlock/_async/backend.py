@@ -51,8 +51,15 @@ class AsyncBackend(Protocol):
     async def execute(self, *args: Arg) -> Any:
         """Run one plain command (GET, SET, DEL, PUBLISH, ...)."""
 
-    async def subscribe(self, channel: str, callback: Subscriber) -> None:
-        """Call ``callback(payload)`` for each message on ``channel``; returns once active."""
+    async def subscribe(
+        self, channel: str, callback: Subscriber, timeout: float | None = None
+    ) -> None:
+        """Call ``callback(payload)`` for each message on ``channel``; returns once active.
+
+        Raises :class:`~interlock.errors.BackendUnavailable` if it is not active within
+        ``timeout`` seconds (default: the connect and socket timeouts); the subscription
+        stays registered and becomes active when the backend answers.
+        """
 
     async def unsubscribe(self, channel: str, callback: Subscriber) -> None:
         """Stop calling ``callback`` for ``channel``."""
@@ -105,7 +112,9 @@ class AsyncMemoryBackend:
     async def execute(self, *args: Arg) -> Any:
         return self.store.execute(*args)
 
-    async def subscribe(self, channel: str, callback: Subscriber) -> None:
+    async def subscribe(
+        self, channel: str, callback: Subscriber, timeout: float | None = None
+    ) -> None:
         self.store.subscribe(channel, callback)
         self._subscriptions.append((channel, callback))
 

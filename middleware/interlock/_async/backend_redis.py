@@ -242,7 +242,8 @@ class AsyncRedisBackend:
             # Redis checks blocking timeouts only at its `hz` ticks (100 ms by default), so the
             # pause is kept here: a read that runs out drops its connection, and a signal it
             # may have popped is found again by the next attempt (the lock is already ours)
-            reply = await self._direct.call(command, timeout + _SIGNAL_SLACK)
+            wait = timeout + _SIGNAL_SLACK  # bounds connecting too (a waiter's deadline)
+            reply = await self._direct.call(command, wait, budget=wait)
         except redis_errors.TimeoutError:
             return None
         except REDIS_ERRORS as exc:
@@ -255,8 +256,10 @@ class AsyncRedisBackend:
     def restarts(self) -> int:
         return self._pubsub.restarts
 
-    async def subscribe(self, channel: str, callback: Subscriber) -> None:
-        await self._pubsub.subscribe(channel, callback)
+    async def subscribe(
+        self, channel: str, callback: Subscriber, timeout: float | None = None
+    ) -> None:
+        await self._pubsub.subscribe(channel, callback, timeout)
 
     async def unsubscribe(self, channel: str, callback: Subscriber) -> None:
         await self._pubsub.unsubscribe(channel, callback)

@@ -58,8 +58,10 @@ class AsyncChaosBackend:
     def restarts(self) -> int:
         return self.inner.restarts
 
-    async def subscribe(self, channel: str, callback: Subscriber) -> None:
-        await self.inner.subscribe(channel, callback)
+    async def subscribe(
+        self, channel: str, callback: Subscriber, timeout: float | None = None
+    ) -> None:
+        await self.inner.subscribe(channel, callback, timeout)
 
     async def unsubscribe(self, channel: str, callback: Subscriber) -> None:
         await self.inner.unsubscribe(channel, callback)

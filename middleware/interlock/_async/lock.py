@@ -7,6 +7,7 @@ interlock instance share — wake-ups, held leases, the renewer — is the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -23,11 +24,18 @@ from interlock._synchronization import (
     async_shielded,
 )
 from interlock.backends._script import Arg
-from interlock.errors import ConfigError, LockAlreadyHeld, LockLost, LockTimeout
+from interlock.errors import (
+    BackendUnavailable,
+    ConfigError,
+    LockAlreadyHeld,
+    LockLost,
+    LockTimeout,
+)
 from interlock.lock import (
     FENCE_IDLE_MS,
     MIN_RENEWED_TTL_S,
     QUEUE_REGISTRATION_S,
+    cancel_budget,
     holder_arg,
     lock_keys,
     new_token,
@@ -166,7 +174,10 @@ class AsyncLock:
             while True:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if queued and waiter is None and not signalled:
-                    await service.ensure_listening()
+                    # within the time left; without wake-ups it polls (every ttl/3 at most)
+                    # and the next attempt finds a hand-off
+                    with contextlib.suppress(BackendUnavailable):
+                        await service.ensure_listening(step_budget(deadline, time.monotonic()))
                     waiter = service.register(token)
                 # A lease's local deadline counts from a moment the grant cannot precede,
                 # so it never runs past the server's expiry: this attempt's send for a
@@ -190,6 +201,8 @@ class AsyncLock:
                     continue
                 fence = None if signalled else service.handoff(token)
                 if fence is None:
+                    if deadline is not None:  # the attempt itself took time
+                        remaining = deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         raise LockTimeout(self.name, self.key, wait or 0.0, parse_lock(reply[2]))
                     pause = wait_seconds(int(reply[1]), remaining, self.ttl)
@@ -257,7 +270,7 @@ class AsyncLock:
                 CANCEL,
                 self.keys,
                 [token, FENCE_IDLE_MS],
-                budget=step_budget(deadline, time.monotonic()),
+                budget=cancel_budget(deadline, time.monotonic()),
             )
         except Exception:  # backend down: the queue entry lapses by itself
             logger.debug("could not leave the wait queue of %r", self.name, exc_info=True)

@@ -74,9 +74,9 @@ class AsyncLockService:
         lease checked since (the first lease of a process is granted before that)."""
         return self.listening and self._recheck is None
 
-    async def ensure_listening(self) -> None:
+    async def ensure_listening(self, timeout: float | None = None) -> None:
         if not self.listening:
-            await self.backend.subscribe(self.channel, self._on_wake)
+            await self.backend.subscribe(self.channel, self._on_wake, timeout)
             if not self.listening:
                 self.backend.on_reset(self._on_reset)
                 self.listening = True

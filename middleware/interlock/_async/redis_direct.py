@@ -22,8 +22,11 @@ from contextlib import suppress
 from typing import Any
 
 from redis import exceptions as redis_errors
+from redis.maint_notifications import MaintNotificationsConfig
 
 from interlock.backends._replies import async_read_reply, async_settle_timeout
+
+_NO_MAINT = MaintNotificationsConfig(enabled=False)
 
 
 class AsyncDirect:
@@ -42,9 +45,15 @@ class AsyncDirect:
         if self._idle:
             return self._idle.pop()
         pool = self._pool
-        options = pool.connection_kwargs
+        # the handshake in one round trip (HELLO): CLIENT MAINT_NOTIFICATIONS (refused by
+        # open-source Redis anyway) and two CLIENT SETINFO would each take one more, each
+        # under the same timeout, so a caller's deadline could be overrun several times
+        options = {
+            **pool.connection_kwargs,
+            "driver_info": None,
+            "maint_notifications_config": _NO_MAINT,
+        }
         if deadline is not None:  # connecting (and its handshake) counts against the deadline
-            options = dict(options)
             for name in ("socket_connect_timeout", "socket_timeout"):
                 options[name] = _bounded(options.get(name), deadline)
         conn = pool.connection_class(**options)
@@ -52,6 +61,8 @@ class AsyncDirect:
             # connect() explicitly: a Sentinel connection resolves the master there, while
             # a send on an unconnected one would go to the default address
             await conn.connect()
+            if deadline is not None and time.monotonic() >= deadline:  # AUTH, SELECT, ...
+                raise redis_errors.TimeoutError("connecting took the whole time left")
         except BaseException:
             await conn.disconnect()
             raise

@@ -62,8 +62,12 @@ class AsyncPubSubListener:
         self._closing = False
         self._listener = AsyncWorker(self._listen, "interlock-redis-listener")
 
-    async def subscribe(self, channel: str, callback: Subscriber) -> None:
-        self._callbacks.setdefault(channel, []).append(callback)
+    async def subscribe(
+        self, channel: str, callback: Subscriber, timeout: float | None = None
+    ) -> None:
+        callbacks = self._callbacks.setdefault(channel, [])
+        if callback not in callbacks:
+            callbacks.append(callback)
         ready = self._confirmed.get(channel)
         if ready is None:
             ready = self._confirmed[channel] = AsyncEvent()
@@ -71,6 +75,8 @@ class AsyncPubSubListener:
             return
         self._listener.start()
         bound = self._settings.connect_timeout + self._settings.socket_timeout + 2 * _POLL
+        if timeout is not None:
+            bound = min(bound, timeout)
         if not await ready.wait(bound):
             raise BackendUnavailable(f"could not subscribe to {channel!r} within {bound:g}s")
 

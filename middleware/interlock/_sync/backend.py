@@ -52,8 +52,15 @@ class Backend(Protocol):
     def execute(self, *args: Arg) -> Any:
         """Run one plain command (GET, SET, DEL, PUBLISH, ...)."""
 
-    def subscribe(self, channel: str, callback: Subscriber) -> None:
-        """Call ``callback(payload)`` for each message on ``channel``; returns once active."""
+    def subscribe(
+        self, channel: str, callback: Subscriber, timeout: float | None = None
+    ) -> None:
+        """Call ``callback(payload)`` for each message on ``channel``; returns once active.
+
+        Raises :class:`~interlock.errors.BackendUnavailable` if it is not active within
+        ``timeout`` seconds (default: the connect and socket timeouts); the subscription
+        stays registered and becomes active when the backend answers.
+        """
 
     def unsubscribe(self, channel: str, callback: Subscriber) -> None:
         """Stop calling ``callback`` for ``channel``."""
@@ -106,7 +113,9 @@ class MemoryBackend:
     def execute(self, *args: Arg) -> Any:
         return self.store.execute(*args)
 
-    def subscribe(self, channel: str, callback: Subscriber) -> None:
+    def subscribe(
+        self, channel: str, callback: Subscriber, timeout: float | None = None
+    ) -> None:
         self.store.subscribe(channel, callback)
         self._subscriptions.append((channel, callback))
 

@@ -243,7 +243,8 @@ class RedisBackend:
             # Redis checks blocking timeouts only at its `hz` ticks (100 ms by default), so the
             # pause is kept here: a read that runs out drops its connection, and a signal it
             # may have popped is found again by the next attempt (the lock is already ours)
-            reply = self._direct.call(command, timeout + _SIGNAL_SLACK)
+            wait = timeout + _SIGNAL_SLACK  # bounds connecting too (a waiter's deadline)
+            reply = self._direct.call(command, wait, budget=wait)
         except redis_errors.TimeoutError:
             return None
         except REDIS_ERRORS as exc:
@@ -256,8 +257,10 @@ class RedisBackend:
     def restarts(self) -> int:
         return self._pubsub.restarts
 
-    def subscribe(self, channel: str, callback: Subscriber) -> None:
-        self._pubsub.subscribe(channel, callback)
+    def subscribe(
+        self, channel: str, callback: Subscriber, timeout: float | None = None
+    ) -> None:
+        self._pubsub.subscribe(channel, callback, timeout)
 
     def unsubscribe(self, channel: str, callback: Subscriber) -> None:
         self._pubsub.unsubscribe(channel, callback)

@@ -59,8 +59,10 @@ class ChaosBackend:
     def restarts(self) -> int:
         return self.inner.restarts
 
-    def subscribe(self, channel: str, callback: Subscriber) -> None:
-        self.inner.subscribe(channel, callback)
+    def subscribe(
+        self, channel: str, callback: Subscriber, timeout: float | None = None
+    ) -> None:
+        self.inner.subscribe(channel, callback, timeout)
 
     def unsubscribe(self, channel: str, callback: Subscriber) -> None:
         self.inner.unsubscribe(channel, callback)

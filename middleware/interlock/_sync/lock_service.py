@@ -75,9 +75,9 @@ class LockService:
         lease checked since (the first lease of a process is granted before that)."""
         return self.listening and self._recheck is None
 
-    def ensure_listening(self) -> None:
+    def ensure_listening(self, timeout: float | None = None) -> None:
         if not self.listening:
-            self.backend.subscribe(self.channel, self._on_wake)
+            self.backend.subscribe(self.channel, self._on_wake, timeout)
             if not self.listening:
                 self.backend.on_reset(self._on_reset)
                 self.listening = True

@@ -63,8 +63,12 @@ class PubSubListener:
         self._closing = False
         self._listener = Worker(self._listen, "interlock-redis-listener")
 
-    def subscribe(self, channel: str, callback: Subscriber) -> None:
-        self._callbacks.setdefault(channel, []).append(callback)
+    def subscribe(
+        self, channel: str, callback: Subscriber, timeout: float | None = None
+    ) -> None:
+        callbacks = self._callbacks.setdefault(channel, [])
+        if callback not in callbacks:
+            callbacks.append(callback)
         ready = self._confirmed.get(channel)
         if ready is None:
             ready = self._confirmed[channel] = Event()
@@ -72,6 +76,8 @@ class PubSubListener:
             return
         self._listener.start()
         bound = self._settings.connect_timeout + self._settings.socket_timeout + 2 * _POLL
+        if timeout is not None:
+            bound = min(bound, timeout)
         if not ready.wait(bound):
             raise BackendUnavailable(f"could not subscribe to {channel!r} within {bound:g}s")
 
