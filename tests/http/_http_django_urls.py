@@ -19,9 +19,14 @@ def withdraw(request: HttpRequest, account_id: int) -> HttpResponse:
     return JsonResponse({"lease": tools.lease is not None, "request_id": tools.request_id})
 
 
+def product(request: HttpRequest, product_id: int) -> HttpResponse:
+    return JsonResponse({"product": product_id})
+
+
 api = [path("items/<int:pk>/", item), re_path(r"^articles/(?P<year>[0-9]{4})/$", article)]
 
 urlpatterns = [
     path("api/v1/", include(api)),
     path("accounts/<int:account_id>/withdraw", withdraw),
+    path("products/<int:product_id>", product),
 ]
