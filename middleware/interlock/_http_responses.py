@@ -79,6 +79,9 @@ def exposition(registry: Any, accept: str | None, multiprocess: bool) -> tuple[b
     if multiprocess:
         from prometheus_client.multiprocess import MultiProcessCollector
 
+        from interlock.metrics import drop_dead_processes
+
+        drop_dead_processes()  # no server hook needed (uvicorn --workers has none)
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     elif registry is None:
