@@ -69,6 +69,9 @@ class HttpCore:
         self.lock_rules: tuple[LockRule, ...] = _typed(locks, LockRule, "locks")
         self.cache_rules: tuple[CacheRule, ...] = _typed(cache, CacheRule, "cache")
         self.label_routes = tuple(RouteTemplate.compile(r) for r in routes)
+        self.rule_routes = tuple(
+            [r.route for r in self.lock_rules] + [r.route for r in self.cache_rules]
+        )
         if metrics_path is not None and (
             not isinstance(metrics_path, str) or not metrics_path.startswith("/")
         ):
@@ -178,22 +181,22 @@ class HttpCore:
     # -- request end ---------------------------------------------------------------------
 
     def route_of(self, ex: Exchange) -> str:
-        """The route label: framework or application, then our rules, else unmatched."""
+        """The route label: a rule's template, else the framework's or the app's, else unmatched.
+
+        A path that a lock rule (first) or a cache rule template matches is labelled with
+        that template whatever the method and however it was answered: a 423 and a cache
+        hit never reach the framework's router, so its template is not known for them, and
+        one route must keep one label (docs/metrics.md, *Route labels*).
+        """
+        rpath = ex.rpath
+        for template in self.rule_routes:
+            if template.regex.match(rpath):
+                return template.template
         if ex.route is not None:
             return ex.route
-        if ex.lock is not None:
-            return ex.lock[0].route.template
-        if ex.cache is not None:
-            return ex.cache.rule.route.template
         for template in self.label_routes:
-            if template.regex.match(ex.rpath):
+            if template.regex.match(rpath):
                 return template.template
-        for rule in self.cache_rules:
-            if rule.route.regex.match(ex.rpath):
-                return rule.route.template
-        for lock_rule in self.lock_rules:
-            if lock_rule.route.regex.match(ex.rpath):
-                return lock_rule.route.template
         return UNMATCHED
 
     def finish(self, ex: Exchange) -> None:

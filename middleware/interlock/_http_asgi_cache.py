@@ -21,7 +21,6 @@ from interlock import _context
 from interlock._http import Exchange, HttpCore
 from interlock._http_asgi_client import ClientGone, ClientWatch
 from interlock._http_cache import PassList, answer, entry_or_pass, valid_entry
-from interlock._http_routes import AsgiRoutes
 from interlock._http_rules import CacheRule
 from interlock.errors import BackendError
 
@@ -39,14 +38,13 @@ class _TooLarge(Exception):
 class Captured:
     """A response captured by the loader."""
 
-    __slots__ = ("body", "headers", "status", "template", "truncated")
+    __slots__ = ("body", "headers", "status", "truncated")
 
     def __init__(self) -> None:
         self.status = 0
         self.headers: list[tuple[str, str]] = []
         self.body = bytearray()
         self.truncated = False
-        self.template: str | None = None
 
 
 class AsgiResponseCache:
@@ -56,9 +54,7 @@ class AsgiResponseCache:
         self.interlock = interlock
         self.core = core
         self.options = cache_options(core.cache_rules)
-        self.templates: dict[int, str] = {}  # framework template last seen per rule
         self.passes = PassList()
-        self.routes = AsgiRoutes()
 
     async def handle(
         self, ex: Exchange, scope: Scope, client: ClientWatch, send: Send, app: App
@@ -86,17 +82,15 @@ class AsgiResponseCache:
             if not valid_entry(entry):
                 await app(scope, receive, _tagging(send, "MISS"))
                 return
-            ex.route = self.templates.get(id(rule))
             decision.result = _cache_result(ex)
             await _send(send, *answer(entry, "HEAD", ex.headers.get("if-none-match"),
                                       decision.result, time.time()))  # fmt: skip
             return
         snapshot = dict(scope)
-        root_path = scope.get("root_path", "")
         mine: list[Captured] = []
 
         async def loader() -> dict[str, Any] | None:
-            captured = await self._capture(snapshot, app, rule.max_body, root_path)
+            captured = await self._capture(snapshot, app, rule.max_body)
             mine.append(captured)
             body = bytes(captured.body)
             tags = [*decision.tags, *ex.tags]
@@ -121,10 +115,6 @@ class AsgiResponseCache:
             if entry is not None:
                 await _store(cache, decision.key, entry, rule.ttl, [*decision.tags, *ex.tags])
         captured = mine[0] if mine else None
-        if captured is not None and captured.template is not None:
-            self.templates[id(rule)] = ex.route = captured.template
-        else:
-            ex.route = self.templates.get(id(rule))
         if not valid_entry(entry):
             decision.result = "miss"
             if captured is not None and not captured.truncated:
@@ -142,7 +132,7 @@ class AsgiResponseCache:
         )
         await _send(send, status, headers, body)
 
-    async def _capture(self, snapshot: Scope, app: App, max_body: int, root_path: str) -> Captured:
+    async def _capture(self, snapshot: Scope, app: App, max_body: int) -> Captured:
         captured = Captured()
         child = dict(snapshot)
         done = asyncio.Event()
@@ -177,7 +167,6 @@ class AsgiResponseCache:
             captured.truncated = True
         finally:
             done.set()
-        captured.template = self.routes.template(child, root_path)
         return captured
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,8 @@ from interlock.logs import ECS_FIELDS, EcsJsonFormatter, QueueingHandler, redact
 
 if TYPE_CHECKING:
     from interlock._http_exchange import Exchange
+
+_STACK_LIMIT = 16_384  # characters of error.stack_trace (the innermost frames are last)
 
 
 def write_line(
@@ -65,6 +68,11 @@ def log_fields(ex: Exchange, route: str, status: int, elapsed: float) -> dict[st
     if ex.error is not None:
         fields["error.type"] = type(ex.error).__qualname__
         fields["error.message"] = clean(str(ex.error), 1024)
+        if isinstance(ex.error, Exception) and ex.error.__traceback__ is not None:
+            trace = "".join(traceback.format_exception(ex.error))
+            if len(trace) > _STACK_LIMIT:
+                trace = "…" + trace[-_STACK_LIMIT:]
+            fields["error.stack_trace"] = clean(trace, _STACK_LIMIT + 1)
     for section, values in ex.context.events.items():
         _flatten(fields, f"interlock.{section}", values)
     return fields

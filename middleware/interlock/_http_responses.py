@@ -50,6 +50,17 @@ def problem(
     return Problem(status, headers, body)
 
 
+def internal_error(request_id: str) -> Problem:
+    """The 500 the middleware answers when the application raised before responding."""
+    return problem(
+        500,
+        "internal-error",
+        "Internal Server Error",
+        "the application failed before answering; the request id finds its log line",
+        request_id=request_id,
+    )
+
+
 def multiprocess_mode() -> bool:
     """True when prometheus-client runs in multiprocess mode (gunicorn, uvicorn workers)."""
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
@@ -68,6 +79,9 @@ def exposition(registry: Any, accept: str | None, multiprocess: bool) -> tuple[b
     if multiprocess:
         from prometheus_client.multiprocess import MultiProcessCollector
 
+        from interlock.metrics import drop_dead_processes
+
+        drop_dead_processes()  # no server hook needed (uvicorn --workers has none)
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     elif registry is None:

@@ -18,7 +18,6 @@ from interlock import _context
 from interlock._http import Exchange, HttpCore
 from interlock._http_asgi_cache import cache_options, count, served_result
 from interlock._http_cache import PassList, answer, entry_or_pass, valid_entry
-from interlock._http_routes import flask_template
 from interlock.errors import BackendError
 
 StartResponse = Callable[..., Any]
@@ -33,14 +32,13 @@ def status_line(status: int) -> str:
 
 
 class _Captured:
-    __slots__ = ("body", "headers", "status", "template", "truncated")
+    __slots__ = ("body", "headers", "status", "truncated")
 
     def __init__(self) -> None:
         self.status = 0
         self.headers: list[tuple[str, str]] = []
         self.body = bytearray()
         self.truncated = False
-        self.template: str | None = None
 
 
 class WsgiResponseCache:
@@ -50,7 +48,6 @@ class WsgiResponseCache:
         self.interlock = interlock
         self.core = core
         self.options = cache_options(core.cache_rules)
-        self.templates: dict[int, str] = {}
         self.passes = PassList()
 
     def handle(
@@ -72,7 +69,6 @@ class WsgiResponseCache:
             entry = cache.get(decision.key) if decision.serve else None
             if not valid_entry(entry):
                 return app(environ, _tagging(start_response, "MISS"))
-            ex.route = ex.route or self.templates.get(id(rule))
             section = ex.context.events.get("cache") or {}
             decision.result = str(section.get("result", "hit"))
             inm = ex.headers.get("if-none-match")
@@ -101,10 +97,6 @@ class WsgiResponseCache:
             if entry is not None:
                 _store(cache, decision.key, entry, rule.ttl, [*decision.tags, *ex.tags])
         captured = mine[0] if mine else None
-        if captured is not None and captured.template is not None:
-            self.templates[id(rule)] = ex.route = captured.template
-        elif ex.route is None:
-            ex.route = self.templates.get(id(rule))
         if not valid_entry(entry):
             decision.result = "miss"
             if captured is not None and not captured.truncated:
@@ -133,7 +125,6 @@ def _capture(snapshot: dict[str, Any], app: App, max_body: int) -> _Captured:
     def start_response(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
         captured.status = int(status[:3])
         captured.headers = [(n.lower(), v) for n, v in headers]
-        captured.template = flask_template(child)
         return captured.body.extend
 
     result = app(child, start_response)

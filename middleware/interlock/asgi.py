@@ -19,7 +19,7 @@ from interlock._async.client import AsyncInterlock
 from interlock._http import Exchange, HttpCore, RequestTools
 from interlock._http_asgi_cache import AsgiResponseCache
 from interlock._http_asgi_client import ClientGone, ClientWatch
-from interlock._http_responses import Problem, exposition, multiprocess_mode
+from interlock._http_responses import Problem, exposition, internal_error, multiprocess_mode
 from interlock._http_routes import AsgiRoutes, django_template, is_django_app
 from interlock._http_rules import CacheRule, LockRule
 from interlock._http_txn import abort_cause, commits, failure_problem, record, settled
@@ -185,7 +185,12 @@ class InterlockMiddleware:
                 await self.app(scope, client.receive, send_wrapper)
         except BaseException as exc:
             ex.error = exc
-            raise
+            if ex.status is None and isinstance(exc, Exception) and not _outer_error_page(scope):
+                ex.status = 500  # answered here: an outer 500 page would lack the request id
+                if ex.txn is not None and not ex.txn.settled:
+                    await _settle(ex, abort_cause(ex))  # before anything reaches the client
+                await _send_problem(send, internal_error(ex.request_id), request_id)
+            raise  # servers log it (the response is complete), test clients may raise it
         finally:
             client.close()
             try:
@@ -253,6 +258,23 @@ async def _release(lease: Any) -> None:
         _context.record("lock", lost=True, lost_reason=lease.lost_reason or str(exc))
     except BackendError as exc:  # the lease expires by itself
         _context.record("lock", release_error=type(exc).__name__)
+
+
+def _outer_error_page(scope: Scope) -> bool:
+    """True if the Starlette app around us renders 500s its own way (debug page, handler).
+
+    Starlette's ``ServerErrorMiddleware`` sits outside middleware added with
+    ``add_middleware``; it answers only if nothing was sent yet. With ``debug=True`` or a
+    handler for ``500``/``Exception`` the app's choice is kept (the handler can echo
+    ``scope["interlock"].request_id``); its default plain 500 is replaced by ours.
+    """
+    app = scope.get("app")
+    if app is None:
+        return False
+    if getattr(app, "debug", False) is True:
+        return True
+    handlers = getattr(app, "exception_handlers", None)
+    return isinstance(handlers, dict) and (500 in handlers or Exception in handlers)
 
 
 async def _send_problem(send: Send, problem: Problem, request_id: bytes) -> None:

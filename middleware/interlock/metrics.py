@@ -9,7 +9,11 @@ The catalogue with meanings is docs/metrics.md.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import threading
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -20,6 +24,61 @@ LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 HOLD_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+# prometheus-client's per-process files of live gauges: gauge_livesum_1234.db, ...
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
+
+
+def drop_dead_processes(path: str | os.PathLike[str] | None = None) -> list[int]:
+    """Remove the live-gauge files of processes that no longer run; the pids dropped.
+
+    In prometheus-client's multiprocess mode each worker writes its gauges to files named
+    after its pid; a server hook (gunicorn's ``child_exit``) usually calls
+    ``mark_process_dead``, but ``uvicorn --workers`` has none, and nothing runs for a
+    worker killed with SIGKILL. The middleware calls this before each multiprocess
+    collection, so the in-progress, held and waiting gauges of a dead worker vanish from
+    the next scrape; its counters and histograms stay (they are history, not state).
+
+    A pid counts as alive if a process with it exists and is not a zombie. The directory
+    must belong to the processes of one host and pid namespace (as prometheus-client
+    requires anyway); a reused pid keeps the dead worker's gauges until it exits too.
+
+    Args:
+        path: the multiprocess directory (default ``PROMETHEUS_MULTIPROC_DIR``).
+    """
+    from prometheus_client.multiprocess import mark_process_dead
+
+    folder = path if path is not None else os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        return []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    pids = {int(m[1]) for m in map(_LIVE_GAUGE_FILE.match, names) if m is not None}
+    dead = sorted(pid for pid in pids if not _alive(pid))
+    for pid in dead:
+        with contextlib.suppress(FileNotFoundError):  # another scrape was first
+            mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
+    return dead
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    try:  # a killed worker stays a zombie until its parent reaps it
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: trust kill(0)
+    fields = stat.rpartition(")")[2].split()
+    return not fields or fields[0] not in ("Z", "X")
 
 
 class LabelGuard:
@@ -119,7 +178,7 @@ class Metrics:
             "cache_load_seconds", "Time spent in cache loaders", ("cache",), LATENCY_BUCKETS
         )
         self.cache_degraded = gauge(
-            "cache_degraded", "1 while the cache fails open (backend down)", ("cache",), "max"
+            "cache_degraded", "1 while the cache fails open (backend down)", ("cache",), "livemax"
         )
 
         self.txn_total = counter("txn", "Finished transactions by outcome", ("txn", "outcome"))
@@ -129,7 +188,7 @@ class Metrics:
         )
         self.txn_in_doubt = gauge("txn_in_doubt", "Transactions prepared but undecided", ("txn",))
         self.txn_oldest_in_doubt = gauge(
-            "txn_oldest_in_doubt_seconds", "Age of the oldest in-doubt transaction", (), "max"
+            "txn_oldest_in_doubt_seconds", "Age of the oldest in-doubt transaction", (), "livemax"
         )
         self.txn_recovered = counter(
             "txn_recovered", "In-doubt transactions resolved by recovery", ("action",)

@@ -9,13 +9,14 @@ so streamed bodies are covered and a client that goes away still releases the lo
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from http import HTTPStatus
 from typing import Any
 
 from interlock import _context
 from interlock._http import Exchange, HttpCore, RequestTools
-from interlock._http_responses import Problem, exposition, multiprocess_mode
+from interlock._http_responses import Problem, exposition, internal_error, multiprocess_mode
 from interlock._http_routes import django_template, flask_template, is_django_app
 from interlock._http_rules import CacheRule, LockRule
 from interlock._http_txn import abort_cause, commits, failure_problem, record, settled
@@ -104,7 +105,7 @@ class InterlockWSGIMiddleware:
         tools = RequestTools(self.interlock, ex)
         environ["interlock"] = tools
         request_id = ex.request_id
-        response = _Response(self, ex, environ, token)
+        response = _Response(self, ex, environ, token, start_response)
 
         def observe(status: str, response_headers: list[tuple[str, str]], *exc: Any) -> Any:
             if ex.route is None:  # Flask forgets its request once the app returns
@@ -144,6 +145,14 @@ class InterlockWSGIMiddleware:
                 response.body = self.app(environ, observe)
         except BaseException as exc:
             ex.error = exc
+            if _answers_crash(ex, exc, environ):  # the server's 500 would lack the id
+                ex.status = 500
+                if ex.txn is not None and not ex.txn.settled:
+                    _settle(ex, abort_cause(ex))  # before anything reaches the client
+                response.body = _send_problem(
+                    start_response, internal_error(request_id), request_id, sys.exc_info()
+                )
+                return response
             response.close()
             raise
         return response
@@ -167,14 +176,20 @@ class _Response:
     """The response iterable: passes the body through; ``close()`` ends the request."""
 
     __slots__ = (
-        "_closed", "_ex", "_middleware", "_token", "body", "environ", "lease", "length",
-        "replacement", "sent",
+        "_closed", "_ex", "_middleware", "_start_response", "_token", "body", "environ", "lease",
+        "length", "replacement", "sent",
     )  # fmt: skip
 
     def __init__(
-        self, middleware: InterlockWSGIMiddleware, ex: Exchange, environ: Environ, token: Any
+        self,
+        middleware: InterlockWSGIMiddleware,
+        ex: Exchange,
+        environ: Environ,
+        token: Any,
+        start_response: StartResponse,
     ) -> None:
         self._middleware = middleware
+        self._start_response = start_response
         self._ex = ex
         self._token = token
         self._closed = False
@@ -201,6 +216,16 @@ class _Response:
         except BaseException as exc:
             if not isinstance(exc, GeneratorExit):
                 self._ex.error = exc
+                if _answers_crash(self._ex, exc, self.environ):  # a generator app failed
+                    self._ex.status = 500
+                    if self._ex.txn is not None and not self._ex.txn.settled:
+                        _settle(self._ex, abort_cause(self._ex))
+                    problem = internal_error(self._ex.request_id)
+                    yield from _send_problem(
+                        self._start_response, problem, self._ex.request_id, sys.exc_info()
+                    )
+                    self._ex.finished_body = True
+                    return
             raise
         self._ex.finished_body = True
 
@@ -293,9 +318,23 @@ def _release(lease: Any) -> None:
         _context.record("lock", release_error=type(exc).__name__)
 
 
-def _send_problem(start_response: StartResponse, problem: Problem, request_id: str) -> list[bytes]:
+def _answers_crash(ex: Exchange, exc: BaseException, environ: Environ) -> bool:
+    """True if the middleware answers ``exc`` with its own 500.
+
+    Only before the response started, and not when the Werkzeug debugger is around us
+    (it marks the environ): the debugger shows the traceback instead.
+    """
+    if ex.status is not None or not isinstance(exc, Exception):
+        return False
+    return "werkzeug.debug.preserve_context" not in environ
+
+
+def _send_problem(
+    start_response: StartResponse, problem: Problem, request_id: str, *exc_info: Any
+) -> list[bytes]:
     reason = HTTPStatus(problem.status).phrase
-    start_response(f"{problem.status} {reason}", [*problem.headers, ("X-Request-ID", request_id)])
+    headers = [*problem.headers, ("X-Request-ID", request_id)]
+    start_response(f"{problem.status} {reason}", headers, *exc_info)
     return [problem.body]
 
 

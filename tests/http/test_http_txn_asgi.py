@@ -286,7 +286,7 @@ def test_a_handler_without_a_response_aborts(namespace: str, logs: LogCapture) -
                 await _call(InterlockMiddleware(app, interlock=ail), journal)
 
     asyncio.run(main())
-    assert journal.events == ["abort"]
+    assert journal.events == ["abort", "http.response.start:500", "http.response.body:"]
     line = logs.requests()[0]
     assert (line["interlock.txn.outcome"], line["interlock.txn.cause"]) == ("aborted", "exception")
 

@@ -6,8 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import django
-from django.conf import settings
+from _http_django_setup import configure
 from flask import Blueprint, Flask, Response, request, stream_with_context
 
 from interlock import (
@@ -19,17 +18,7 @@ from interlock import (
 )
 from interlock.testing import LogCapture, asgi_request, metric_value, wsgi_request
 
-if not settings.configured:
-    settings.configure(
-        ROOT_URLCONF="_http_django_urls",
-        ALLOWED_HOSTS=["*"],
-        SECRET_KEY="interlock-tests",
-        DEBUG=False,
-        MIDDLEWARE=[],
-        INSTALLED_APPS=[],
-        USE_TZ=True,
-    )
-    django.setup()
+configure()
 
 WITHDRAW = LockRule("/accounts/{account_id}/withdraw", name="account", key="{account_id}")
 
@@ -92,7 +81,7 @@ def test_flask_url_rules_are_the_route_labels(il: Interlock, logs: LogCapture) -
         ("/users/bob", "__unmatched__", 405),  # Werkzeug keeps no rule for a 405
         ("/stream", "/stream", 200),
         ("/boom", "/boom", 500),
-        ("/accounts/3/withdraw", "/accounts/<int:account_id>/withdraw", 200),
+        ("/accounts/3/withdraw", "/accounts/{account_id}/withdraw", 200),  # the rule's
     ]
     assert il.lock_info("account", 3) is None
     assert metric_value(il, "interlock_http_requests_total", route="/users/<name>") == 1
@@ -113,7 +102,7 @@ def test_django_wsgi_resolver_routes(il: Interlock, logs: LogCapture) -> None:
         "/api/v1/items/5/": "/api/v1/items/<int:pk>/",
         "/api/v1/articles/2024/": "/api/v1/articles/(?P<year>[0-9]{4})/$",
         "/nothing/here": "__unmatched__",
-        "/accounts/2/withdraw": "/accounts/<int:account_id>/withdraw",
+        "/accounts/2/withdraw": "/accounts/{account_id}/withdraw",  # the lock rule's
     }
 
 
@@ -131,7 +120,7 @@ def test_django_asgi_resolver_routes(
             labels = {r["url.path"]: r["interlock.http.route"] for r in logs.requests()}
             assert labels == {
                 "/api/v1/items/9/": "/api/v1/items/<int:pk>/",
-                "/accounts/4/withdraw": "/accounts/<int:account_id>/withdraw",
+                "/accounts/4/withdraw": "/accounts/{account_id}/withdraw",
                 "/nope": "__unmatched__",
             }
 
