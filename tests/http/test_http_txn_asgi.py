@@ -336,3 +336,46 @@ def test_streaming_responses_commit_at_the_status_line(namespace: str) -> None:
 
     assert asyncio.run(main()) == 200
     assert journal.events == ["prepare", "commit", "body"]  # decided before the body
+
+
+def test_a_decision_log_that_is_not_durable_is_named_in_the_problem_and_the_log(
+    redis_url: str, namespace: str, logs: LogCapture
+) -> None:
+    """Default ``durability="strict"`` on a Redis without AOF: 503 with reason
+    ``durability`` (not a generic participant failure) and an ERROR line with the fix."""
+    journal = Journal()
+
+    async def main() -> tuple[Any, float]:
+        async with AsyncInterlock(redis_url, namespace=namespace) as ail:
+            app = InterlockMiddleware(_raw_app(journal, status=201), interlock=ail)
+            sent: list[dict[str, Any]] = []
+
+            async def receive() -> dict[str, Any]:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            scope = {"type": "http", "method": "POST", "path": "/raw", "headers": [],
+                     "client": None}  # fmt: skip
+            await app(scope, receive, send)
+            aborts = metric_value(ail, "interlock_txn_aborts_total", reason="durability")
+            return sent, aborts
+
+    sent, aborts = asyncio.run(main())
+    assert sent[0]["status"] == 503
+    problem = json.loads(sent[1]["body"])
+    assert problem["type"] == "urn:interlock:problem:transaction-aborted"
+    assert problem["reason"] == "durability"
+    assert "decision log" in problem["detail"]
+    assert aborts == 1.0
+    assert journal.events == ["abort", "abort"]  # nothing prepared
+    errors = [r for r in logs.records if r["log.level"] == "error"]
+    assert errors and errors[0]["event.action"] == "txn-log-not-durable"
+    assert errors[0]["error.type"] == "DurabilityError"
+    assert "appendfsync always" in errors[0]["message"]
+    line = logs.requests()[0]
+    assert (line["interlock.txn.outcome"], line["interlock.txn.reason"]) == (
+        "aborted",
+        "durability",
+    )
