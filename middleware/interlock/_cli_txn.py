@@ -142,6 +142,7 @@ def _interlock(args: argparse.Namespace) -> Any:
         registry=None,
         decision_log=args.decision_log,
         durability=args.durability,
+        recovery=False,  # one pass on demand, not a background worker
     )
     for name, kind, url in _resources(args):
         if kind == "postgres":

@@ -371,11 +371,51 @@ def test_a_decision_log_that_is_not_durable_is_named_in_the_problem_and_the_log(
     assert aborts == 1.0
     assert journal.events == ["abort", "abort"]  # nothing prepared
     errors = [r for r in logs.records if r["log.level"] == "error"]
-    assert errors and errors[0]["event.action"] == "txn-log-not-durable"
-    assert errors[0]["error.type"] == "DurabilityError"
-    assert "appendfsync always" in errors[0]["message"]
+    # The refused commit, and the recovery worker (started by the transaction) if it ran.
+    assert {r["event.action"] for r in errors} <= {"txn-log-not-durable", "txn-recovery-failed"}
+    (refused,) = [r for r in errors if r["event.action"] == "txn-log-not-durable"]
+    assert {r["error.type"] for r in errors} == {"DurabilityError"}
+    assert "appendfsync always" in refused["message"]
     line = logs.requests()[0]
     assert (line["interlock.txn.outcome"], line["interlock.txn.reason"]) == (
         "aborted",
         "durability",
     )
+
+
+def test_the_lifespan_start_up_starts_recovery_of_resources_registered_at_import(
+    redis_url: str, namespace: str, postgres_server: Any
+) -> None:
+    """Resources registered outside any event loop (module level): the recovery worker
+    starts when the server's loop runs the middleware's lifespan, before any request."""
+    ail = AsyncInterlock(redis_url, namespace=namespace, durability="relaxed")
+    ail.transactions.add_postgres("orders", postgres_server.dsn)
+    assert not ail.transactions.recovery_running  # no loop yet
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+
+    async def main() -> tuple[bool, Any]:
+        messages = [{"type": "lifespan.startup"}]
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0)
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        try:
+            await InterlockMiddleware(app, interlock=ail)({"type": "lifespan"}, receive, send)
+            running = ail.transactions.recovery_running
+            deadline = asyncio.get_running_loop().time() + 10.0
+            while (leader := await ail.lock_info("txn-recovery")) is None:
+                assert asyncio.get_running_loop().time() < deadline, "no recovery leader"
+                await asyncio.sleep(0.05)  # polling Redis: the observable state
+            return running, leader
+        finally:
+            await ail.aclose()
+
+    running, leader = asyncio.run(main())
+    assert running and leader is not None

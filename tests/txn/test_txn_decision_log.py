@@ -68,7 +68,7 @@ def test_redis_without_appendfsync_always_is_refused_before_anything_commits(
 
 def test_a_refused_decision_log_is_counted_and_logged_as_durability(redis_url: str) -> None:
     """The abort has its own reason, and an ERROR line names the error and the fix."""
-    il = Interlock(redis_url, namespace=f"n{uuid.uuid4().hex[:8]}")
+    il = Interlock(redis_url, namespace=f"n{uuid.uuid4().hex[:8]}", recovery=False)
     try:
         with capture_logs("interlock.txn") as logs, pytest.raises(DurabilityError):
             with il.transaction("t") as tx:

@@ -71,7 +71,7 @@ class Recovery:
         unreachable: set[str] = set()
         left: dict[str, float] = {}  # gtrid -> created, transactions still unresolved
         done: set[tuple[str, str, str]] = set()  # branches this pass committed/rolled back
-        for resource in manager.resources.values():
+        for resource in list(manager.resources.values()):
             try:
                 branches = resource.prepared(manager.namespace)
             except Exception as exc:
@@ -241,7 +241,7 @@ class Recovery:
         now = time.time()
         branches = []
         errors = []
-        for resource in manager.resources.values():
+        for resource in list(manager.resources.values()):
             try:
                 found = resource.prepared(manager.namespace)
             except Exception as exc:
