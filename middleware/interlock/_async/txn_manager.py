@@ -243,6 +243,8 @@ class AsyncTransactionManager:
         Returns:
             What was committed, rolled back, left pending, and any heuristic outcomes.
         """
+        if isinstance(safety, bool) or not isinstance(safety, int | float) or not safety >= 0:
+            raise ConfigError(f"safety={safety!r} is invalid; pass seconds ≥ 0")
         async with self._recovery_mutex:
             await self.ready()
             await self.flush_completed()

@@ -181,6 +181,8 @@ class AsyncRecovery:
                     report.errors.append(
                         f"{decision.xid}: resource {ref.resource!r} is not registered for recovery"
                     )
+                    if ref.resource not in report.unregistered:
+                        report.unregistered.append(ref.resource)
                 complete = False
                 continue
             try:

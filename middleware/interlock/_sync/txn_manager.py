@@ -244,6 +244,8 @@ class TransactionManager:
         Returns:
             What was committed, rolled back, left pending, and any heuristic outcomes.
         """
+        if isinstance(safety, bool) or not isinstance(safety, int | float) or not safety >= 0:
+            raise ConfigError(f"safety={safety!r} is invalid; pass seconds ≥ 0")
         with self._recovery_mutex:
             self.ready()
             self.flush_completed()
