@@ -28,7 +28,8 @@ import time
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from interlock.errors import InterlockError
+from interlock._async.txn_log import safe_url
+from interlock.errors import ConfigError, DurabilityError, InterlockError
 
 _POSTGRES = ("postgresql", "postgres")
 _MYSQL = ("mysql", "mariadb")
@@ -72,7 +73,7 @@ def register(subparsers: Any) -> None:
     recover = actions.add_parser("recover", help="resolve in-doubt transactions once")
     recover.add_argument(
         "--safety",
-        type=float,
+        type=_seconds,
         default=60.0,
         metavar="SECONDS",
         help="abort undecided transactions older than this (60; keep it above your "
@@ -83,6 +84,17 @@ def register(subparsers: Any) -> None:
     migrate = actions.add_parser("migrate", help="create the decision and marker tables")
     migrate.set_defaults(handler=_migrate)
     txn.set_defaults(handler=_help(txn))
+
+
+def _seconds(text: str) -> float:
+    """``--safety``: seconds ≥ 0 (argparse names the flag in its error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be seconds ≥ 0")
+    return value
 
 
 def _help(parser: argparse.ArgumentParser) -> Any:
@@ -136,12 +148,20 @@ def _connect_mysql(url: str) -> Any:
 def _interlock(args: argparse.Namespace) -> Any:
     from interlock._sync.client import Interlock
 
+    log = args.decision_log
+    if log is not None and urlsplit(log).scheme not in _POSTGRES:
+        raise ConfigError(
+            f"--decision-log {safe_url(log)} is not supported; pass a postgresql:// URL "
+            "(INTERLOCK_DECISION_LOG), or leave it out to keep decisions on the backend"
+        )
+
     il = Interlock(
         args.url,
         namespace=args.namespace,
         registry=None,
         decision_log=args.decision_log,
         durability=args.durability,
+        recovery=False,  # one pass on demand, not a background worker
     )
     for name, kind, url in _resources(args):
         if kind == "postgres":
@@ -155,15 +175,22 @@ def _run(args: argparse.Namespace, work: Any) -> int:
     try:
         il = _interlock(args)
     except InterlockError as exc:
-        print(f"interlock txn: {exc}", file=sys.stderr)
+        print(f"interlock txn: {_explain(exc)}", file=sys.stderr)
         return 2
     try:
         return int(work(il))
     except InterlockError as exc:
-        print(f"interlock txn: {exc}", file=sys.stderr)
+        print(f"interlock txn: {_explain(exc)}", file=sys.stderr)
         return 2
     finally:
         il.close()
+
+
+def _explain(exc: InterlockError) -> str:
+    """The error's message, with fixes spelled as this command's flags."""
+    if isinstance(exc, DurabilityError):
+        return f"{exc.cause}, or pass --durability relaxed to accept the risk"
+    return str(exc)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -214,6 +241,11 @@ def _recover(args: argparse.Namespace) -> int:
                 )
             for error in report.errors:
                 print(f"  error {error}")
+            for name in report.unregistered:
+                print(
+                    f"  pass --resource {name}=URL (or INTERLOCK_TXN_RESOURCES) so recovery "
+                    f"can finish the branches on {name}"
+                )
         return 1 if report.heuristics or report.errors else 0
 
     return _run(args, work)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from interlock._http_responses import Problem, problem
 from interlock.errors import (
+    DurabilityError,
     HeuristicOutcome,
     TransactionAborted,
     TransactionError,
@@ -261,6 +262,17 @@ def failure_problem(ex: Exchange, txn: RequestTransaction, exc: BaseException) -
             "Transaction partly undone",
             "the transaction committed, but a participant was resolved against it by hand",
             request_id=ex.request_id,
+            **extra,
+        )
+    if isinstance(exc, DurabilityError):
+        return problem(
+            503,
+            "transaction-aborted",
+            "Transaction aborted",
+            "the server's transaction decision log cannot promise durable commits (a "
+            "configuration error, logged at ERROR as txn-log-not-durable); nothing was changed",
+            request_id=ex.request_id,
+            reason="durability",
             **extra,
         )
     if isinstance(exc, TransactionAborted) and exc.reason == "vote_no":

@@ -27,6 +27,15 @@ class AsyncWorker:
         self._name = name
         self._task: asyncio.Task[None] | None = None
 
+    @staticmethod
+    def startable() -> bool:
+        """True when :meth:`start` can run now (an event loop is running here)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return True
+
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
@@ -56,6 +65,11 @@ class Worker:
         self._target = target
         self._name = name
         self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def startable() -> bool:
+        """True: a thread can always be started."""
+        return True
 
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():

@@ -98,6 +98,8 @@ class InterlockMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "lifespan":  # the server's loop: recovery can start now
+                self.interlock.transactions.autostart()
             await self.app(scope, receive, send)
             return
         core = self.core

@@ -134,7 +134,17 @@ class HeuristicOutcome(TransactionError):
 
 
 class DurabilityError(TransactionError):
-    """The decision log cannot guarantee durable decisions (e.g. Redis without AOF)."""
+    """The decision log cannot guarantee durable decisions (e.g. Redis without AOF).
+
+    Attributes:
+        cause: what is wrong and how to fix the server, without the way to accept the
+            risk instead (the message adds ``durability='relaxed'``; the ``interlock txn``
+            command says ``--durability relaxed``).
+    """
+
+    def __init__(self, cause: str, *, accept: str = "pass durability='relaxed'") -> None:
+        super().__init__(f"{cause}, or {accept} to accept the risk")
+        self.cause = cause
 
 
 __all__ = [

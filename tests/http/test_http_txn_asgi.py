@@ -336,3 +336,86 @@ def test_streaming_responses_commit_at_the_status_line(namespace: str) -> None:
 
     assert asyncio.run(main()) == 200
     assert journal.events == ["prepare", "commit", "body"]  # decided before the body
+
+
+def test_a_decision_log_that_is_not_durable_is_named_in_the_problem_and_the_log(
+    redis_url: str, namespace: str, logs: LogCapture
+) -> None:
+    """Default ``durability="strict"`` on a Redis without AOF: 503 with reason
+    ``durability`` (not a generic participant failure) and an ERROR line with the fix."""
+    journal = Journal()
+
+    async def main() -> tuple[Any, float]:
+        async with AsyncInterlock(redis_url, namespace=namespace) as ail:
+            app = InterlockMiddleware(_raw_app(journal, status=201), interlock=ail)
+            sent: list[dict[str, Any]] = []
+
+            async def receive() -> dict[str, Any]:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            scope = {"type": "http", "method": "POST", "path": "/raw", "headers": [],
+                     "client": None}  # fmt: skip
+            await app(scope, receive, send)
+            aborts = metric_value(ail, "interlock_txn_aborts_total", reason="durability")
+            return sent, aborts
+
+    sent, aborts = asyncio.run(main())
+    assert sent[0]["status"] == 503
+    problem = json.loads(sent[1]["body"])
+    assert problem["type"] == "urn:interlock:problem:transaction-aborted"
+    assert problem["reason"] == "durability"
+    assert "decision log" in problem["detail"]
+    assert aborts == 1.0
+    assert journal.events == ["abort", "abort"]  # nothing prepared
+    errors = [r for r in logs.records if r["log.level"] == "error"]
+    # The refused commit, and the recovery worker (started by the transaction) if it ran.
+    assert {r["event.action"] for r in errors} <= {"txn-log-not-durable", "txn-recovery-failed"}
+    (refused,) = [r for r in errors if r["event.action"] == "txn-log-not-durable"]
+    assert {r["error.type"] for r in errors} == {"DurabilityError"}
+    assert "appendfsync always" in refused["message"]
+    line = logs.requests()[0]
+    assert (line["interlock.txn.outcome"], line["interlock.txn.reason"]) == (
+        "aborted",
+        "durability",
+    )
+
+
+def test_the_lifespan_start_up_starts_recovery_of_resources_registered_at_import(
+    redis_url: str, namespace: str, postgres_server: Any
+) -> None:
+    """Resources registered outside any event loop (module level): the recovery worker
+    starts when the server's loop runs the middleware's lifespan, before any request."""
+    ail = AsyncInterlock(redis_url, namespace=namespace, durability="relaxed")
+    ail.transactions.add_postgres("orders", postgres_server.dsn)
+    assert not ail.transactions.recovery_running  # no loop yet
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+
+    async def main() -> tuple[bool, Any]:
+        messages = [{"type": "lifespan.startup"}]
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0)
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        try:
+            await InterlockMiddleware(app, interlock=ail)({"type": "lifespan"}, receive, send)
+            running = ail.transactions.recovery_running
+            deadline = asyncio.get_running_loop().time() + 10.0
+            while (leader := await ail.lock_info("txn-recovery")) is None:
+                assert asyncio.get_running_loop().time() < deadline, "no recovery leader"
+                await asyncio.sleep(0.05)  # polling Redis: the observable state
+            return running, leader
+        finally:
+            await ail.aclose()
+
+    running, leader = asyncio.run(main())
+    assert running and leader is not None

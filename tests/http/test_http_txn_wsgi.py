@@ -215,3 +215,37 @@ def test_an_exception_before_the_response_aborts(logs: LogCapture) -> None:
     assert journal.events == ["abort"]  # before the 500 went out
     line = logs.requests()[0]
     assert (line["interlock.txn.outcome"], line["interlock.txn.cause"]) == ("aborted", "exception")
+
+
+def test_a_decision_log_that_is_not_durable_is_named_in_the_problem_and_the_log(
+    redis_url: str, namespace: str, logs: LogCapture
+) -> None:
+    """Default ``durability="strict"`` on a Redis without AOF: 503 with reason
+    ``durability`` and an ERROR line naming ``DurabilityError`` and the fix."""
+    journal = Journal()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        tx = environ["interlock"].transaction("raw")
+        tx.enlist(Recorder(journal), resource="first")
+        tx.enlist(Recorder(journal), resource="second")
+        start_response("201 Created", [("content-type", "text/plain")])
+        return [b"created"]
+
+    with Interlock(redis_url, namespace=namespace) as il:
+        response = wsgi_request(InterlockWSGIMiddleware(app, interlock=il), "POST", "/raw")
+        aborts = metric_value(il, "interlock_txn_aborts_total", reason="durability")
+    assert response.status == 503
+    problem = response.json()
+    assert (problem["type"], problem["reason"]) == (
+        "urn:interlock:problem:transaction-aborted",
+        "durability",
+    )
+    assert aborts == 1.0
+    assert journal.events == ["abort", "abort"]
+    errors = [r for r in logs.records if r["log.level"] == "error"]
+    # The refused commit, and the recovery worker (started by the transaction) if it ran.
+    assert {r["event.action"] for r in errors} <= {"txn-log-not-durable", "txn-recovery-failed"}
+    (refused,) = [r for r in errors if r["event.action"] == "txn-log-not-durable"]
+    assert {r["error.type"] for r in errors} == {"DurabilityError"}
+    assert "durability='relaxed'" in refused["message"]  # the fix
+    assert logs.requests()[0]["interlock.txn.reason"] == "durability"

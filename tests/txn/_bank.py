@@ -76,8 +76,13 @@ class Bank:
         }
 
     def interlock(self, **kwargs: Any) -> Interlock:
-        """An interlock on this bank's namespace with both databases registered."""
+        """An interlock on this bank's namespace with both databases registered.
+
+        Its recovery worker does not run by itself (``recovery=False``): the tests drive
+        recovery passes and read their reports.
+        """
         options: dict[str, Any] = {"namespace": self.namespace, "registry": None}
+        options["recovery"] = False
         if self.decision_log is not None:
             options["decision_log"] = self.decision_log
             options["durability"] = "relaxed"  # the throwaway PostgreSQL runs fsync=off

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import psycopg
 import pytest
 from _bank import Bank
-from _crash import AFTER, NOTHING_LEFT, crash
+from _crash import AFTER, NOTHING_LEFT, crash, recover_until_settled
 
 from _services import MariaDBServer, PostgresServer
 from interlock.cli import main
@@ -79,3 +79,42 @@ def test_bad_resources_are_explained(capsys: pytest.CaptureFixture[str]) -> None
         main(["txn", "--resource", "x=redis://localhost", "list"])
     with pytest.raises(SystemExit, match="NAME=URL"):
         main(["txn", "--resource", "postgresql://localhost", "list"])
+
+
+def test_messages_name_the_command_line_flags(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fixes are spelled as this command's flags, not as Python arguments."""
+    namespace = f"n{uuid.uuid4().hex[:8]}"
+    base = ["txn", "--url", redis_url, "--namespace", namespace]
+    assert main([*base, "recover"]) == 2  # the session Redis runs without AOF
+    err = capsys.readouterr().err
+    assert "--durability relaxed" in err and "durability='relaxed'" not in err
+    assert "appendfsync always" in err
+
+    assert main([*base, "--decision-log", "sqlite:///x", "list"]) == 2
+    err = capsys.readouterr().err
+    assert "--decision-log" in err and "decision_log=" not in err
+
+    with pytest.raises(SystemExit):
+        main([*base, "--durability", "relaxed", "recover", "--safety", "-1"])
+    assert "--safety" in capsys.readouterr().err
+
+
+def test_recover_names_the_flag_for_a_resource_that_is_not_given(
+    make_bank: Callable[..., Bank], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bank = make_bank()
+    crash(bank, "txn-decided")
+    args = ["txn", "--url", bank.redis_url, "--namespace", bank.namespace,
+            "--resource", f"postgres={bank.pg_dsn}"]  # fmt: skip
+    try:
+        assert main([*args, "recover", "--safety", "0"]) == 1
+        out = capsys.readouterr().out
+        assert "--resource mysql=" in out  # the branch on mysql needs it
+    finally:
+        il = bank.interlock()
+        try:
+            recover_until_settled(il)
+        finally:
+            il.close()

@@ -4,13 +4,16 @@ MariaDB and Redis (the bank total is constant) and no prepared branch of ours be
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import psycopg
+import pymysql
 import pytest
 from _bank import Bank
 from _crash import AFTER, BEFORE, NOTHING_LEFT, crash, recover_until_settled
 
+from interlock import Interlock
 from interlock.testing import capture_logs
 
 POINTS = [
@@ -105,3 +108,37 @@ def test_branches_resolved_by_hand_against_the_decision_are_heuristic(
     assert balances["redis"] == AFTER["redis"]  # the branch still prepared was committed
     assert balances["postgres"] == BEFORE["postgres"]
     assert bank.prepared() == NOTHING_LEFT  # the decision is forgotten once reported
+
+
+def test_an_instance_with_registered_resources_recovers_by_itself(
+    make_bank: Callable[..., Bank],
+) -> None:
+    """The coordinator is SIGKILLed between the commit decision and phase two, leaving a
+    prepared PostgreSQL transaction, an XA branch and a Redis branch. A new instance with
+    the resources registered — default options, nobody calls ``recover()`` — finishes them
+    within a bounded time (its leader-elected recovery worker runs by default)."""
+    bank = make_bank()
+    crash(bank, "txn-decided")
+    assert bank.prepared()["postgres"]
+    il = Interlock(bank.redis_url, namespace=bank.namespace, registry=None)
+    il.transactions.add_postgres("postgres", bank.pg_dsn)
+    il.transactions.add_mysql("mysql", lambda: pymysql.connect(**bank.mysql))
+    try:
+        with capture_logs("interlock.txn") as logs:
+            deadline = time.monotonic() + 15.0
+            while (left := bank.prepared()) != NOTHING_LEFT and time.monotonic() < deadline:
+                time.sleep(0.1)  # polling the databases: the observable state
+    finally:
+        il.close()
+        if bank.prepared() != NOTHING_LEFT:  # release the rows, or dropping the tables hangs
+            cleaner = bank.interlock()
+            try:
+                recover_until_settled(cleaner)
+            finally:
+                cleaner.close()
+    assert left == NOTHING_LEFT, f"still in doubt after 15 s: {left}"
+    assert bank.balances() == AFTER
+    assert bank.total() == bank.expected_total
+    recovered = {r["interlock.txn.resource"] for r in logs.records
+                 if r["event.action"] == "txn-recovered"}  # fmt: skip
+    assert recovered == {"postgres", "mysql", "redis"}

@@ -16,7 +16,7 @@ from _services import PostgresServer, RedisServer
 from interlock import ConfigError, DurabilityError, Interlock
 from interlock._sync.txn_log import RedisDecisionLog
 from interlock._sync.txn_log_postgres import PostgresDecisionLog
-from interlock.testing import capture_logs
+from interlock.testing import capture_logs, metric_value
 from interlock.txn import BranchRef, Decision
 from interlock.txn._xid import new_gtrid
 
@@ -64,6 +64,27 @@ def test_redis_without_appendfsync_always_is_refused_before_anything_commits(
     message = str(caught.value)
     assert "appendfsync always" in message and "durability='relaxed'" in message
     assert recorder.calls == ["abort"]  # refused at start-up: nothing prepared, rolled back
+
+
+def test_a_refused_decision_log_is_counted_and_logged_as_durability(redis_url: str) -> None:
+    """The abort has its own reason, and an ERROR line names the error and the fix."""
+    il = Interlock(redis_url, namespace=f"n{uuid.uuid4().hex[:8]}", recovery=False)
+    try:
+        with capture_logs("interlock.txn") as logs, pytest.raises(DurabilityError):
+            with il.transaction("t") as tx:
+                tx.enlist(Recorder(), resource="custom")
+        aborts = metric_value(il, "interlock_txn_aborts_total", txn="t", reason="durability")
+    finally:
+        il.close()
+    assert aborts == 1.0
+    errors = [r for r in logs.records if r["log.level"] == "error"]
+    assert [r["event.action"] for r in errors] == ["txn-log-not-durable"]
+    assert errors[0]["error.type"] == "DurabilityError"
+    assert "appendfsync always" in errors[0]["error.message"]
+    assert "durability='relaxed'" in errors[0]["message"]
+    assert errors[0]["interlock.txn.reason"] == "durability"
+    aborted = [r for r in logs.records if r["event.action"] == "txn-aborted"]
+    assert aborted[0]["interlock.txn.reason"] == "durability"
 
 
 def test_relaxed_durability_warns_and_goes_on(redis_url: str) -> None:

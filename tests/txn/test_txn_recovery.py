@@ -9,13 +9,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from _bank import Bank, transfer
+from _bank import Bank, new_namespace, transfer
 from _crash import AFTER, BEFORE, NOTHING_LEFT, crash, recover_until_settled
 from _hooks import on_event
 from prometheus_client import CollectorRegistry
 
 from _services import wait_until
-from interlock import TransactionTimeout
+from interlock import ConfigError, Interlock, TransactionTimeout
 from interlock.testing import capture_logs, metric_value
 from interlock.txn import Decision, TransactionInDoubt
 from interlock.txn._xid import new_gtrid
@@ -195,3 +195,59 @@ def test_expired_mysql_commit_markers_are_purged(bank: Bank) -> None:
     finally:
         il.close()
     assert left == [tx.xid]  # the week-old marker is gone, the fresh one kept
+
+
+def test_the_recovery_worker_starts_by_itself_unless_turned_off(redis_url: str) -> None:
+    """It starts with the first transaction (or resource); ``recovery=False`` opts out and
+    leaves ``start_recovery()`` / ``recover()`` to the app."""
+    on = Interlock(redis_url, namespace=new_namespace(), registry=None, durability="relaxed")
+    off = Interlock(
+        redis_url, namespace=new_namespace(), registry=None, durability="relaxed", recovery=False
+    )
+    try:
+        for il in (on, off):
+            with il.transaction("t") as tx:
+                tx.redis("s").set("k", 1)
+        wait_until(lambda: on.lock_info("txn-recovery") is not None, 10.0, "a recovery leader")
+        assert on.transactions.recovery_running
+        assert not off.transactions.recovery_running
+        assert off.lock_info("txn-recovery") is None
+    finally:
+        on.close()
+        off.close()
+    assert not on.transactions.recovery_running  # stopped at close, lease released
+    assert on.lock_info("txn-recovery") is None
+
+
+def test_the_recovery_option_is_validated() -> None:
+    with pytest.raises(ConfigError, match="recovery='yes'"):
+        Interlock(registry=None, recovery="yes")  # type: ignore[arg-type]
+
+
+def test_standby_recovery_workers_do_not_count_lock_timeouts(redis_url: str) -> None:
+    """A standby looks whether the leader's lease is there before trying to take it, so
+    the lock metrics (and the lock-timeout alert) see no failed acquisitions."""
+    namespace = new_namespace()
+    leader, standby = (
+        Interlock(redis_url, namespace=namespace, durability="relaxed", recovery=False)
+        for _ in range(2)
+    )
+    try:
+        leader.transactions.start_recovery(interval=0.1)
+        wait_until(lambda: leader.lock_info("txn-recovery") is not None, 10.0, "a leader")
+
+        def timeouts() -> float:
+            return metric_value(standby, "interlock_lock_acquire_seconds_count",
+                                lock="txn-recovery", result="timeout")  # fmt: skip
+
+        with capture_logs("interlock.txn") as logs:
+            standby.transactions.start_recovery(interval=0.1)
+            wait_until(lambda: timeouts() > 0 or len(_standing_by(logs)) >= 5, 10.0, "passes")
+    finally:
+        standby.close()
+        leader.close()
+    assert timeouts() == 0
+
+
+def _standing_by(logs: Any) -> list[dict[str, Any]]:
+    return [r for r in logs.records if r["event.action"] == "txn-recovery-standby"]

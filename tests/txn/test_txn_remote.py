@@ -134,7 +134,13 @@ def namespace(databases: dict[str, str]) -> str:
 
 
 def coordinator(namespace: str, databases: dict[str, str], bank: Service) -> Interlock:
-    il = Interlock(namespace=namespace, decision_log=databases["coordinator"], durability="relaxed")
+    """The coordinator; the tests drive its recovery passes (no worker of its own)."""
+    il = Interlock(
+        namespace=namespace,
+        decision_log=databases["coordinator"],
+        durability="relaxed",
+        recovery=False,
+    )
     il.transactions.add_postgres("local", databases["coordinator"])
     il.transactions.add_resource(RemoteResource("bank", bank.url, secret=SECRET))
     return il

@@ -45,7 +45,12 @@ def client(databases: dict[str, str]) -> Iterator[httpx.Client]:
 
 
 def run(namespace: str, databases: dict[str, str], client: httpx.Client, amount: int) -> None:
-    il = Interlock(namespace=namespace, decision_log=databases["coordinator"], durability="relaxed")
+    il = Interlock(
+        namespace=namespace,
+        decision_log=databases["coordinator"],
+        durability="relaxed",
+        recovery=False,  # the test runs the pass
+    )
     il.transactions.add_resource(
         RemoteResource("bank", "http://bank", secret=SECRET, client=client)
     )

@@ -44,7 +44,7 @@ class AsyncTransaction(AsyncCoordinator):
         xid: the global transaction id (also in logs as ``interlock.txn.xid``).
         timeout: seconds from start within which every branch must have voted.
         state: the coordinator state (see :class:`interlock.txn.State`).
-        reason: why it aborted (vote_no, timeout, error, client), when it did.
+        reason: why it aborted (vote_no, timeout, error, durability, client), when it did.
     """
 
     def __init__(self, manager: AsyncTransactionManager, name: str, timeout: float) -> None:

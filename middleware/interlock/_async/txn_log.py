@@ -104,15 +104,15 @@ class AsyncRedisDecisionLog:
             self._weak(f"it runs with appendonly={appendonly} appendfsync={appendfsync}")
 
     def _weak(self, why: str) -> None:
-        message = (
+        refused = DurabilityError(
             f"the Redis decision log at {safe_url(self.backend.url)} cannot promise durable "
             f"decisions: {why}. A crash of Redis could lose a commit decision and leave a "
             "transaction half committed. Set `appendonly yes` and `appendfsync always` "
-            "(redis.conf or CONFIG SET), or pass durability='relaxed' to accept the risk"
+            "(redis.conf or CONFIG SET)"
         )
         if self.durability == "strict":
-            raise DurabilityError(message)
-        logger.warning(message, extra={"event.action": "txn-log-not-durable"})
+            raise refused
+        logger.warning(str(refused), extra={"event.action": "txn-log-not-durable"})
 
     async def decide(self, decision: Decision, forget: Sequence[str] = ()) -> Decision:
         args: list[Arg] = [decision.xid, encode_decision(decision), int(decision.created * 1000)]

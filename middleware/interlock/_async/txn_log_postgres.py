@@ -120,15 +120,15 @@ class AsyncPostgresDecisionLog:
         )
         fsync, full_page_writes = rows[0]
         if fsync != "on" or full_page_writes != "on":
-            message = (
+            refused = DurabilityError(
                 f"the PostgreSQL decision log runs with fsync={fsync} "
                 f"full_page_writes={full_page_writes}: a server crash could lose a commit "
                 "decision and leave a transaction half committed. Turn both on in "
-                "postgresql.conf, or pass durability='relaxed' to accept the risk"
+                "postgresql.conf"
             )
             if self.durability == "strict":
-                raise DurabilityError(message)
-            logger.warning(message, extra={"event.action": "txn-log-not-durable"})
+                raise refused
+            logger.warning(str(refused), extra={"event.action": "txn-log-not-durable"})
         if self.create:
             await self.migrate()
         rows = await self._query(

@@ -70,7 +70,7 @@ class AsyncRecovery:
         unreachable: set[str] = set()
         left: dict[str, float] = {}  # gtrid -> created, transactions still unresolved
         done: set[tuple[str, str, str]] = set()  # branches this pass committed/rolled back
-        for resource in manager.resources.values():
+        for resource in list(manager.resources.values()):
             try:
                 branches = await resource.prepared(manager.namespace)
             except Exception as exc:
@@ -181,6 +181,8 @@ class AsyncRecovery:
                     report.errors.append(
                         f"{decision.xid}: resource {ref.resource!r} is not registered for recovery"
                     )
+                    if ref.resource not in report.unregistered:
+                        report.unregistered.append(ref.resource)
                 complete = False
                 continue
             try:
@@ -240,7 +242,7 @@ class AsyncRecovery:
         now = time.time()
         branches = []
         errors = []
-        for resource in manager.resources.values():
+        for resource in list(manager.resources.values()):
             try:
                 found = await resource.prepared(manager.namespace)
             except Exception as exc:

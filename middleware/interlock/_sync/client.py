@@ -45,6 +45,12 @@ class Interlock:
             decision-log object. See docs/transactions.md.
         durability: ``"strict"`` (default) refuses a decision log that may lose
             decisions; ``"relaxed"`` logs a warning instead.
+        recovery: ``True`` (default) runs the leader-elected transaction recovery worker
+            by itself once a recovery resource is registered or the first transaction is
+            opened (sync API: at the first such call inside an event loop, or the
+            middleware's lifespan start-up); ``False`` leaves recovery to explicit
+            ``transactions.start_recovery()`` / ``recover()`` calls. See
+            docs/transactions.md, *Recovery*.
         **options: ``socket_timeout``, ``connect_timeout``, ``lock_ttl``,
             ``lock_timeout``, ``label_cap``, ``chaos`` (see ``interlock._config.Settings``
             and ``interlock.chaos``).
@@ -62,6 +68,7 @@ class Interlock:
         backend: Backend | None = None,
         decision_log: object = None,
         durability: str = "strict",
+        recovery: bool = True,
         **options: Any,
     ) -> None:
         self.settings: Settings = load_settings(url, namespace=namespace, **options)
@@ -81,6 +88,7 @@ class Interlock:
             self.lock,
             decision_log=decision_log,
             durability=durability,
+            recovery=recovery,
         )
         self._caches: dict[str, tuple[Cache, dict[str, Any]]] = {}
 

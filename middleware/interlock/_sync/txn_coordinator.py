@@ -28,7 +28,13 @@ from interlock._sync.txn_branch import Branch
 from interlock._sync.txn_decide import commit_last, last_resource, log_decision
 from interlock._keys import validate_name
 from interlock._synchronization import call, call_all, shielded
-from interlock.errors import ConfigError, HeuristicOutcome, TransactionAborted, TransactionError
+from interlock.errors import (
+    ConfigError,
+    DurabilityError,
+    HeuristicOutcome,
+    TransactionAborted,
+    TransactionError,
+)
 from interlock.txn._errors import TransactionInDoubt
 from interlock.txn._events import event, in_doubt
 from interlock.txn._records import Decision
@@ -38,7 +44,7 @@ from interlock.txn._xid import new_gtrid
 if TYPE_CHECKING:
     from interlock._sync.txn_manager import TransactionManager
 
-DEBUG, INFO, WARNING = logging.DEBUG, logging.INFO, logging.WARNING
+DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
 
 
 class Coordinator:
@@ -87,8 +93,11 @@ class Coordinator:
             return
         try:
             manager.ready()
-        except BaseException:
-            shielded(self._abort("error"))  # e.g. DurabilityError: nothing decided
+        except BaseException as exc:  # nothing decided: roll the branches back
+            why = "durability" if isinstance(exc, DurabilityError) else "error"
+            if isinstance(exc, Exception):
+                self._check_failed(why, exc)
+            shielded(self._abort(why))
             raise
         if len(self._branches) == 1:
             branch = self._branches[0]
@@ -279,6 +288,20 @@ class Coordinator:
         return self.state
 
     # -- reporting -------------------------------------------------------------------------
+
+    def _check_failed(self, reason: str, exc: Exception) -> None:
+        """Say at ERROR why the start-up check refused this transaction, with the fix (the
+        exception's message), before the abort hides it behind a status code."""
+        action = "txn-log-not-durable" if reason == "durability" else "txn-check-failed"
+        event(
+            ERROR,
+            action,
+            f"transaction {self.name} refused before prepare: {exc}",
+            name=self.name,
+            xid=self.xid,
+            reason=reason,
+            **{"error.type": type(exc).__name__, "error.message": str(exc)},
+        )
 
     def _finished(self, outcome: str, reason: str | None = None) -> None:
         self._manager.metrics.txn_total.labels(txn=self._label, outcome=outcome).inc()

@@ -37,10 +37,20 @@ from interlock.txn._xid import default_coordinator_id, validate_coordinator_id
 if TYPE_CHECKING:
     from interlock._sync.txn_postgres import Connect
 
-__all__ = ["DEFAULT_SAFETY", "DEFAULT_TIMEOUT", "Resource", "TransactionManager"]
+__all__ = [
+    "DEFAULT_INTERVAL",
+    "DEFAULT_SAFETY",
+    "DEFAULT_TIMEOUT",
+    "Resource",
+    "TransactionManager",
+]
 
 logger = logging.getLogger("interlock.txn")
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_INTERVAL = 10.0  # seconds between recovery passes
+# Seconds before the first pass of a worker that started by itself: the app is usually
+# still registering its other resources (a pass without them reports their branches).
+START_DELAY = 1.0
 
 
 class TransactionManager:
@@ -55,6 +65,9 @@ class TransactionManager:
         durability: ``strict`` or ``relaxed`` (see :mod:`interlock._sync.txn_log`).
         coordinator_id: up to 10 characters naming this process in transaction ids
             (``INTERLOCK_COORDINATOR_ID``; default: host name prefix and pid).
+        recovery: run the recovery worker by itself (see :meth:`start_recovery`) once a
+            recovery resource is registered or the first transaction is opened; False
+            leaves it to explicit ``start_recovery()`` / ``recover()`` calls.
     """
 
     def __init__(
@@ -67,7 +80,13 @@ class TransactionManager:
         decision_log: object = None,
         durability: str = "strict",
         coordinator_id: str | None = None,
+        recovery: bool = True,
     ) -> None:
+        if not isinstance(recovery, bool):
+            raise ConfigError(
+                f"recovery={recovery!r} is invalid; pass True (run the recovery worker by "
+                "itself, the default) or False (only explicit start_recovery() / recover())"
+            )
         self.backend = backend
         self.namespace = namespace
         self.metrics = metrics
@@ -79,10 +98,17 @@ class TransactionManager:
             decision_log, backend, namespace, durability
         )
         self.resources: dict[str, Resource] = {}
-        self.add_resource(RedisResource(backend, namespace))
+        self.auto_recovery = recovery
+        self._recovery_settings = (DEFAULT_INTERVAL, DEFAULT_SAFETY)
+        self._closed = False
+        self._wants_recovery = False  # a resource registered, a transaction opened
+        redis = RedisResource(backend, namespace)  # always there: no reason to start
+        self.resources[redis.name] = redis
         self.registered_stores: set[str] = set()
         self._completed: list[str] = []
         self._ready = False
+        self._log_checked = False
+        self._checked: set[str] = set()  # resources that passed their start-up check
         self._ready_mutex = Mutex()
         self._recovery_mutex = Mutex()
         self._recovery = Recovery(self)
@@ -91,7 +117,10 @@ class TransactionManager:
     # -- set-up --------------------------------------------------------------------------
 
     def transaction(self, name: str, timeout: float | None = None) -> Transaction:
-        return Transaction(self, name, DEFAULT_TIMEOUT if timeout is None else timeout)
+        transaction = Transaction(self, name, DEFAULT_TIMEOUT if timeout is None else timeout)
+        self._wants_recovery = True
+        self.autostart()
+        return transaction
 
     def store(self, name: str) -> RedisStore:
         """Read access to the committed values of the Redis store ``name``."""
@@ -103,6 +132,9 @@ class TransactionManager:
         if resource.name in self.resources:
             raise ConfigError(f"a recovery resource named {resource.name!r} is registered")
         self.resources[resource.name] = resource
+        self._ready = False  # checked before the next decision
+        self._wants_recovery = True
+        self.autostart()
 
     def add_postgres(self, name: str, connect: str | Connect) -> None:
         """Let recovery resolve branches enlisted as ``tx.postgres(conn, resource=name)``.
@@ -128,12 +160,14 @@ class TransactionManager:
         self.add_resource(MySQLResource(name, connect, retention))
 
     def ready(self) -> None:
-        """Run the start-up check once, before the first decision (see :meth:`check`)."""
+        """Run the start-up check once, before the first decision (see :meth:`check`);
+        a resource registered later is checked before the next decision."""
+        self.autostart()
         if self._ready:
             return
         with self._ready_mutex:
             if not self._ready:
-                self._check()
+                self._check(again=False)
                 self._ready = True
 
     def check(self) -> None:
@@ -146,14 +180,20 @@ class TransactionManager:
             ConfigError: a resource cannot take part (no prepared transactions, no
                 XA RECOVER privilege, ...); the message says how to fix it.
         """
+        self.autostart()
         with self._ready_mutex:
-            self._check()
+            self._check(again=True)
             self._ready = True
 
-    def _check(self) -> None:
-        self.log.check()
+    def _check(self, *, again: bool) -> None:
+        """Check the log and the resources (``again=False``: those not checked yet)."""
+        if again or not self._log_checked:
+            self.log.check()
+            self._log_checked = True
         for resource in list(self.resources.values()):
-            resource.check()
+            if again or resource.name not in self._checked:
+                resource.check()
+                self._checked.add(resource.name)
 
     # -- completed transactions -----------------------------------------------------------
 
@@ -204,6 +244,8 @@ class TransactionManager:
         Returns:
             What was committed, rolled back, left pending, and any heuristic outcomes.
         """
+        if isinstance(safety, bool) or not isinstance(safety, int | float) or not safety >= 0:
+            raise ConfigError(f"safety={safety!r} is invalid; pass seconds ≥ 0")
         with self._recovery_mutex:
             self.ready()
             self.flush_completed()
@@ -213,14 +255,46 @@ class TransactionManager:
         """What recovery would look at now: logged decisions and prepared branches."""
         return self._recovery.in_doubt()
 
-    def start_recovery(self, *, interval: float = 10.0, safety: float = DEFAULT_SAFETY) -> None:
+    def start_recovery(
+        self, *, interval: float = DEFAULT_INTERVAL, safety: float = DEFAULT_SAFETY
+    ) -> None:
         """Run recovery every ``interval`` seconds in the background, in one process per
-        deployment: the worker that holds the ``txn-recovery`` lock does the work."""
+        deployment: the worker that holds the ``txn-recovery`` lock does the work.
+
+        With ``recovery=True`` (the default) this happens by itself, with these defaults,
+        once a resource is registered or a transaction opened; call it to choose other
+        values (a running worker takes them for its next pass).
+        """
         if interval <= 0 or safety < 0:
-            raise ConfigError("interval must be > 0 and safety ≥ 0 seconds")
+            raise ConfigError(
+                f"interval={interval!r} and safety={safety!r} are invalid; pass interval > 0 "
+                "and safety ≥ 0 seconds"
+            )
+        self._recovery_settings = (interval, safety)
+        self._closed = False
         self._worker.start(interval, safety)
 
+    @property
+    def recovery_running(self) -> bool:
+        """True while this process's recovery worker runs (leading or standing by)."""
+        return self._worker.running
+
+    def autostart(self) -> None:
+        """Start the recovery worker if it should run by itself and is not running: with
+        ``recovery=True``, once a resource is registered or a transaction was opened. The
+        sync API starts it at the first call made inside an event loop (``transaction``,
+        ``check``, the middleware's lifespan start-up); a forked child starts its own."""
+        if (
+            self.auto_recovery
+            and self._wants_recovery
+            and not self._closed
+            and not self._worker.running
+            and self._worker.startable()
+        ):
+            self._worker.start(*self._recovery_settings, delay=START_DELAY)
+
     def close(self) -> None:
+        self._closed = True
         self.flush_completed()
         self._worker.close()
         for resource in self.resources.values():

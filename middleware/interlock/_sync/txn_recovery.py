@@ -71,7 +71,7 @@ class Recovery:
         unreachable: set[str] = set()
         left: dict[str, float] = {}  # gtrid -> created, transactions still unresolved
         done: set[tuple[str, str, str]] = set()  # branches this pass committed/rolled back
-        for resource in manager.resources.values():
+        for resource in list(manager.resources.values()):
             try:
                 branches = resource.prepared(manager.namespace)
             except Exception as exc:
@@ -182,6 +182,8 @@ class Recovery:
                     report.errors.append(
                         f"{decision.xid}: resource {ref.resource!r} is not registered for recovery"
                     )
+                    if ref.resource not in report.unregistered:
+                        report.unregistered.append(ref.resource)
                 complete = False
                 continue
             try:
@@ -241,7 +243,7 @@ class Recovery:
         now = time.time()
         branches = []
         errors = []
-        for resource in manager.resources.values():
+        for resource in list(manager.resources.values()):
             try:
                 found = resource.prepared(manager.namespace)
             except Exception as exc:

@@ -140,6 +140,9 @@ class RecoveryReport:
         heuristics: branches resolved by hand against the decision.
         forgotten: decisions removed from the log because every branch was resolved.
         errors: resources or branches that could not be examined, with the reason.
+        unregistered: names of resources that decisions list but that are not registered
+            for recovery (register them: ``add_postgres``/``add_mysql``/``add_resource``,
+            or ``interlock txn --resource NAME=URL``).
         in_doubt: unresolved transactions by name after the pass.
         oldest_in_doubt: age in seconds of the oldest unresolved transaction (0 if none).
     """
@@ -150,6 +153,7 @@ class RecoveryReport:
     heuristics: list[Heuristic] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    unregistered: list[str] = field(default_factory=list)
     in_doubt: dict[str, int] = field(default_factory=dict)
     oldest_in_doubt: float = 0.0
 
@@ -172,6 +176,7 @@ class RecoveryReport:
             ],
             "forgotten": list(self.forgotten),
             "errors": list(self.errors),
+            "unregistered": list(self.unregistered),
             "in_doubt": dict(self.in_doubt),
             "oldest_in_doubt": round(self.oldest_in_doubt, 3),
         }
