@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from _services import RedisServer  # noqa: E402  (the tests' throwaway-service helper)
+from services import RedisServer  # noqa: E402  (the tests' throwaway-service helper)
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 

@@ -52,9 +52,9 @@ from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
-from _services import MariaDBServer, RedisServer  # noqa: E402
 from interlock import AsyncInterlock, InterlockMiddleware  # noqa: E402
 from interlock.txn import AsyncPyMySQLConnection  # noqa: E402
+from services import MariaDBServer, RedisServer  # noqa: E402
 
 
 def blocking_app(ail: AsyncInterlock, pool: Any, table: str) -> Any:

@@ -37,7 +37,7 @@ from _common import machine, percentile, write_section
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from _services import MariaDBServer, PostgresServer, RedisServer
+from services import MariaDBServer, PostgresServer, RedisServer
 
 ACCOUNTS = 64
 Step = Callable[[int], None]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Check the service binaries the test suite starts itself; install the observability tools.
 #
-# The tests start throwaway redis-server, PostgreSQL and MariaDB processes (tests/_services.py)
+# The tests start throwaway redis-server, PostgreSQL and MariaDB processes (tests/services/)
 # and run promtool on the Prometheus rules. A missing binary is reported with the Debian
 # package that provides it. As root, Debian's `prometheus` package (promtool) is installed with
 # apt-get. Exit status: non-zero when something is missing and CI or

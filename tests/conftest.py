@@ -14,7 +14,8 @@ from typing import Any, NoReturn, TypeVar
 
 import pytest
 
-from _services import (
+from interlock import Interlock
+from services import (
     MariaDBServer,
     PostgresServer,
     RedisCluster,
@@ -23,7 +24,6 @@ from _services import (
     ServiceError,
     ServiceUnavailable,
 )
-from interlock import Interlock
 
 Service = RedisServer | RedisCluster | RedisSentinel | PostgresServer | MariaDBServer
 _S = TypeVar("_S", RedisServer, RedisCluster, RedisSentinel, PostgresServer, MariaDBServer)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from _services import RedisServer, free_port, make_tls
 from interlock import AsyncInterlock, BackendUnavailable, Interlock, LockTimeout
+from services import RedisServer, free_port, make_tls
 
 
 def test_redis_down_fails_fast_with_backend_unavailable() -> None:

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
-from _services import RedisCluster, RedisServer, free_port
 from interlock import _cli_check_report as report
 from interlock.cli import main
+from services import RedisCluster, RedisServer, free_port
 
 CHECKS = [
     "config",

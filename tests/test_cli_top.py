@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from _services import RedisServer, free_port
 from interlock import Interlock
 from interlock._context import request_context
 from interlock._top_view import LockRow, make_snapshot, render
 from interlock.cli import main
+from services import RedisServer, free_port
 
 
 def _ns() -> str:

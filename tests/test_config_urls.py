@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from redis.connection import parse_url as redis_py_parse_url
 
-from _services import RedisServer, redis_command
 from interlock import ConfigError, Interlock
 from interlock._config import SCHEMES, load_settings
 from interlock._redis_url import parse_redis_url
 from interlock._sentinel_url import parse_sentinel_url
+from services import RedisServer, redis_command
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

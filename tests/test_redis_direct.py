@@ -12,10 +12,10 @@ import uuid
 import pytest
 import redis.connection
 
-from _services import RedisSentinel, RedisServer, redis_command
 from interlock import AsyncInterlock, BackendUnavailable, Interlock
 from interlock.backends._resp import pack_command
 from interlock.backends._script import Arg, Script
+from services import RedisSentinel, RedisServer, redis_command
 
 ECHO = Script("echo", "return ARGV[1]")
 # Busy for ARGV[1] ms of server time, then answer ARGV[2] (Redis runs one script at a time).

@@ -23,9 +23,9 @@ from urllib.parse import quote
 
 import pytest
 
-from _services import RedisSentinel, make_tls, redis_command
 from interlock import AsyncInterlock, BackendUnavailable, ConfigError, Interlock
 from interlock.cli import main
+from services import RedisSentinel, make_tls, redis_command
 
 FAILOVER_BOUND = 15.0  # seconds from killing the master to the first successful lock
 CALL_BOUND = 2.5  # seconds any single call may take while there is no master

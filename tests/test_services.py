@@ -14,7 +14,7 @@ import pymysql
 import pytest
 import redis
 
-from _services import (
+from services import (
     MariaDBServer,
     PostgresServer,
     RedisCluster,
@@ -198,7 +198,7 @@ def test_servers_die_with_the_interpreter(ending: str) -> None:
         f"""
         import os, signal, sys
         sys.path.insert(0, {str(TESTS)!r})
-        from _services import RedisServer
+        from services import RedisServer
         server = RedisServer().start()
         print(server.port, server.dir, flush=True)
         {ending}

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from tests._services import RedisServer
 
 from interlock import AsyncInterlock, BackendUnavailable, Interlock, LockTimeout
 from interlock._fault_proxy import FaultProxy
+from services import RedisServer
 
 # What the docs promise (docs/locks.md) is <= 50 ms measured on an idle machine; the
 # assertion allows for a loaded CI box of 2 cores, still far below socket_timeout (2 s).

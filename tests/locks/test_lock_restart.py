@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from _services import RedisServer
 from interlock import Interlock, LockTimeout
 from interlock.lock import RESTART_GRACE_S
+from services import RedisServer
 
 WORKER = str(Path(__file__).with_name("_lock_worker.py"))
 

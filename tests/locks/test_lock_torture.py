@@ -25,8 +25,8 @@ from typing import Any
 
 import redis
 
-from _services import RedisServer
 from interlock._fault_proxy import FaultProxy
+from services import RedisServer
 
 WORKER = str(Path(__file__).with_name("_lock_worker.py"))
 SLACK_S = 0.1  # timeout + this: the bound is STEP_FLOOR_S (50 ms), plus scheduling on 2 busy cores

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from _services import free_port
 from interlock.logs import gunicorn_log_config, uvicorn_log_config
+from services import free_port
 
 HERE = Path(__file__).parent
 REQUESTS = 4

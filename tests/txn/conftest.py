@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from _bank import Bank, new_namespace
 
-from _services import MariaDBServer, PostgresServer, RedisServer
+from services import MariaDBServer, PostgresServer, RedisServer
 
 AOF = {"appendonly": "yes", "appendfsync": "always"}
 

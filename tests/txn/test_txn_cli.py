@@ -12,8 +12,8 @@ import pytest
 from _bank import Bank
 from _crash import AFTER, NOTHING_LEFT, crash, recover_until_settled
 
-from _services import MariaDBServer, PostgresServer
 from interlock.cli import main
+from services import MariaDBServer, PostgresServer
 
 
 def _args(bank: Bank, mariadb: MariaDBServer) -> list[str]:

@@ -16,7 +16,6 @@ from _bank import Bank, InsufficientFunds, transfer
 from _hooks import on_event, xid_of
 from prometheus_client import CollectorRegistry
 
-from _services import PostgresServer
 from interlock import (
     AsyncInterlock,
     ConfigError,
@@ -29,6 +28,7 @@ from interlock import (
 )
 from interlock.testing import capture_logs, metric_value
 from interlock.txn import State
+from services import PostgresServer
 
 UNCHANGED = {"postgres": [1000] * 4, "mysql": [1000] * 4, "redis": [1000] * 4}
 NOTHING_LEFT = {"postgres": [], "mysql": [], "redis": [], "decisions": []}

@@ -12,13 +12,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from _services import PostgresServer, RedisServer
 from interlock import ConfigError, DurabilityError, Interlock
 from interlock._sync.txn_log import RedisDecisionLog
 from interlock._sync.txn_log_postgres import PostgresDecisionLog
 from interlock.testing import capture_logs, metric_value
 from interlock.txn import BranchRef, Decision
 from interlock.txn._xid import new_gtrid
+from services import PostgresServer, RedisServer
 
 
 class Recorder:

@@ -16,10 +16,10 @@ from _bank import Bank, transfer
 from _crash import AFTER, BEFORE, crash, recover_until_settled
 from _hooks import on_event, xid_of
 
-from _services import PostgresServer
 from interlock import TransactionAborted, TransactionTimeout
 from interlock.txn import State, TransactionInDoubt
 from interlock.txn._records import Decision
+from services import PostgresServer
 
 NOTHING_PREPARED = {"postgres": [], "mysql": [], "redis": []}
 

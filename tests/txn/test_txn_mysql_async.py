@@ -26,8 +26,8 @@ from _shop import (
     xa_prepared,
 )
 
-from _services import MariaDBServer, RedisServer
 from interlock import AsyncInterlock, ConfigError, Interlock
+from services import MariaDBServer, RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.mysql, pytest.mark.timeout(90)]
 ORDERS = 30

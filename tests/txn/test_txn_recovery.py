@@ -14,11 +14,11 @@ from _crash import AFTER, BEFORE, NOTHING_LEFT, crash, recover_until_settled
 from _hooks import on_event
 from prometheus_client import CollectorRegistry
 
-from _services import wait_until
 from interlock import ConfigError, Interlock, TransactionTimeout
 from interlock.testing import capture_logs, metric_value
 from interlock.txn import Decision, TransactionInDoubt
 from interlock.txn._xid import new_gtrid
+from services import wait_until
 
 
 def test_an_undecided_transaction_is_left_alone_until_the_safety_interval(

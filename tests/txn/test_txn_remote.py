@@ -23,11 +23,11 @@ import httpx
 import psycopg
 import pytest
 
-from _services import PostgresServer, free_port
 from interlock import Interlock
 from interlock.errors import TransactionAborted
 from interlock.txn import RemoteResource
 from interlock.txn._remote import Signer
+from services import PostgresServer, free_port
 
 HERE = Path(__file__).parent
 SECRET = "s3cret-shared-by-both-services"
