@@ -32,6 +32,7 @@ from interlock.errors import (
     ScriptError,
     SerializationError,
     TransactionAborted,
+    TransactionBlocked,
     TransactionError,
     TransactionTimeout,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "SerializationError",
     "Transaction",
     "TransactionAborted",
+    "TransactionBlocked",
     "TransactionError",
     "TransactionInDoubt",
     "TransactionTimeout",

@@ -43,6 +43,7 @@ class Exchange:
     tags: list[str] = field(default_factory=list)
     finished: bool = False
     txn: Any = None  # the request's RequestTransaction, once the handler opened it
+    handler_error: BaseException | None = None  # what the framework answered with its 500
 
 
 class RequestTools:

@@ -26,6 +26,7 @@ from interlock.errors import (
     DurabilityError,
     HeuristicOutcome,
     TransactionAborted,
+    TransactionBlocked,
     TransactionError,
     TransactionInDoubt,
 )
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from interlock._http_exchange import Exchange
 
 RETRY_AFTER = 1.0  # seconds, on a 503 for a transaction that failed for a passing cause
+BLOCKED_RETRY_AFTER = 5.0  # seconds, on a 503 for a row held by another (prepared) branch
 
 
 def commits(status: int) -> bool:
@@ -243,7 +245,8 @@ def settled(ex: Exchange, txn: RequestTransaction, cause: str, applied: int) -> 
 
 
 def failure_problem(ex: Exchange, txn: RequestTransaction, exc: BaseException) -> Problem:
-    """The response that replaces the handler's when the commit failed."""
+    """The response that replaces the handler's when the commit failed, or when the
+    handler's failure was a branch's lock wait (:class:`TransactionBlocked`)."""
     extra: dict[str, Any] = {"txn": txn.name, "xid": txn.xid}
     if isinstance(exc, TransactionInDoubt):
         return problem(
@@ -273,6 +276,20 @@ def failure_problem(ex: Exchange, txn: RequestTransaction, exc: BaseException) -
             "configuration error, logged at ERROR as txn-log-not-durable); nothing was changed",
             request_id=ex.request_id,
             reason="durability",
+            **extra,
+        )
+    if isinstance(exc, TransactionBlocked):
+        return problem(
+            503,
+            "transaction-blocked",
+            "Transaction blocked",
+            f"a row this request needs on {exc.resource} stayed locked by another transaction "
+            "(most likely a prepared branch awaiting recovery) until the transaction's "
+            "deadline; nothing was changed; retry later",
+            request_id=ex.request_id,
+            retry_after=BLOCKED_RETRY_AFTER,
+            reason=exc.reason,
+            resource=exc.resource,
             **extra,
         )
     if isinstance(exc, TransactionAborted) and exc.reason == "vote_no":

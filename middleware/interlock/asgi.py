@@ -187,11 +187,17 @@ class InterlockMiddleware:
                 await self.app(scope, client.receive, send_wrapper)
         except BaseException as exc:
             ex.error = exc
-            if ex.status is None and isinstance(exc, Exception) and not _outer_error_page(scope):
-                ex.status = 500  # answered here: an outer 500 page would lack the request id
+            if ex.status is None and isinstance(exc, Exception):
+                answer = None
                 if ex.txn is not None and not ex.txn.settled:
-                    await _settle(ex, abort_cause(ex))  # before anything reaches the client
-                await _send_problem(send, internal_error(ex.request_id), request_id)
+                    answer = await _settle(ex, abort_cause(ex), exc)  # before any response
+                if answer is not None:  # a branch's lock wait: a 503, not a crash
+                    ex.status, ex.error = answer.status, None
+                    await _send_problem(send, answer, request_id)
+                    return
+                if not _outer_error_page(scope):
+                    ex.status = 500  # answered here: an outer 500 page would lack the id
+                    await _send_problem(send, internal_error(ex.request_id), request_id)
             raise  # servers log it (the response is complete), test clients may raise it
         finally:
             client.close()
@@ -218,8 +224,12 @@ class InterlockMiddleware:
             return None, self.core.lock_failed(ex, exc)
 
 
-async def _settle(ex: Exchange, cause: str | None = None) -> Problem | None:
-    """Commit or abort the request's transaction; the problem to send if the commit failed.
+async def _settle(
+    ex: Exchange, cause: str | None = None, error: BaseException | None = None
+) -> Problem | None:
+    """Commit or abort the request's transaction; the problem to send if the commit failed
+    or the handler's failure (``error``, or the one its framework answered with a 500) was
+    a branch's lock wait.
 
     ``cause`` given: the request ends without a response: abort. Otherwise the response
     status decides (docs/middleware.md, *Request-scoped transactions*).
@@ -240,7 +250,11 @@ async def _settle(ex: Exchange, cause: str | None = None) -> Problem | None:
             except Exception as exc:  # aborted, in doubt, heuristic: all mapped to a problem
                 answer = failure_problem(ex, txn, exc)
         elif txn.active:
-            await async_shielded(txn.transaction.abort("client"))
+            blocked = await async_shielded(
+                txn.transaction.abort_for(error if error is not None else ex.handler_error)
+            )
+            if blocked is not None:
+                answer = failure_problem(ex, txn, blocked)
     finally:
         applied = 0
         for cache, tag in txn.take_due():  # filled by on_commit: only after a commit

@@ -18,6 +18,7 @@ Every error interlock raises derives from :class:`InterlockError`::
     └── TransactionError
         ├── TransactionAborted                 the transaction was rolled back; has `reason`
         ├── TransactionTimeout (also Aborted)  a participant did not vote before the deadline
+        ├── TransactionBlocked (also Aborted)  a statement's row lock wait hit the deadline
         ├── TransactionInDoubt                 the decision could not be recorded nor read back
         ├── HeuristicOutcome                   a branch was resolved against the decision
         └── DurabilityError                    the decision log cannot promise durability
@@ -105,7 +106,8 @@ class TransactionError(InterlockError):
 
 
 class TransactionAborted(TransactionError):
-    """The transaction was aborted; ``reason`` is vote_no, timeout, error or client."""
+    """The transaction was aborted; ``reason`` is vote_no, timeout, lock_timeout, error,
+    durability or client."""
 
     def __init__(self, message: str, *, reason: str = "error", xid: str = "") -> None:
         super().__init__(message)
@@ -115,6 +117,26 @@ class TransactionAborted(TransactionError):
 
 class TransactionTimeout(TransactionAborted):
     """A participant did not vote before the transaction deadline."""
+
+
+class TransactionBlocked(TransactionAborted):
+    """A statement of a branch waited for a row lock until the transaction's deadline.
+
+    Each PostgreSQL and MySQL branch caps its lock wait to the time the transaction has
+    left (``lock_timeout`` / ``innodb_lock_wait_timeout``), so a row held by another
+    transaction fails the request fast instead of after the database's own wait. Most
+    often the holder is a *prepared* branch left behind by a crashed coordinator or a lost
+    decision log: it keeps its locks until it is committed or rolled back, which
+    ``interlock txn recover`` (or the recovery worker) does. The transaction was rolled
+    back (``reason`` ``lock_timeout``).
+
+    Attributes:
+        resource: the branch whose statement was blocked.
+    """
+
+    def __init__(self, message: str, *, resource: str, xid: str = "") -> None:
+        super().__init__(message, reason="lock_timeout", xid=xid)
+        self.resource = resource
 
 
 class TransactionInDoubt(TransactionError):
@@ -164,6 +186,7 @@ __all__ = [
     "ScriptError",
     "SerializationError",
     "TransactionAborted",
+    "TransactionBlocked",
     "TransactionError",
     "TransactionInDoubt",
     "TransactionTimeout",

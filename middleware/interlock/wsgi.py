@@ -74,6 +74,7 @@ class InterlockWSGIMiddleware:
             trust_request_id=trust_request_id,
         )
         self.django = is_django_app(app)
+        _watch_flask()  # Flask keeps a view's exception to itself: see _flask_exception
         self._environ_keys = [
             (name, "HTTP_" + name.upper().replace("-", "_")) for name in sorted(self.core.wanted)
         ]
@@ -145,6 +146,10 @@ class InterlockWSGIMiddleware:
                 response.body = self.app(environ, observe)
         except BaseException as exc:
             ex.error = exc
+            answer = _blocked(ex, exc)
+            if answer is not None:  # a branch's lock wait: a 503, not a crash
+                response.body = _send_problem(start_response, answer, request_id)
+                return response
             if _answers_crash(ex, exc, environ):  # the server's 500 would lack the id
                 ex.status = 500
                 if ex.txn is not None and not ex.txn.settled:
@@ -216,6 +221,11 @@ class _Response:
         except BaseException as exc:
             if not isinstance(exc, GeneratorExit):
                 self._ex.error = exc
+                answer = _blocked(self._ex, exc)
+                if answer is not None:  # a generator app's branch hit its lock wait
+                    yield from _send_problem(self._start_response, answer, self._ex.request_id)
+                    self._ex.finished_body = True
+                    return
                 if _answers_crash(self._ex, exc, self.environ):  # a generator app failed
                     self._ex.status = 500
                     if self._ex.txn is not None and not self._ex.txn.settled:
@@ -275,8 +285,11 @@ def _discard(data: bytes) -> None:
     """The ``write`` callable once the response was replaced: the handler's body is dropped."""
 
 
-def _settle(ex: Exchange, cause: str | None = None) -> Problem | None:
-    """Commit or abort the request's transaction; the problem to send if the commit failed.
+def _settle(
+    ex: Exchange, cause: str | None = None, error: BaseException | None = None
+) -> Problem | None:
+    """Commit or abort the request's transaction; the problem to send if the commit failed
+    or the handler's failure was a branch's lock wait.
 
     The twin of ``interlock.asgi._settle``: ``cause`` given, the request ends without a
     response (abort); otherwise the status decides.
@@ -296,7 +309,9 @@ def _settle(ex: Exchange, cause: str | None = None) -> Problem | None:
             except Exception as exc:  # aborted, in doubt, heuristic: all mapped to a problem
                 answer = failure_problem(ex, txn, exc)
         elif txn.active:
-            txn.transaction.abort("client")
+            blocked = txn.transaction.abort_for(error if error is not None else ex.handler_error)
+            if blocked is not None:
+                answer = failure_problem(ex, txn, blocked)
     finally:
         applied = 0
         for cache, tag in txn.take_due():  # filled by on_commit: only after a commit
@@ -307,6 +322,36 @@ def _settle(ex: Exchange, cause: str | None = None) -> Problem | None:
                 record(ex, invalidate_error=type(exc).__name__)
         settled(ex, txn, cause, applied)
     return answer
+
+
+def _blocked(ex: Exchange, exc: BaseException) -> Problem | None:
+    """The 503 answering ``exc`` if it is a branch's lock wait, before the response
+    started; the transaction is aborted either way once it is known not to commit."""
+    if ex.status is not None or not isinstance(exc, Exception):
+        return None
+    if ex.txn is None or ex.txn.settled:
+        return None
+    answer = _settle(ex, abort_cause(ex), exc)
+    if answer is not None:
+        ex.status, ex.error = answer.status, None
+    return answer
+
+
+def _flask_exception(sender: Any, exception: BaseException, **extra: Any) -> None:
+    """Flask answers a view's exception with its own 500 before the middleware sees it;
+    its ``got_request_exception`` signal hands the exception over, so that a branch's lock
+    wait still turns the 500 into a 503 ``transaction-blocked``."""
+    import flask
+
+    tools = flask.request.environ.get("interlock")
+    if isinstance(tools, RequestTools):
+        tools._exchange.handler_error = exception
+
+
+def _watch_flask() -> None:
+    flask = sys.modules.get("flask")
+    if flask is not None:
+        flask.got_request_exception.connect(_flask_exception)
 
 
 def _release(lease: Any) -> None:

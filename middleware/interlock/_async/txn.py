@@ -15,14 +15,16 @@ the participant protocol are in :mod:`interlock._async.txn_branch`; the pure rul
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from interlock._async.txn_branch import AsyncBranch, AsyncParticipant
+from interlock._async.txn_branch import AsyncBranch, AsyncParticipant, LockWaitCapped
 from interlock._async.txn_coordinator import AsyncCoordinator
 from interlock._async.txn_redis import AsyncRedisBranch
 from interlock._keys import validate_name
 from interlock._synchronization import async_shielded
+from interlock.errors import TransactionBlocked
 from interlock.txn._events import event
 from interlock.txn._state import State
 from interlock.txn._xid import branch_xid
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncParticipant", "AsyncTransaction"]
 
-DEBUG = logging.DEBUG
+DEBUG, WARNING = logging.DEBUG, logging.WARNING
 
 
 class AsyncTransaction(AsyncCoordinator):
@@ -57,6 +59,10 @@ class AsyncTransaction(AsyncCoordinator):
         self._require(State.ACTIVE)
         bqual = str(len(self._branches) + 1)
         return bqual, branch_xid(self.xid, bqual)
+
+    def _left(self) -> float:
+        """Seconds until the deadline: the longest a branch's statement waits for a lock."""
+        return max(self._deadline - time.monotonic(), 0.001)
 
     def _add(self, participant: AsyncParticipant, resource: str, kind: str, bqual: str) -> None:
         validate_name("resource", resource)
@@ -90,7 +96,7 @@ class AsyncTransaction(AsyncCoordinator):
         bqual, xid = self._next_branch()
         participant = AsyncPostgresParticipant(conn, resource, last_resource)
         table = getattr(self._manager.log, "table", None) if last_resource else None
-        await participant.begin(xid, table if isinstance(table, str) else None)
+        await participant.begin(xid, table if isinstance(table, str) else None, self._left())
         self._add(participant, resource, participant.kind, bqual)
         return conn
 
@@ -108,7 +114,7 @@ class AsyncTransaction(AsyncCoordinator):
 
         bqual, xid = self._next_branch()
         participant = AsyncMySQLParticipant(conn, resource, xid)
-        await participant.begin(self._manager.durability)
+        await participant.begin(self._manager.durability, self._left())
         self._add(participant, resource, participant.kind, bqual)
         return participant.conn
 
@@ -159,6 +165,52 @@ class AsyncTransaction(AsyncCoordinator):
         """
         self._on_commit.append(callback)
 
+    async def abort_for(self, exc: BaseException | None) -> TransactionBlocked | None:
+        """Abort because the work failed with ``exc``; the error to raise instead, if any.
+
+        When ``exc`` (or an exception it was raised from) is a branch's lock wait that hit
+        the deadline, the abort's reason is ``lock_timeout``, a WARNING names the likely
+        holder and the fix, and the :class:`~interlock.TransactionBlocked` to raise is
+        returned. Otherwise the reason is ``client`` and None is returned.
+        """
+        branch = self._blocked_branch(exc)
+        if branch is None:
+            await self._abort("client")
+            return None
+        detail = (
+            f"a statement on {branch.resource} waited for a row lock until the deadline "
+            f"({self.timeout:g}s, lock wait timeout): most likely the row is held by a "
+            "prepared branch of an unfinished transaction (a coordinator crash or a lost "
+            "decision log); run `interlock txn recover` or let the recovery worker resolve "
+            "it (pg_prepared_xacts / XA RECOVER list such branches)"
+        )
+        event(
+            WARNING,
+            "txn-blocked",
+            f"transaction {self.name} blocked: {detail}",
+            name=self.name,
+            xid=self.xid,
+            resource=branch.resource,
+            reason="lock_timeout",
+            **{"error.type": type(exc).__qualname__, "error.message": str(exc)},
+        )
+        await self._abort("lock_timeout")
+        return TransactionBlocked(
+            f"transaction {self.name} ({self.xid}) aborted (lock_timeout): {detail}",
+            resource=branch.resource,
+            xid=self.xid,
+        )
+
+    def _blocked_branch(self, exc: BaseException | None) -> AsyncBranch | None:
+        seen = 0
+        while exc is not None and seen < 8:  # the app's error, or one it was raised from
+            for branch in self._branches:
+                participant = branch.participant
+                if isinstance(participant, LockWaitCapped) and participant.blocked(exc):
+                    return branch
+            exc, seen = exc.__cause__, seen + 1
+        return None
+
     # -- the block -----------------------------------------------------------------------
 
     async def __aenter__(self) -> AsyncTransaction:
@@ -176,7 +228,9 @@ class AsyncTransaction(AsyncCoordinator):
         if self.state is not State.ACTIVE:
             return  # committed or aborted explicitly inside the block
         if exc is not None:
-            await async_shielded(self._abort("client"))
+            blocked = await async_shielded(self.abort_for(exc))
+            if blocked is not None:
+                raise blocked from exc
             return
         await self.commit()
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from interlock.errors import TransactionAborted
 from interlock.txn._events import event
@@ -35,6 +35,16 @@ class AsyncParticipant(Protocol):
 
     async def abort(self, xid: str) -> None:
         """Discard the work, prepared or not."""
+
+
+@runtime_checkable
+class LockWaitCapped(Protocol):
+    """A participant whose statements wait for row locks no longer than the transaction's
+    remaining time (PostgreSQL, MySQL): it tells the error of such a wait from others."""
+
+    def blocked(self, exc: BaseException) -> bool:
+        """True if ``exc`` (raised by the app's statement) is this branch's lock wait
+        timing out."""
 
 
 @dataclass(slots=True)

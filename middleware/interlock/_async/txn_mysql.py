@@ -41,6 +41,7 @@ from interlock.txn._xid import split_branch
 
 logger = logging.getLogger("interlock.txn")
 
+LOCK_WAIT_TIMEOUT = 1205  # ER_LOCK_WAIT_TIMEOUT, "Lock wait timeout exceeded"
 _missing_marker: set[tuple[str, int, str]] = set()  # servers warned about once
 
 
@@ -67,9 +68,15 @@ class AsyncMySQLParticipant:
         self.conn = self._session.conn
         self._mutex = AsyncMutex()
 
-    async def begin(self, durability: str) -> None:
+    async def begin(self, durability: str, lock_wait: float | None = None) -> None:
+        """``XA START``; ``lock_wait`` (seconds, the transaction's remaining time) sets the
+        session's ``innodb_lock_wait_timeout`` first (whole seconds, at least 1; it stays
+        set on the session: each branch sets its own)."""
         async with self._mutex:
             check_version(self._session.raw, durability)
+            if lock_wait is not None:
+                seconds = max(1, int(lock_wait))
+                await self._session.execute(f"SET SESSION innodb_lock_wait_timeout = {seconds}")
             try:
                 await self._session.execute(f"XA START {self.xid}")
             except Exception as exc:
@@ -80,6 +87,10 @@ class AsyncMySQLParticipant:
                     ) from exc
                 raise
             self.state = "active"
+
+    def blocked(self, exc: BaseException) -> bool:
+        """True if ``exc`` is a statement of this branch that timed out waiting for a lock."""
+        return self.state == "active" and server_errno(exc) == LOCK_WAIT_TIMEOUT
 
     async def prepare(self, xid: str) -> bool:
         async with self._mutex:

@@ -42,6 +42,7 @@ from interlock.txn._xid import split_branch
 
 logger = logging.getLogger("interlock.txn")
 
+LOCK_WAIT_TIMEOUT = 1205  # ER_LOCK_WAIT_TIMEOUT, "Lock wait timeout exceeded"
 _missing_marker: set[tuple[str, int, str]] = set()  # servers warned about once
 
 
@@ -68,9 +69,15 @@ class MySQLParticipant:
         self.conn = self._session.conn
         self._mutex = Mutex()
 
-    def begin(self, durability: str) -> None:
+    def begin(self, durability: str, lock_wait: float | None = None) -> None:
+        """``XA START``; ``lock_wait`` (seconds, the transaction's remaining time) sets the
+        session's ``innodb_lock_wait_timeout`` first (whole seconds, at least 1; it stays
+        set on the session: each branch sets its own)."""
         with self._mutex:
             check_version(self._session.raw, durability)
+            if lock_wait is not None:
+                seconds = max(1, int(lock_wait))
+                self._session.execute(f"SET SESSION innodb_lock_wait_timeout = {seconds}")
             try:
                 self._session.execute(f"XA START {self.xid}")
             except Exception as exc:
@@ -81,6 +88,10 @@ class MySQLParticipant:
                     ) from exc
                 raise
             self.state = "active"
+
+    def blocked(self, exc: BaseException) -> bool:
+        """True if ``exc`` is a statement of this branch that timed out waiting for a lock."""
+        return self.state == "active" and server_errno(exc) == LOCK_WAIT_TIMEOUT
 
     def prepare(self, xid: str) -> bool:
         with self._mutex:

@@ -44,6 +44,15 @@ PREPARED_DISABLED = (
     "`ALTER SYSTEM SET max_prepared_transactions = 100`, then restart PostgreSQL"
 )
 
+# The branch's lock wait: the transaction's remaining time, or the session's own
+# lock_timeout when that is shorter (0 = none). Transaction-local: gone at COMMIT/PREPARE.
+_CAP_LOCK_WAIT = (
+    "SELECT set_config('lock_timeout',"
+    " (CASE WHEN t > 0 AND t < %(ms)s THEN t ELSE %(ms)s END)::bigint::text, true)"
+    " FROM (SELECT extract(epoch FROM current_setting('lock_timeout')::interval) * 1000 AS t)"
+    " AS session"
+)
+
 
 def _where(conn: Any) -> str:
     info = conn.info
@@ -87,11 +96,15 @@ class PostgresParticipant:
         self.prepared = False
         self.finished = False  # committed or rolled back in one phase
 
-    def begin(self, xid: str, table: str | None = None) -> None:
+    def begin(
+        self, xid: str, table: str | None = None, lock_wait: float | None = None
+    ) -> None:
         """Start the branch: check the connection and the server, then ``tpc_begin``.
 
         ``table`` is the PostgreSQL decision log's table, if any: the branch learns whether
         it is on the log's database (its :attr:`identity`) in the same check query.
+        ``lock_wait`` (seconds, the transaction's remaining time) caps the branch's
+        ``lock_timeout``, transaction-local; a shorter one of the session is kept.
         """
         conn = self.conn
         if conn.autocommit:
@@ -105,6 +118,8 @@ class PostgresParticipant:
                 "back before enlisting the connection"
             )
         conn.tpc_begin(xid)
+        if lock_wait is not None:
+            conn.execute(_CAP_LOCK_WAIT, {"ms": max(1, int(lock_wait * 1000))})
         known = _checked.get(conn)
         if known is not None and table in known:
             self.identity = known[table]
@@ -125,6 +140,13 @@ class PostgresParticipant:
         known = _checked.setdefault(conn, {})
         if table is None or row[3] is not None:  # else ask again once the table exists
             known[table] = self.identity
+
+    def blocked(self, exc: BaseException) -> bool:
+        """True if ``exc`` is a statement of this branch that timed out waiting for a lock."""
+        return (
+            isinstance(exc, pg_errors.LockNotAvailable)
+            and self.conn.info.transaction_status == TransactionStatus.INERROR
+        )
 
     def prepare(self, xid: str) -> bool:
         conn = self.conn
