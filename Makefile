@@ -22,6 +22,7 @@ test: $(VENV)/.installed-test check-services lint
 
 lint: $(VENV)/.installed-test
 	if [[ -f scripts/unasync.py ]]; then $(PY) scripts/unasync.py --check; fi
+	$(PY) -m scripts.mixin --check  # dashboards, rules and Kibana objects are current
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 

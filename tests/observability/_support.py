@@ -165,6 +165,19 @@ def alerts() -> list[dict[str, Any]]:
     return [rule for rule in rules() if "alert" in rule]
 
 
+def recorded_inputs() -> dict[str, set[str]]:
+    """Recorded series -> the metrics it is computed from, through other recorded series."""
+    direct = {rule["record"]: metric_names(rule["expr"]) for rule in rules() if "record" in rule}
+
+    def expand(name: str, seen: frozenset[str]) -> set[str]:
+        out: set[str] = set()
+        for used in direct[name]:
+            out |= expand(used, seen | {name}) if used in direct and used not in seen else {used}
+        return out
+
+    return {name: expand(name, frozenset()) for name in direct}
+
+
 def dashboards() -> dict[str, dict[str, Any]]:
     """File name -> Grafana dashboard JSON."""
     return {

@@ -16,6 +16,7 @@ from ._support import (
     grafana_to_promql,
     metric_names,
     prometheus_targets,
+    recorded_inputs,
     run,
     series_names,
     tool,
@@ -68,7 +69,8 @@ def test_the_parse_check_rejects_broken_promql(tmp_path: Path) -> None:
 
 
 def test_dashboards_use_only_catalogue_metrics() -> None:
-    allowed = series_names(catalogue())
+    # ... or series a recording rule of prometheus/rules/ writes from them.
+    allowed = series_names(catalogue()) | set(recorded_inputs())
     for name, expr in dashboard_exprs().items():
         used = metric_names(expr)
         assert used, f"{name}: no metric in {expr!r}"
@@ -79,7 +81,10 @@ def test_dashboards_use_only_catalogue_metrics() -> None:
 
 
 def test_dashboards_show_every_catalogue_metric() -> None:
+    # Directly or through the recorded series a panel reads.
+    inputs = recorded_inputs()
     shown = set().union(*(metric_names(e) for e in dashboard_exprs().values()))
+    shown |= set().union(*(inputs.get(name, set()) for name in shown))
     for name, kind in catalogue().items():
         series = {name, f"{name}_bucket", f"{name}_count", f"{name}_sum"}
         assert shown & series, f"{name} ({kind}) is on no dashboard"
