@@ -25,8 +25,8 @@ from _common import machine, start_redis, write_section
 
 
 def _worker(url: str, name: str, start: Any, seconds: float, out: Any) -> None:
-    import interlock._sync.backend_redis as backend_redis
-    import interlock._sync.redis_direct as redis_direct
+    import interlock._sync.backend.direct as redis_direct
+    import interlock._sync.backend.redis as backend_redis
     from interlock import Interlock
 
     stamps: dict[str, float] = {}

@@ -7,7 +7,7 @@ import pytest
 from interlock import ConfigError, Interlock
 from interlock._config import load_settings
 from interlock._keys import encode_key
-from interlock._sentinel_url import parse_sentinel_url, redact_url
+from interlock.backends._sentinel_url import parse_sentinel_url, redact_url
 
 
 @pytest.mark.parametrize(

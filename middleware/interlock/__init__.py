@@ -4,16 +4,15 @@ Importing this package runs nothing: metrics, connections and threads are create
 :class:`Interlock` or :class:`AsyncInterlock` is built.
 """
 
-from interlock._async.cache import AsyncCache
+from interlock._async.cache.cache import AsyncCache
 from interlock._async.client import AsyncInterlock
-from interlock._async.lock import AsyncLease, AsyncLock
-from interlock._async.txn import AsyncParticipant, AsyncTransaction
+from interlock._async.lock.lock import AsyncLease, AsyncLock
+from interlock._async.txn.transaction import AsyncParticipant, AsyncTransaction
 from interlock._context import RequestContext, request_context
-from interlock._http_rules import CacheRule, LockRule
-from interlock._sync.cache import Cache
+from interlock._sync.cache.cache import Cache
 from interlock._sync.client import Interlock
-from interlock._sync.lock import Lease, Lock
-from interlock._sync.txn import Participant, Transaction
+from interlock._sync.lock.lock import Lease, Lock
+from interlock._sync.txn.transaction import Participant, Transaction
 from interlock.asgi import InterlockMiddleware
 from interlock.errors import (
     BackendError,
@@ -36,7 +35,8 @@ from interlock.errors import (
     TransactionError,
     TransactionTimeout,
 )
-from interlock.lock import LockInfo
+from interlock.http._rules import CacheRule, LockRule
+from interlock.lock._core import LockInfo
 from interlock.txn import RecoveryReport, TransactionInDoubt
 from interlock.wsgi import InterlockWSGIMiddleware
 

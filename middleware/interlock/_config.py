@@ -11,8 +11,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from interlock._redis_url import parse_redis_url, redact_url
-from interlock._sentinel_url import parse_sentinel_url
+from interlock.backends._redis_url import parse_redis_url, redact_url
+from interlock.backends._sentinel_url import parse_sentinel_url
 from interlock.errors import ConfigError
 
 SCHEMES = (
@@ -34,7 +34,7 @@ class Settings:
     Attributes:
         url: backend URL: ``mem://`` (default), ``redis://``, ``rediss://``,
             ``redis+sentinel://h1:p1,h2:p2/service[/db][?sentinel_password=...]`` (options in
-            :func:`~interlock._sentinel_url.parse_sentinel_url`), ``redis+cluster://h1:p1,h2:p2``.
+            :func:`~interlock.backends._sentinel_url.parse_sentinel_url`), ``redis+cluster://h1:p1,h2:p2``.
             Shown with its passwords masked in the repr.
         namespace: prefix of every key, so deployments sharing a Redis never collide.
         socket_timeout: seconds a Redis command may take before ``BackendUnavailable``.
@@ -84,8 +84,8 @@ def validate_url(url: str) -> str:
     """Check the backend URL and return it unchanged.
 
     ``redis://``, ``rediss://`` and cluster URLs are checked by
-    :func:`~interlock._redis_url.parse_redis_url`, Sentinel URLs by
-    :func:`~interlock._sentinel_url.parse_sentinel_url`.
+    :func:`~interlock.backends._redis_url.parse_redis_url`, Sentinel URLs by
+    :func:`~interlock.backends._sentinel_url.parse_sentinel_url`.
 
     Raises:
         ConfigError: naming the bad part (scheme, host, port, db, query option) and the fix,
@@ -171,7 +171,7 @@ def load_settings(
             raise ConfigError(f"label_cap={cap!r} must be an integer ≥ 1")
     chaos = pick("chaos")
     if chaos:
-        from interlock.chaos import parse_chaos
+        from interlock.chaos._plan import parse_chaos
 
         parse_chaos(str(chaos))  # fail at construction, naming the bad rule
         values["chaos"] = str(chaos)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,20 @@ _current: ContextVar[RequestContext | None] = ContextVar("interlock.request", de
 def current() -> RequestContext | None:
     """The context of the request being served, or ``None`` outside a request."""
     return _current.get()
+
+
+def enter(ctx: RequestContext) -> Token[RequestContext | None]:
+    """Make ``ctx`` the current request's context; :func:`leave` with the token undoes it."""
+    return _current.set(ctx)
+
+
+def leave(token: Token[RequestContext | None]) -> None:
+    """Undo :func:`enter`. From another context than the one that entered (a WSGI iterable
+    closed on another thread), there is nothing to restore: the context is cleared."""
+    try:
+        _current.reset(token)
+    except ValueError:
+        _current.set(None)
 
 
 @contextmanager

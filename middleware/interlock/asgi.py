@@ -16,15 +16,15 @@ from typing import Any
 
 from interlock import _context
 from interlock._async.client import AsyncInterlock
-from interlock._http import Exchange, HttpCore, RequestTools
-from interlock._http_asgi_cache import AsgiResponseCache
-from interlock._http_asgi_client import ClientGone, ClientWatch
-from interlock._http_responses import Problem, exposition, internal_error, multiprocess_mode
-from interlock._http_routes import AsgiRoutes, django_template, is_django_app
-from interlock._http_rules import CacheRule, LockRule
-from interlock._http_txn import abort_cause, commits, failure_problem, record, settled
-from interlock._synchronization import async_shielded
+from interlock._concurrency import async_shielded
 from interlock.errors import BackendError, LockLost, LockTimeout
+from interlock.http._asgi_cache import AsgiResponseCache
+from interlock.http._asgi_client import ClientGone, ClientWatch
+from interlock.http._core import Exchange, HttpCore, RequestTools
+from interlock.http._responses import Problem, exposition, internal_error, multiprocess_mode
+from interlock.http._routes import AsgiRoutes, django_template, is_django_app
+from interlock.http._rules import CacheRule, LockRule
+from interlock.http._txn import abort_cause, commits, failure_problem, record, settled
 from interlock.txn._remote import RemoteParticipantConfig
 
 Scope = MutableMapping[str, Any]
@@ -92,7 +92,7 @@ class InterlockMiddleware:
             AsgiResponseCache(interlock, self.core) if self.core.cache_rules else None
         )
         if participant is not None:  # inside the middleware: logged and counted
-            from interlock._http_asgi_participant import AsgiParticipant
+            from interlock.http._asgi_participant import AsgiParticipant
 
             self.app = AsgiParticipant(app, interlock, participant)
 
@@ -126,7 +126,7 @@ class InterlockMiddleware:
             headers,
             client[0] if client else None,
         )
-        token = _context._current.set(ex.context)
+        token = _context.enter(ex.context)
         tools = RequestTools(self.interlock, ex)
         scope["interlock"] = tools
         request_id = ex.request_id.encode()
@@ -212,7 +212,7 @@ class InterlockMiddleware:
                     if ex.route is None and self.django:
                         ex.route = django_template(ex.rpath)
                 core.finish(ex)
-                _context._current.reset(token)
+                _context.leave(token)
 
     async def _acquire(self, ex: Exchange) -> tuple[Any, Problem | None]:
         assert ex.lock is not None

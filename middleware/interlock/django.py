@@ -41,9 +41,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from interlock._http_exchange import RequestTools
-from interlock._synchronization import async_run_blocking
+from interlock._concurrency import async_run_blocking
 from interlock.errors import ConfigError
+from interlock.http._exchange import RequestTools
 
 __all__ = ["tools"]
 
@@ -202,7 +202,7 @@ class BlockingTransaction:
 
     def postgres(self, conn: Any, resource: str = "postgres", *, last_resource: bool = True) -> Any:
         """Enlist a blocking psycopg connection; returns it, inside the branch."""
-        from interlock._sync.txn_postgres import PostgresParticipant
+        from interlock._sync.txn.participants.postgres import PostgresParticipant
 
         txn = self._request_txn.transaction
         bqual, xid = txn._next_branch()
@@ -214,7 +214,7 @@ class BlockingTransaction:
 
     def mysql(self, conn: Any, resource: str = "mysql") -> Any:
         """Enlist a PyMySQL connection as an XA branch; returns it, inside the branch."""
-        from interlock._sync.txn_mysql import MySQLParticipant
+        from interlock._sync.txn.participants.mysql import MySQLParticipant
 
         txn = self._request_txn.transaction
         bqual, xid = txn._next_branch()

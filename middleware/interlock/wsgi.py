@@ -15,15 +15,15 @@ from http import HTTPStatus
 from typing import Any
 
 from interlock import _context
-from interlock._http import Exchange, HttpCore, RequestTools
-from interlock._http_responses import Problem, exposition, internal_error, multiprocess_mode
-from interlock._http_routes import django_template, flask_template, is_django_app
-from interlock._http_rules import CacheRule, LockRule
-from interlock._http_txn import abort_cause, commits, failure_problem, record, settled
-from interlock._http_wire import utf8
-from interlock._http_wsgi_cache import WsgiResponseCache
 from interlock._sync.client import Interlock
 from interlock.errors import BackendError, LockLost, LockTimeout
+from interlock.http._core import Exchange, HttpCore, RequestTools
+from interlock.http._responses import Problem, exposition, internal_error, multiprocess_mode
+from interlock.http._routes import django_template, flask_template, is_django_app
+from interlock.http._rules import CacheRule, LockRule
+from interlock.http._txn import abort_cause, commits, failure_problem, record, settled
+from interlock.http._wire import utf8
+from interlock.http._wsgi_cache import WsgiResponseCache
 from interlock.txn._remote import RemoteParticipantConfig
 
 Environ = dict[str, Any]
@@ -82,7 +82,7 @@ class InterlockWSGIMiddleware:
             WsgiResponseCache(interlock, self.core) if self.core.cache_rules else None
         )
         if participant is not None:  # inside the middleware: logged and counted
-            from interlock._http_wsgi_participant import WsgiParticipant
+            from interlock.http._wsgi_participant import WsgiParticipant
 
             self.app = WsgiParticipant(app, interlock, participant)
 
@@ -102,7 +102,7 @@ class InterlockWSGIMiddleware:
             headers,
             environ.get("REMOTE_ADDR"),
         )
-        token = _context._current.set(ex.context)
+        token = _context.enter(ex.context)
         tools = RequestTools(self.interlock, ex)
         environ["interlock"] = tools
         request_id = ex.request_id
@@ -268,10 +268,7 @@ class _Response:
                 if ex.route is None:
                     ex.route = self._middleware._route(ex, self.environ)
                 self._middleware.core.finish(ex)
-                try:
-                    _context._current.reset(self._token)
-                except ValueError:  # closed from another context than the one that began
-                    _context._current.set(None)
+                _context.leave(self._token)
 
 
 def declared_length(headers: list[tuple[str, str]]) -> int | None:

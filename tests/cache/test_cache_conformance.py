@@ -21,8 +21,8 @@ from interlock import (
     SerializationError,
     request_context,
 )
-from interlock._cache_entry import Envelope
 from interlock.cache import entry_keys
+from interlock.cache._entry import Envelope
 from interlock.metrics import OVERFLOW
 
 

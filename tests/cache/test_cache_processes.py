@@ -20,8 +20,8 @@ import pytest
 import redis
 
 from interlock import Interlock
-from interlock._cache_entry import encode_envelope
 from interlock.cache import entry_keys
+from interlock.cache._entry import encode_envelope
 from interlock.serializers import PickleSerializer
 
 WORKER = str(Path(__file__).with_name("_cache_worker.py"))

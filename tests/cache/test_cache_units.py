@@ -13,8 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from interlock import ConfigError, SerializationError
-from interlock._cache_entry import HEADER_SIZE, Envelope, encode_envelope
-from interlock._cache_local import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, NearCache
 from interlock._keys import base_key
 from interlock.cache import (
     FILL_WINDOW_S,
@@ -26,6 +24,8 @@ from interlock.cache import (
     refresh_early,
     tag_keys,
 )
+from interlock.cache._entry import HEADER_SIZE, Envelope, encode_envelope
+from interlock.cache._local import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, NearCache
 from interlock.serializers import JsonSerializer, MsgpackSerializer, PickleSerializer
 
 MSGPACK = MsgpackSerializer()

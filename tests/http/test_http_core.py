@@ -8,10 +8,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from interlock import CacheRule, Interlock, LockRule
-from interlock._http import HttpCore
-from interlock._http_responses import exposition, problem
-from interlock._http_routes import UNMATCHED, RouteTemplate, route_path
-from interlock._http_wire import (
+from interlock.http._core import HttpCore
+from interlock.http._responses import exposition, problem
+from interlock.http._routes import UNMATCHED, RouteTemplate, route_path
+from interlock.http._wire import (
     clean,
     new_ids,
     normalise_method,

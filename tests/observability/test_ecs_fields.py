@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from interlock import AsyncInterlock, InterlockMiddleware, LockRule, request_context
-from interlock._logs_formatter import ECS_VERSION
+from interlock.logs._formatter import ECS_VERSION
 from interlock.testing import LogCapture, asgi_request
 
 from ._support import LOG_FIELDS, LOGGING_DOC, ROOT

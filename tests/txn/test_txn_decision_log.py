@@ -13,8 +13,8 @@ import pytest
 from psycopg import sql
 
 from interlock import ConfigError, DurabilityError, Interlock
-from interlock._sync.txn_log import RedisDecisionLog
-from interlock._sync.txn_log_postgres import PostgresDecisionLog
+from interlock._sync.txn.log import RedisDecisionLog
+from interlock._sync.txn.log_postgres import PostgresDecisionLog
 from interlock.testing import capture_logs, metric_value
 from interlock.txn import BranchRef, Decision
 from interlock.txn._xid import new_gtrid

@@ -6,21 +6,21 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from interlock._async.backend import AsyncBackend, create_backend
-from interlock._async.cache import AsyncCache
-from interlock._async.chaos import AsyncChaosBackend
-from interlock._async.lock import _UNSET, AsyncLock, OnLost
-from interlock._async.lock_service import AsyncLockService
-from interlock._async.txn import AsyncTransaction
-from interlock._async.txn_manager import AsyncTransactionManager
+from interlock._async.backend.base import AsyncBackend, create_backend
+from interlock._async.backend.chaos import AsyncChaosBackend
+from interlock._async.cache.cache import AsyncCache
+from interlock._async.lock.lock import _UNSET, AsyncLock, OnLost
+from interlock._async.lock.service import AsyncLockService
+from interlock._async.txn.manager import AsyncTransactionManager
+from interlock._async.txn.transaction import AsyncTransaction
 from interlock._config import Settings, load_settings
 from interlock._keys import base_key
-from interlock._lock_scripts import FENCED_SET, INFO
-from interlock._redis_url import redact_url
-from interlock.cache import cache_options
-from interlock.chaos import ChaosPlan, parse_chaos
+from interlock.backends._redis_url import redact_url
+from interlock.cache._core import cache_options
+from interlock.chaos._plan import ChaosPlan, parse_chaos
 from interlock.errors import ConfigError, FenceRejected
-from interlock.lock import LockInfo, info_from_reply
+from interlock.lock._core import LockInfo, info_from_reply
+from interlock.lock._scripts import FENCED_SET, INFO
 from interlock.metrics import Metrics
 from interlock.txn._records import RecoveryReport
 

@@ -7,21 +7,21 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from interlock._sync.backend import Backend, create_backend
-from interlock._sync.cache import Cache
-from interlock._sync.chaos import ChaosBackend
-from interlock._sync.lock import _UNSET, Lock, OnLost
-from interlock._sync.lock_service import LockService
-from interlock._sync.txn import Transaction
-from interlock._sync.txn_manager import TransactionManager
+from interlock._sync.backend.base import Backend, create_backend
+from interlock._sync.backend.chaos import ChaosBackend
+from interlock._sync.cache.cache import Cache
+from interlock._sync.lock.lock import _UNSET, Lock, OnLost
+from interlock._sync.lock.service import LockService
+from interlock._sync.txn.manager import TransactionManager
+from interlock._sync.txn.transaction import Transaction
 from interlock._config import Settings, load_settings
 from interlock._keys import base_key
-from interlock._lock_scripts import FENCED_SET, INFO
-from interlock._redis_url import redact_url
-from interlock.cache import cache_options
-from interlock.chaos import ChaosPlan, parse_chaos
+from interlock.backends._redis_url import redact_url
+from interlock.cache._core import cache_options
+from interlock.chaos._plan import ChaosPlan, parse_chaos
 from interlock.errors import ConfigError, FenceRejected
-from interlock.lock import LockInfo, info_from_reply
+from interlock.lock._core import LockInfo, info_from_reply
+from interlock.lock._scripts import FENCED_SET, INFO
 from interlock.metrics import Metrics
 from interlock.txn._records import RecoveryReport
 

@@ -1,7 +1,7 @@
 """Coordination backends: ``mem://`` (embedded) and Redis (single, TLS, Cluster).
 
-The async implementations live in ``interlock._async.backend`` and
-``interlock._async.backend_redis``; their sync twins are generated into ``interlock._sync``.
+The async implementations live in ``interlock._async.backend.base`` and
+``interlock._async.backend.redis``; their sync twins are generated into ``interlock._sync``.
 """
 
 from interlock.backends._script import Arg, Script

@@ -1,6 +1,6 @@
 """Reading one reply with a deadline: where redis-py's sync and asyncio connections differ.
 
-``_async/redis_direct.py`` calls :func:`async_read_reply`; its generated sync twin calls
+``_async/backend/direct.py`` calls :func:`async_read_reply`; its generated sync twin calls
 :func:`read_reply`. Both raise redis-py's ``TimeoutError`` when the reply does not come in
 time (and the connection must then be dropped). The asyncio ``read_response(timeout=...)``
 would instead return ``None`` — indistinguishable from a nil reply, with the late reply

@@ -1,4 +1,4 @@
-"""RESP encoding of one command, for the direct hot path (see ``_async/redis_direct.py``)."""
+"""RESP encoding of one command, for the direct hot path (see ``_async/backend/direct.py``)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Two-phase commit: the pure parts (ids, states, decision records, reports).
 
-The drivers are generated pairs in ``interlock._async.txn*`` / ``interlock._sync.txn*``;
-their public types (``Transaction``, ``Participant``, ...) are exported by ``interlock``.
+The drivers are generated pairs in ``interlock._async.txn`` / ``interlock._sync.txn``; their
+public types (``Transaction``, ``Participant``, ...) are exported by ``interlock``.
 Start a transaction with ``Interlock.transaction(name)``; see docs/transactions.md.
 Remote participants (docs/transactions.md): ``RemoteParticipantConfig`` and
 ``RemoteBranch`` are plain data; ``RemoteResource`` and ``RemoteRecovery`` (and their
@@ -12,7 +12,7 @@ Remote participants (docs/transactions.md): ``RemoteParticipantConfig`` and
 
 from typing import Any
 
-from interlock.txn._errors import TransactionInDoubt
+from interlock.errors import TransactionInDoubt
 from interlock.txn._records import (
     BranchRef,
     Decision,
@@ -43,12 +43,12 @@ __all__ = [
 _REMOTE = {
     "AsyncPyMySQLConnection": "interlock.txn._xa_session",
     "AsyncPyMySQLCursor": "interlock.txn._xa_session",
-    "AsyncRemoteParticipant": "interlock._async.txn_remote",
-    "AsyncRemoteRecovery": "interlock._async.txn_remote",
-    "AsyncRemoteResource": "interlock._async.txn_remote",
-    "RemoteParticipant": "interlock._sync.txn_remote",
-    "RemoteRecovery": "interlock._sync.txn_remote",
-    "RemoteResource": "interlock._sync.txn_remote",
+    "AsyncRemoteParticipant": "interlock._async.txn.participants.remote",
+    "AsyncRemoteRecovery": "interlock._async.txn.participants.remote",
+    "AsyncRemoteResource": "interlock._async.txn.participants.remote",
+    "RemoteParticipant": "interlock._sync.txn.participants.remote",
+    "RemoteRecovery": "interlock._sync.txn.participants.remote",
+    "RemoteResource": "interlock._sync.txn.participants.remote",
 }
 
 

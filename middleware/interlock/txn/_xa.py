@@ -1,6 +1,6 @@
 """MySQL/MariaDB XA: the pieces shared by the branch and recovery.
 
-A branch (``interlock._async.txn_mysql.AsyncMySQLParticipant`` and its generated sync
+A branch (``interlock._async.txn.participants.mysql.AsyncMySQLParticipant`` and its generated sync
 twin) runs on the app's connection through a session (``_xa_session``: PyMySQL, aiomysql
 or asyncmy); :class:`XaRecovery` lists and resolves our prepared branches over its own
 blocking PyMySQL autocommit connection (on a thread in async code).

@@ -1,7 +1,7 @@
 """The connection an XA branch runs its statements on, side by side for async and sync code.
 
-The branch logic (``interlock._async.txn_mysql``, generated into ``_sync``) asks a session
-to execute its statements; the session knows the driver:
+The branch logic (``interlock._async.txn.participants.mysql``, generated into ``_sync``) asks a
+session to execute its statements; the session knows the driver:
 
 - :class:`MySQLSession` (sync code): the app's PyMySQL connection, called directly.
 - :class:`AsyncMySQLSession` (async code): an aiomysql connection, awaited on the loop;
@@ -24,7 +24,7 @@ from typing import Any
 
 import pymysql
 
-from interlock._synchronization import Strand
+from interlock._concurrency import Strand
 from interlock.errors import ConfigError
 
 __all__ = [

@@ -1,0 +1,1 @@
+"""Backends: the protocol, ``mem://``, Redis, the direct hot path, pub/sub."""

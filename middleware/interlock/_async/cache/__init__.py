@@ -1,0 +1,1 @@
+"""The distributed cache: reads, loads, writes, near cache, refresh."""

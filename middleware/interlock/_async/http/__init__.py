@@ -1,0 +1,1 @@
+"""HTTP tools that do I/O, shared by both drivers."""

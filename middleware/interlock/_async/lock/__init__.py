@@ -1,0 +1,1 @@
+"""Locks: the lock, its lease, and the per-backend lock service."""

@@ -1,0 +1,1 @@
+"""Two-phase commit: the transaction, coordinator, recovery, decision logs."""

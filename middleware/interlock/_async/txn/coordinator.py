@@ -1,0 +1,325 @@
+"""The coordinator of one transaction: how its enlisted branches end, together.
+
+:class:`AsyncCoordinator` is the base of ``AsyncTransaction`` (which adds enlisting and
+the context manager). A commit:
+
+1. prepares every branch concurrently; a branch that refuses, fails or has not voted by
+   the deadline aborts the transaction (presumed abort: nothing was logged);
+2. records ``commit`` (:mod:`interlock._async.txn.decide`: in the decision log, durable,
+   first decision wins; or with a last resource's own COMMIT);
+3. commits every branch; a branch that cannot be reached is left to recovery, which
+   finds the decision in the log (the transaction is committed: the block does not raise).
+
+A lone branch that can commit in one phase skips all of that: its own commit is the
+decision. Every move is checked by :func:`interlock.txn._state.advance` and reported
+(``txn-*`` events, ``interlock_txn_*`` metrics, the request's log line).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable  # noqa: F401, RUF100 (sync twin: unused)
+from typing import TYPE_CHECKING, Any
+
+from interlock import _context
+from interlock._async.txn.branch import AsyncBranch
+from interlock._async.txn.decide import commit_last, last_resource, log_decision
+from interlock._concurrency import async_call, async_call_all, async_shielded
+from interlock._keys import validate_name
+from interlock.errors import (
+    ConfigError,
+    DurabilityError,
+    HeuristicOutcome,
+    TransactionAborted,
+    TransactionError,
+    TransactionInDoubt,
+)
+from interlock.txn._events import event, in_doubt
+from interlock.txn._records import Decision
+from interlock.txn._state import State, Vote, abort_error, abort_reason, advance
+from interlock.txn._xid import new_gtrid
+
+if TYPE_CHECKING:
+    from interlock._async.txn.manager import AsyncTransactionManager
+
+DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
+
+
+class AsyncCoordinator:
+    """Commit or abort of one transaction's branches (see ``AsyncTransaction``)."""
+
+    def __init__(self, manager: AsyncTransactionManager, name: str, timeout: float) -> None:
+        self.name = validate_name("transaction", name)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise ConfigError(f"timeout={timeout!r} is invalid; pass seconds > 0")
+        self._manager = manager
+        self.timeout = float(timeout)
+        self.started = time.time()
+        self.xid = new_gtrid(manager.namespace, manager.coordinator_id, self.started)
+        self.state = State.ACTIVE
+        self.reason: str | None = None
+        self._deadline = time.monotonic() + self.timeout
+        self._branches: list[AsyncBranch] = []
+        self._on_commit: list[Callable[[], Any]] = []
+        self._label = manager.metrics.label("interlock_txn_total", "txn", self.name)
+
+    def _require(self, state: State) -> None:
+        if self.state is not state:
+            raise TransactionError(
+                f"transaction {self.name} ({self.xid}) is {self.state.value}, not {state.value}"
+            )
+
+    def _move(self, state: State) -> None:
+        self.state = advance(self.state, state)
+
+    # -- commit ----------------------------------------------------------------------------
+
+    async def commit(self) -> None:
+        """Commit (two-phase when there are branches).
+
+        Raises:
+            TransactionTimeout: a branch did not vote before the deadline.
+            TransactionAborted: a branch voted no or failed; everything was rolled back.
+            TransactionInDoubt: the decision could not be recorded nor read back.
+            HeuristicOutcome: a branch was resolved by hand against the decision.
+        """
+        self._require(State.ACTIVE)
+        manager = self._manager
+        if not self._branches:
+            self._move(State.COMMITTED)
+            self._finished("committed")
+            return
+        try:
+            await manager.ready()
+        except BaseException as exc:  # nothing decided: roll the branches back
+            why = "durability" if isinstance(exc, DurabilityError) else "error"
+            if isinstance(exc, Exception):
+                self._check_failed(why, exc)
+            await async_shielded(self._abort(why))
+            raise
+        if len(self._branches) == 1:
+            branch = self._branches[0]
+            one_phase = getattr(branch.participant, "commit_one_phase", None)
+            if one_phase is not None:
+                await self._commit_one_phase(branch, one_phase)
+                return
+        last = last_resource(self._branches, getattr(manager.log, "identity", None))
+        others = [b for b in self._branches if b is not last]
+        self._move(State.PREPARING)
+        started = time.monotonic()
+        remaining = self._deadline - started
+        prepares = [b.prepare for b in others]
+        results = await async_call_all(prepares, remaining) if remaining > 0 else []
+        manager.observe(self._label, "prepare", time.monotonic() - started)
+        votes = [b.vote or Vote.TIMEOUT for b in others]
+        reason = abort_reason(votes, time.monotonic() > self._deadline)
+        if reason is not None:
+            cause = next((r for r in results if isinstance(r, BaseException)), None)
+            await self._abort(reason)
+            raise self._aborted_error(reason, cause) from cause
+        self._move(State.PREPARED)
+        event(
+            DEBUG,
+            "txn-prepared",
+            f"transaction {self.name} prepared",
+            name=self.name,
+            xid=self.xid,
+            state=self.state.value,
+        )
+        # The last resource is not listed: its fate is the decision row's own.
+        decision = Decision(
+            self.xid, self.name, "commit", time.time(), tuple(b.ref() for b in others)
+        )
+        winner = await self._decide(decision, last)
+        if winner.outcome != "commit":
+            # Recovery presumed us dead and logged an abort first; it wins.
+            await self._abort("timeout")
+            raise self._aborted_error("timeout", None)
+        event(
+            DEBUG,
+            "txn-decided",
+            f"transaction {self.name} decided commit",
+            name=self.name,
+            xid=self.xid,
+            outcome="commit",
+        )
+        self._move(State.COMMITTING)
+        await async_shielded(self._phase_two(others))
+
+    async def _decide(self, decision: Decision, last: AsyncBranch | None) -> Decision:
+        """Record ``decision`` (by committing ``last`` with it, if there is a last
+        resource) and return the decision that won."""
+        manager = self._manager
+        started = time.monotonic()
+        winner: Decision | None
+        try:
+            if last is None:
+                winner = await log_decision(manager, decision)
+            else:
+                winner = await commit_last(manager, last, decision)
+        except TransactionInDoubt:
+            self._move(State.IN_DOUBT)
+            raise
+        if winner is None:  # the last resource refused: rolled back, nothing decided
+            await self._abort("vote_no")
+            raise self._aborted_error("vote_no", None)
+        manager.observe(self._label, "decide", time.monotonic() - started)
+        return winner
+
+    async def _phase_two(self, branches: list[AsyncBranch]) -> State:
+        manager = self._manager
+        started = time.monotonic()
+        results = await async_call_all([b.commit for b in branches], None)
+        manager.observe(self._label, "commit", time.monotonic() - started)
+        heuristics = [r for r in results if isinstance(r, HeuristicOutcome)]
+        failed = [
+            (b, r)
+            for b, r in zip(branches, results, strict=True)
+            if isinstance(r, Exception) and not isinstance(r, HeuristicOutcome)
+        ]
+        if failed:
+            self._move(State.IN_DOUBT)
+            event(
+                WARNING,
+                "txn-in-doubt",
+                f"transaction {self.name} committed but "
+                f"{len(failed)} branch(es) unfinished; recovery will complete them",
+                name=self.name,
+                xid=self.xid,
+                state=self.state.value,
+                outcome="commit",
+                resource=",".join(b.resource for b, _ in failed),
+                **{"error.message": str(failed[0][1])},
+            )
+        else:
+            self._move(State.COMMITTED)
+            manager.completed([self.xid])  # removed with the next decision, or at close
+        self._finished("committed")
+        await self._run_on_commit()
+        if heuristics:
+            for error in heuristics:
+                manager.heuristic(self.name, self.xid, str(error))
+            raise heuristics[0]
+        return self.state
+
+    async def _commit_one_phase(
+        self, branch: AsyncBranch, one_phase: Callable[[str], Awaitable[bool]]
+    ) -> None:
+        """The only branch commits without prepare and without a logged decision: its own
+        commit is the decision, so nothing can be left in doubt for recovery."""
+        self._move(State.PREPARING)
+        if time.monotonic() > self._deadline:
+            await self._abort("timeout")
+            raise self._aborted_error("timeout", None)
+        started = time.monotonic()
+        try:
+            committed = await one_phase(branch.xid)
+        except Exception as exc:
+            self._move(State.IN_DOUBT)
+            raise in_doubt(
+                self.name,
+                self.xid,
+                exc,
+                resource=branch.resource,
+                reason="commit_unknown",
+                summary=f": one-phase commit on {branch.resource} failed, outcome unknown",
+                detail=f": the one-phase commit on {branch.resource} failed ({exc}); "
+                "whether it committed is unknown",
+            ) from exc
+        self._manager.observe(self._label, "commit", time.monotonic() - started)
+        if not committed:
+            branch.vote = Vote.NO
+            await self._abort("vote_no")
+            raise self._aborted_error("vote_no", None)
+        branch.vote = Vote.YES
+        for state in (State.PREPARED, State.COMMITTING, State.COMMITTED):
+            self._move(state)
+        branch.event(DEBUG, "txn-branch-committed", f"{branch.resource} committed in one phase")
+        self._finished("committed")
+        await self._run_on_commit()
+
+    async def _run_on_commit(self) -> None:
+        for callback in self._on_commit:
+            try:
+                await async_call(callback)  # async callbacks are awaited (async API)
+            except Exception:  # the transaction is committed; a hook must not undo that
+                logging.getLogger("interlock.txn").exception("on_commit callback failed")
+
+    # -- abort -----------------------------------------------------------------------------
+
+    async def abort(self, reason: str = "client") -> None:
+        """Roll every branch back (``reason`` is the metric label: client by default)."""
+        self._require(State.ACTIVE)
+        await self._abort(reason)
+
+    async def _abort(self, reason: str) -> State:
+        manager = self._manager
+        self._move(State.ABORTING)
+        self.reason = reason
+        started = time.monotonic()
+        results = await async_call_all(
+            [b.abort for b in self._branches], max(self.timeout, 1.0), cancel=False
+        )
+        manager.observe(self._label, "abort", time.monotonic() - started)
+        left = [
+            b.resource
+            for b, r in zip(self._branches, results, strict=True)
+            if isinstance(r, Exception) and not isinstance(r, HeuristicOutcome)
+        ]
+        if left:
+            event(
+                WARNING,
+                "txn-abort-incomplete",
+                f"transaction {self.name} aborted; "
+                "recovery will roll back the remaining prepared branches",
+                name=self.name,
+                xid=self.xid,
+                reason=reason,
+                resource=",".join(left),
+            )
+        for result in results:
+            if isinstance(result, HeuristicOutcome):
+                manager.heuristic(self.name, self.xid, str(result))
+        self._move(State.ABORTED)
+        manager.metrics.txn_aborts.labels(txn=self._label, reason=reason).inc()
+        self._finished("aborted", reason)
+        return self.state
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def _check_failed(self, reason: str, exc: Exception) -> None:
+        """Say at ERROR why the start-up check refused this transaction, with the fix (the
+        exception's message), before the abort hides it behind a status code."""
+        action = "txn-log-not-durable" if reason == "durability" else "txn-check-failed"
+        event(
+            ERROR,
+            action,
+            f"transaction {self.name} refused before prepare: {exc}",
+            name=self.name,
+            xid=self.xid,
+            reason=reason,
+            **{"error.type": type(exc).__name__, "error.message": str(exc)},
+        )
+
+    def _finished(self, outcome: str, reason: str | None = None) -> None:
+        self._manager.metrics.txn_total.labels(txn=self._label, outcome=outcome).inc()
+        level = DEBUG if outcome == "committed" else INFO
+        event(
+            level,
+            f"txn-{outcome}",
+            f"transaction {self.name} {outcome}",
+            name=self.name,
+            xid=self.xid,
+            state=self.state.value,
+            outcome=outcome,
+            reason=reason,
+            **{"event.duration": int((time.time() - self.started) * 1e9)},
+        )
+        _context.record("txn", name=self.name, xid=self.xid, outcome=outcome, reason=reason)
+
+    def _aborted_error(self, reason: str, cause: BaseException | None) -> TransactionAborted:
+        refused = [b.resource for b in self._branches if b.vote is not Vote.YES]
+        return abort_error(
+            self.name, self.xid, reason, timeout=self.timeout, refused=refused, cause=cause
+        )

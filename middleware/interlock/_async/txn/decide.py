@@ -1,0 +1,142 @@
+"""Recording a transaction's decision, the step between its two phases.
+
+The decision becomes durable in one of two ways:
+
+* as a record of the decision log (:func:`log_decision`), retried: the first decision for
+  an xid wins, so retrying after an unclear failure is safe;
+* with last-resource commit, inside the COMMIT of a PostgreSQL branch on the decision
+  log's own database (:func:`commit_last`): that branch's work and the decision row
+  commit atomically in one COMMIT (docs/transactions.md, *Last-resource commit*).
+
+When neither can be confirmed the transaction is in doubt (``TransactionInDoubt``) and
+recovery resolves it from the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from interlock._async.txn.branch import AsyncBranch
+from interlock._concurrency import async_sleep
+from interlock.txn._events import in_doubt
+from interlock.txn._records import Decision
+from interlock.txn._state import Vote
+
+if TYPE_CHECKING:
+    from interlock._async.txn.manager import AsyncTransactionManager
+
+DECIDE_RETRIES = (0.05, 0.2)  # pauses between attempts to record a decision
+
+
+def last_resource(branches: Sequence[AsyncBranch], identity: object) -> AsyncBranch | None:
+    """The branch that commits last with the decision: a PostgreSQL branch on the
+    decision log's own database (``identity``: same server start time and database name;
+    ``None`` when the log has none) that allows it."""
+    if identity is None:
+        return None
+    for branch in branches:
+        participant = branch.participant
+        if (
+            getattr(participant, "last_resource", False)
+            and getattr(participant, "identity", None) == identity
+            and hasattr(participant, "commit_last")
+        ):
+            return branch
+    return None
+
+
+async def log_decision(manager: AsyncTransactionManager, decision: Decision) -> Decision:
+    """Record ``decision`` in the decision log; return the decision that won.
+
+    Each attempt also removes the decisions of completed transactions queued on
+    ``manager``.
+
+    Raises:
+        TransactionInDoubt: every attempt failed (already reported).
+    """
+    error: Exception | None = None
+    for pause in (*DECIDE_RETRIES, None):
+        forget = manager.take_completed()
+        try:
+            # The first decision wins, so retrying after an unclear failure is safe.
+            return await manager.log.decide(decision, forget)
+        except Exception as exc:
+            manager.completed(forget)  # maybe not forgotten: again next time
+            error = exc
+            if pause is not None:
+                await async_sleep(pause)
+    raise in_doubt(
+        decision.name,
+        decision.xid,
+        error,
+        reason="decision_unknown",
+        summary=" in doubt: decision not recorded",
+        detail=f" is in doubt: the decision log failed ({error}); recovery will resolve it "
+        "once the log is reachable",
+    ) from error
+
+
+async def commit_last(
+    manager: AsyncTransactionManager, branch: AsyncBranch, decision: Decision
+) -> Decision | None:
+    """Record ``decision`` by committing ``branch`` with the decision row in it.
+
+    Returns:
+        The decision that won (an abort tombstone if recovery fenced us first), or
+        ``None`` when the branch refused: it rolled back and nothing was decided.
+
+    Raises:
+        TransactionInDoubt: the COMMIT failed and the decision row is not found
+            (already reported).
+    """
+    log: Any = manager.log  # the PostgreSQL decision log (it has an identity)
+    participant: Any = branch.participant
+    forget = manager.take_completed()
+    statements = log.last_resource_statements(decision, forget)
+    try:
+        committed = bool(await participant.commit_last(branch.xid, statements))
+    except Exception as exc:
+        manager.completed(forget)  # forgotten or not: deleting again is harmless
+        # The COMMIT may or may not have happened: the decision row says which. Not
+        # found proves nothing yet (the server may still be finishing the COMMIT).
+        found = await read_decision(manager, decision.xid)
+        if found is None:
+            raise in_doubt(
+                decision.name,
+                decision.xid,
+                exc,
+                resource=branch.resource,
+                reason="decision_unknown",
+                summary=f" in doubt: the last-resource commit on {branch.resource} failed, "
+                "outcome unknown",
+                detail=f" is in doubt: the last-resource commit on {branch.resource} failed "
+                f"({exc}); recovery will resolve it from the decision log",
+            ) from exc
+        if found.outcome != "commit":
+            branch.vote = Vote.NO
+            return found
+        committed = True
+    if not committed:
+        manager.completed(forget)
+        branch.vote = Vote.NO
+        found = await read_decision(manager, decision.xid)
+        if found is not None and found.outcome == "abort":
+            return found  # recovery's tombstone won; the insert conflicted with it
+        return None
+    branch.vote = Vote.YES
+    branch.event(
+        logging.DEBUG,
+        "txn-branch-committed",
+        f"{branch.resource} committed with the decision (last resource)",
+    )
+    return decision
+
+
+async def read_decision(manager: AsyncTransactionManager, xid: str) -> Decision | None:
+    """The logged decision of ``xid``; ``None`` if there is none or the log fails."""
+    try:
+        return await manager.log.get(xid)
+    except Exception:
+        return None

@@ -1,0 +1,1 @@
+"""Participants: PostgreSQL, MySQL/MariaDB, Redis, remote."""

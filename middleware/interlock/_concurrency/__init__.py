@@ -1,0 +1,62 @@
+"""The few primitives where async and sync code differ, side by side.
+
+Code under ``interlock/_async/`` uses only the ``Async*`` / ``async_*`` names; the
+generated ``_sync/`` code uses the plain names. Primitives in ``_primitives``,
+background workers in ``_workers``, fan-out in ``_fanout``.
+"""
+
+from interlock._concurrency._primitives import (
+    AsyncEvent,
+    AsyncFlight,
+    AsyncMutex,
+    AsyncWorker,
+    Event,
+    Flight,
+    Mutex,
+    Strand,
+    Worker,
+    async_call,
+    async_call_all,
+    async_check_cacheable,
+    async_current_owner,
+    async_dedicated_waits,
+    async_run_blocking,
+    async_shielded,
+    async_sleep,
+    call,
+    call_all,
+    check_cacheable,
+    current_owner,
+    dedicated_waits,
+    run_blocking,
+    shielded,
+    sleep,
+)
+
+__all__ = [
+    "AsyncEvent",
+    "AsyncFlight",
+    "AsyncMutex",
+    "AsyncWorker",
+    "Event",
+    "Flight",
+    "Mutex",
+    "Strand",
+    "Worker",
+    "async_call",
+    "async_call_all",
+    "async_check_cacheable",
+    "async_current_owner",
+    "async_dedicated_waits",
+    "async_run_blocking",
+    "async_shielded",
+    "async_sleep",
+    "call",
+    "call_all",
+    "check_cacheable",
+    "current_owner",
+    "dedicated_waits",
+    "run_blocking",
+    "shielded",
+    "sleep",
+]

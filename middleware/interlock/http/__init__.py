@@ -1,0 +1,1 @@
+"""The sans-IO HTTP core shared by the ASGI and WSGI drivers."""
