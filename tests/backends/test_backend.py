@@ -151,6 +151,7 @@ def test_blocking_and_asyncio_waiters_share_one_fifo_queue(fresh_redis: RedisSer
 
     thread = threading.Thread(target=blocking, name="blocking-waiter")
     thread.start()
+    # a loop of its own in a second thread, on purpose: a blocking and an asyncio waiter at once
     runner = threading.Thread(target=lambda: asyncio.run(task()), name="asyncio-waiter")
     runner.start()
     time.sleep(0.8)

@@ -260,8 +260,9 @@ async def _lines() -> list[dict[str, Any]]:
     return capture.records
 
 
-def test_real_lines_are_pure_ecs() -> None:
-    lines = asyncio.run(_lines())
+@pytest.mark.anyio
+async def test_real_lines_are_pure_ecs() -> None:
+    lines = await _lines()
 
     problems = {p for line in lines for p in _check_line(line)}
     assert not problems, "\n".join(sorted(problems))
