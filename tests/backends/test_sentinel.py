@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import pytest
 
+from _waits import queued
 from interlock import AsyncInterlock, BackendUnavailable, ConfigError, Interlock
 from interlock.cli import main
 from services import RedisSentinel, make_tls, redis_command
@@ -90,7 +91,7 @@ def _assert_handoff(il: Interlock) -> None:
 
     thread = threading.Thread(target=wait, name="waiter")
     thread.start()
-    time.sleep(0.5)  # the waiter is queued
+    queued(il, "handoff", key)  # the waiter is queued
     released = time.monotonic()
     lease.release()
     thread.join(12)

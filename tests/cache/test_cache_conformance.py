@@ -280,7 +280,10 @@ async def test_async_callers_share_one_load(backend_url: str) -> None:
     # a cancelled caller does not cancel the load the others share
     calls.clear()
     first = asyncio.ensure_future(cache.get_or_load(2, load))
-    await asyncio.sleep(0.05)
+    deadline = time.monotonic() + 10
+    while not calls:  # the first caller's load is under way
+        assert time.monotonic() < deadline, "the first load did not start"
+        await asyncio.sleep(0.005)
     second = asyncio.ensure_future(cache.get_or_load(2, load))
     first.cancel()
     assert await second == "v" and len(calls) == 1

@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from _waits import aqueued
 from interlock import (
     AsyncInterlock,
     FenceRejected,
@@ -262,7 +263,7 @@ async def test_async_lock_and_cancellation_leaves_no_zombie(backend_url: str) ->
     holder = await ail.lock("account", 5).acquire()
     assert holder is not None
     waiter = asyncio.ensure_future(ail.lock("account", 5, timeout=10).acquire())
-    await asyncio.sleep(0.1)
+    await aqueued(ail, "account", 5)  # cancelled while it waits in the queue
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
