@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from _waits import aqueued, queued
 from interlock import AsyncInterlock, BackendUnavailable, Interlock, LockTimeout
 from services import RedisServer, free_port, make_tls
 
@@ -144,16 +145,17 @@ def test_blocking_and_asyncio_waiters_share_one_fifo_queue(fresh_redis: RedisSer
 
     async def task() -> None:
         ail = AsyncInterlock(fresh_redis.url, namespace=namespace)
-        await asyncio.sleep(0.3)  # queue behind the thread
+        await aqueued(ail, "account", 1)  # queue behind the thread
         async with ail.lock("account", 1, timeout=10.0):
             order.append("task")
         await ail.aclose()
 
     thread = threading.Thread(target=blocking, name="blocking-waiter")
     thread.start()
+    # a loop of its own in a second thread, on purpose: a blocking and an asyncio waiter at once
     runner = threading.Thread(target=lambda: asyncio.run(task()), name="asyncio-waiter")
     runner.start()
-    time.sleep(0.8)
+    queued(holder, "account", 1, count=2)  # the thread, then the task
     released = time.monotonic()
     lease.release()
     thread.join(10)

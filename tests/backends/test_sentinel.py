@@ -11,7 +11,6 @@ its own (different; both need percent-encoding in a URL), and the same over TLS 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import threading
@@ -23,6 +22,7 @@ from urllib.parse import quote
 
 import pytest
 
+from _waits import queued
 from interlock import AsyncInterlock, BackendUnavailable, ConfigError, Interlock
 from interlock.cli import main
 from services import RedisSentinel, make_tls, redis_command
@@ -59,17 +59,15 @@ def test_locks_and_cache_through_sentinel(redis_sentinel_url: str) -> None:
         other.close()
 
 
-def test_async_locks_through_sentinel(redis_sentinel_url: str) -> None:
-    async def main() -> None:
-        ail = AsyncInterlock(redis_sentinel_url, namespace=f"s{uuid.uuid4().hex[:8]}")
-        try:
-            async with ail.lock("account", 1) as lease:
-                info = await ail.lock_info("account", 1)
-                assert info is not None and info.fence == lease.fence
-        finally:
-            await ail.aclose()
-
-    asyncio.run(main())
+@pytest.mark.anyio
+async def test_async_locks_through_sentinel(redis_sentinel_url: str) -> None:
+    ail = AsyncInterlock(redis_sentinel_url, namespace=f"s{uuid.uuid4().hex[:8]}")
+    try:
+        async with ail.lock("account", 1) as lease:
+            info = await ail.lock_info("account", 1)
+            assert info is not None and info.fence == lease.fence
+    finally:
+        await ail.aclose()
 
 
 def test_waiter_is_woken_on_the_master(redis_sentinel_url: str) -> None:
@@ -93,7 +91,7 @@ def _assert_handoff(il: Interlock) -> None:
 
     thread = threading.Thread(target=wait, name="waiter")
     thread.start()
-    time.sleep(0.5)  # the waiter is queued
+    queued(il, "handoff", key)  # the waiter is queued
     released = time.monotonic()
     lease.release()
     thread.join(12)
@@ -242,23 +240,21 @@ def _assert_works(url: str) -> None:
         other.close()
 
 
+@pytest.mark.anyio
 @pytest.mark.sentinel
-def test_locks_cache_and_pubsub_through_a_password_protected_sentinel(
+async def test_locks_cache_and_pubsub_through_a_password_protected_sentinel(
     protected: RedisSentinel,
 ) -> None:
     assert f"sentinel_password={quote(SENTINEL_PW, safe='')}" in protected.url
     _assert_works(protected.url)
 
-    async def main_async() -> None:
-        ail = AsyncInterlock(protected.url, namespace=f"s{uuid.uuid4().hex[:8]}")
-        try:
-            async with ail.lock("account", 1) as lease:  # async waiters ride on pub/sub
-                info = await ail.lock_info("account", 1)
-                assert info is not None and info.fence == lease.fence
-        finally:
-            await ail.aclose()
-
-    asyncio.run(main_async())
+    ail = AsyncInterlock(protected.url, namespace=f"s{uuid.uuid4().hex[:8]}")
+    try:
+        async with ail.lock("account", 1) as lease:  # async waiters ride on pub/sub
+            info = await ail.lock_info("account", 1)
+            assert info is not None and info.fence == lease.fence
+    finally:
+        await ail.aclose()
 
 
 @pytest.mark.sentinel

@@ -260,33 +260,34 @@ def test_threads_share_one_load(il: Interlock) -> None:
     assert counted["miss"] == 1 and sum(counted.values()) == 20
 
 
-def test_async_callers_share_one_load(backend_url: str) -> None:
-    async def main() -> None:
-        ail = AsyncInterlock(backend_url, namespace=f"c{uuid.uuid4().hex[:8]}")
-        cache = ail.cache("tasks")
-        # redis-py's async RedisCluster races when its very first commands run
-        # concurrently (it initializes per command); reported to the backend's owner.
-        await ail.backend.execute("PING")
-        calls: list[int] = []
+@pytest.mark.anyio
+async def test_async_callers_share_one_load(backend_url: str) -> None:
+    ail = AsyncInterlock(backend_url, namespace=f"c{uuid.uuid4().hex[:8]}")
+    cache = ail.cache("tasks")
+    # redis-py's async RedisCluster races when its very first commands run
+    # concurrently (it initializes per command); reported to the backend's owner.
+    await ail.backend.execute("PING")
+    calls: list[int] = []
 
-        async def load() -> str:
-            calls.append(1)
-            await asyncio.sleep(0.2)
-            return "v"
+    async def load() -> str:
+        calls.append(1)
+        await asyncio.sleep(0.2)
+        return "v"
 
-        assert await asyncio.gather(*(cache.get_or_load(1, load) for _ in range(50))) == ["v"] * 50
-        assert len(calls) == 1
-        assert results(ail, "tasks")["miss"] == 1
-        # a cancelled caller does not cancel the load the others share
-        calls.clear()
-        first = asyncio.ensure_future(cache.get_or_load(2, load))
-        await asyncio.sleep(0.05)
-        second = asyncio.ensure_future(cache.get_or_load(2, load))
-        first.cancel()
-        assert await second == "v" and len(calls) == 1
-        await ail.aclose()
-
-    asyncio.run(main())
+    assert await asyncio.gather(*(cache.get_or_load(1, load) for _ in range(50))) == ["v"] * 50
+    assert len(calls) == 1
+    assert results(ail, "tasks")["miss"] == 1
+    # a cancelled caller does not cancel the load the others share
+    calls.clear()
+    first = asyncio.ensure_future(cache.get_or_load(2, load))
+    deadline = time.monotonic() + 10
+    while not calls:  # the first caller's load is under way
+        assert time.monotonic() < deadline, "the first load did not start"
+        await asyncio.sleep(0.005)
+    second = asyncio.ensure_future(cache.get_or_load(2, load))
+    first.cancel()
+    assert await second == "v" and len(calls) == 1
+    await ail.aclose()
 
 
 # -- invalidation ------------------------------------------------------------------------------
@@ -386,32 +387,30 @@ def test_cached_decorator_sync(il: Interlock) -> None:
     assert products.get_or_load("async-loader", lambda: 2) == 2  # its lease was freed
 
 
-def test_cached_decorator_async(backend_url: str) -> None:
-    async def main() -> None:
-        ail = AsyncInterlock(backend_url, namespace=f"c{uuid.uuid4().hex[:8]}")
-        products = ail.cache("deco")
-        await ail.backend.execute("PING")  # see test_async_callers_share_one_load
-        calls: list[int] = []
+@pytest.mark.anyio
+async def test_cached_decorator_async(backend_url: str) -> None:
+    ail = AsyncInterlock(backend_url, namespace=f"c{uuid.uuid4().hex[:8]}")
+    products = ail.cache("deco")
+    await ail.backend.execute("PING")  # see test_async_callers_share_one_load
+    calls: list[int] = []
 
-        @products.cached(key=lambda pid: pid)
-        async def product(pid: int) -> dict[str, int]:
-            calls.append(pid)
-            await asyncio.sleep(0.01)
-            return {"id": pid}
+    @products.cached(key=lambda pid: pid)
+    async def product(pid: int) -> dict[str, int]:
+        calls.append(pid)
+        await asyncio.sleep(0.01)
+        return {"id": pid}
 
-        assert await asyncio.gather(product(1), product(1), product(1)) == [{"id": 1}] * 3
-        assert calls == [1]
-        with pytest.raises(TypeError, match="async functions"):
+    assert await asyncio.gather(product(1), product(1), product(1)) == [{"id": 1}] * 3
+    assert calls == [1]
+    with pytest.raises(TypeError, match="async functions"):
 
-            @products.cached()
-            def wrong() -> None: ...
+        @products.cached()
+        def wrong() -> None: ...
 
-        assert await products.get_or_load(9, lambda: "sync loaders work too") == (
-            "sync loaders work too"
-        )
-        await ail.aclose()
-
-    asyncio.run(main())
+    assert await products.get_or_load(9, lambda: "sync loaders work too") == (
+        "sync loaders work too"
+    )
+    await ail.aclose()
 
 
 # -- near cache --------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ cache and commits a request transaction over Redis and PostgreSQL (issue 11, ite
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,7 +48,8 @@ def _check(lines: list[dict[str, Any]], bodies: list[dict[str, Any]], dsn: str, 
         assert line["interlock.txn.outcome"] == "committed", line
 
 
-def test_django_asgi_sync_and_async_views(
+@pytest.mark.anyio
+async def test_django_asgi_sync_and_async_views(
     redis_url: str,
     namespace: str,
     postgres_server: Any,
@@ -73,7 +73,7 @@ def test_django_asgi_sync_and_async_views(
         finally:
             await apg.close()
 
-    bodies = asyncio.run(main())
+    bodies = await main()
     _check(logs.requests(), bodies, postgres_server.dsn, state)
     assert prepared(postgres_server.dsn, namespace) == []
 

@@ -8,7 +8,6 @@ item 4).
 
 from __future__ import annotations
 
-import asyncio
 import io
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -71,64 +70,58 @@ def fastapi_app() -> FastAPI:
     return app
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("make", [starlette_app, fastapi_app], ids=["starlette", "fastapi"])
-def test_asgi_crash_500_carries_the_request_id(
+async def test_asgi_crash_500_carries_the_request_id(
     make: Callable[[], Any], make_ail: Callable[..., AsyncInterlock], logs: LogCapture
 ) -> None:
-    async def main() -> None:
-        async with make_ail() as ail:
-            app = make()
-            app.add_middleware(InterlockMiddleware, interlock=ail)  # inside ServerErrorMiddleware
-            _assert_problem(await _get(app, "/boom"), logs)
-            echoed = await _get(app, "/boom", **{"x-request-id": "crash-1"})
-            _assert_problem(echoed, logs, "crash-1")
-            assert metric_value(ail, "interlock_http_requests_total", status="500") == 2
-            # the exception still reaches the server (and a test client that asks for it)
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                with pytest.raises(RuntimeError, match="the handler crashed"):
-                    await client.get("/boom")
-
-    asyncio.run(main())
+    async with make_ail() as ail:
+        app = make()
+        app.add_middleware(InterlockMiddleware, interlock=ail)  # inside ServerErrorMiddleware
+        _assert_problem(await _get(app, "/boom"), logs)
+        echoed = await _get(app, "/boom", **{"x-request-id": "crash-1"})
+        _assert_problem(echoed, logs, "crash-1")
+        assert metric_value(ail, "interlock_http_requests_total", status="500") == 2
+        # the exception still reaches the server (and a test client that asks for it)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            with pytest.raises(RuntimeError, match="the handler crashed"):
+                await client.get("/boom")
 
 
-def test_asgi_wrapped_by_hand_keeps_starlettes_500_and_adds_the_id(
+@pytest.mark.anyio
+async def test_asgi_wrapped_by_hand_keeps_starlettes_500_and_adds_the_id(
     make_ail: Callable[..., AsyncInterlock], logs: LogCapture
 ) -> None:
-    async def main() -> None:
-        async with make_ail() as ail:
-            app = InterlockMiddleware(starlette_app(), interlock=ail)  # outside: sees the 500
-            response = await _get(app, "/boom")
-            assert response.status_code == 500 and response.text == "Internal Server Error"
-            rid = response.headers["x-request-id"]
-            (line,) = logs.requests()
-            assert line["http.request.id"] == rid and line["error.type"] == "RuntimeError"
-
-    asyncio.run(main())
+    async with make_ail() as ail:
+        app = InterlockMiddleware(starlette_app(), interlock=ail)  # outside: sees the 500
+        response = await _get(app, "/boom")
+        assert response.status_code == 500 and response.text == "Internal Server Error"
+        rid = response.headers["x-request-id"]
+        (line,) = logs.requests()
+        assert line["http.request.id"] == rid and line["error.type"] == "RuntimeError"
 
 
-def test_asgi_app_error_handlers_and_debug_pages_are_left_alone(
+@pytest.mark.anyio
+async def test_asgi_app_error_handlers_and_debug_pages_are_left_alone(
     make_ail: Callable[..., AsyncInterlock], logs: LogCapture
 ) -> None:
     async def on_error(request: Request, exc: Exception) -> PlainTextResponse:
         tools = request.scope["interlock"]  # the handler may echo the id itself
         return PlainTextResponse("custom", 500, headers={"x-request-id": tools.request_id})
 
-    async def main() -> None:
-        async with make_ail() as ail:
-            app = starlette_app()
-            app.add_exception_handler(Exception, on_error)
-            app.add_middleware(InterlockMiddleware, interlock=ail)
-            response = await _get(app, "/boom")
-            assert response.status_code == 500 and response.text == "custom"
-            assert response.headers["x-request-id"] == logs.requests()[0]["http.request.id"]
-            debug = starlette_app()
-            debug.debug = True
-            debug.add_middleware(InterlockMiddleware, interlock=ail)
-            page = await _get(debug, "/boom")
-            assert page.status_code == 500 and "RuntimeError" in page.text  # the traceback page
-
-    asyncio.run(main())
+    async with make_ail() as ail:
+        app = starlette_app()
+        app.add_exception_handler(Exception, on_error)
+        app.add_middleware(InterlockMiddleware, interlock=ail)
+        response = await _get(app, "/boom")
+        assert response.status_code == 500 and response.text == "custom"
+        assert response.headers["x-request-id"] == logs.requests()[0]["http.request.id"]
+        debug = starlette_app()
+        debug.debug = True
+        debug.add_middleware(InterlockMiddleware, interlock=ail)
+        page = await _get(debug, "/boom")
+        assert page.status_code == 500 and "RuntimeError" in page.text  # the traceback page
 
 
 # -- WSGI --------------------------------------------------------------------------------------

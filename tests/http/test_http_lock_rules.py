@@ -28,61 +28,60 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_asgi_lock_is_held_during_the_handler_and_contention_gets_423(
+@pytest.mark.anyio
+async def test_asgi_lock_is_held_during_the_handler_and_contention_gets_423(
     make_ail: Callable[..., AsyncInterlock], logs: LogCapture
 ) -> None:
-    async def main() -> None:
-        inside, leave = asyncio.Event(), asyncio.Event()
+    inside, leave = asyncio.Event(), asyncio.Event()
 
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            lease = scope["interlock"].lease
-            assert lease is not None and not lease.done
-            info = await scope["interlock"].interlock.lock_info("account", "42")
-            assert info is not None and info.request_id == scope["interlock"].request_id
-            inside.set()
-            await leave.wait()
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": str(lease.fence).encode()})
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        lease = scope["interlock"].lease
+        assert lease is not None and not lease.done
+        info = await scope["interlock"].interlock.lock_info("account", "42")
+        assert info is not None and info.request_id == scope["interlock"].request_id
+        inside.set()
+        await leave.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(lease.fence).encode()})
 
-        async with make_ail() as ail:
-            wrapped = InterlockMiddleware(app, interlock=ail, locks=[RULE])
-            first = asyncio.create_task(asgi_request(wrapped, "POST", "/accounts/42/withdraw"))
-            await inside.wait()
-            refused = await asgi_request(wrapped, "POST", "/accounts/42/withdraw")
-            assert refused.status == 423
-            assert refused.headers["retry-after"] == "1"
-            assert refused.headers["content-type"] == "application/problem+json"
-            problem = refused.json()
-            assert problem["type"] == "urn:interlock:problem:lock-timeout"
-            assert problem["status"] == 423 and problem["lock"] == "account"
-            assert problem["request_id"] == refused.headers["x-request-id"]
-            leave.set()
-            ok = await first
-            assert ok.status == 200
-            assert await ail.lock_info("account", "42") is None  # released after the body
-            # another account is not blocked; the same account is free again
-            assert (await asgi_request(wrapped, "POST", "/accounts/42/withdraw")).status == 200
-            assert int((await asgi_request(wrapped, "POST", "/accounts/42/withdraw")).body) > int(
-                ok.body
-            )
+    async with make_ail() as ail:
+        wrapped = InterlockMiddleware(app, interlock=ail, locks=[RULE])
+        first = asyncio.create_task(asgi_request(wrapped, "POST", "/accounts/42/withdraw"))
+        await inside.wait()
+        refused = await asgi_request(wrapped, "POST", "/accounts/42/withdraw")
+        assert refused.status == 423
+        assert refused.headers["retry-after"] == "1"
+        assert refused.headers["content-type"] == "application/problem+json"
+        problem = refused.json()
+        assert problem["type"] == "urn:interlock:problem:lock-timeout"
+        assert problem["status"] == 423 and problem["lock"] == "account"
+        assert problem["request_id"] == refused.headers["x-request-id"]
+        leave.set()
+        ok = await first
+        assert ok.status == 200
+        assert await ail.lock_info("account", "42") is None  # released after the body
+        # another account is not blocked; the same account is free again
+        assert (await asgi_request(wrapped, "POST", "/accounts/42/withdraw")).status == 200
+        assert int((await asgi_request(wrapped, "POST", "/accounts/42/withdraw")).body) > int(
+            ok.body
+        )
 
-            lines = {r["http.request.id"]: r for r in logs.requests()}
-            refusal = lines[refused.headers["x-request-id"]]
-            assert refusal["http.response.status_code"] == 423
-            assert refusal["interlock.http.route"] == "/accounts/{account_id}/withdraw"
-            assert refusal["interlock.lock.result"] == "timeout"
-            assert refusal["interlock.lock.holder.request_id"] == ok.headers["x-request-id"]
-            winner = lines[ok.headers["x-request-id"]]
-            assert winner["interlock.lock.name"] == "account"
-            assert winner["interlock.lock.fence"] == int(ok.body)
-            labels = {"route": "/accounts/{account_id}/withdraw", "status": "423"}
-            assert metric_value(ail, "interlock_http_requests_total", **labels) == 1
-            assert metric_value(ail, "interlock_lock_acquire_seconds_count", result="timeout") == 1
-
-    asyncio.run(main())
+        lines = {r["http.request.id"]: r for r in logs.requests()}
+        refusal = lines[refused.headers["x-request-id"]]
+        assert refusal["http.response.status_code"] == 423
+        assert refusal["interlock.http.route"] == "/accounts/{account_id}/withdraw"
+        assert refusal["interlock.lock.result"] == "timeout"
+        assert refusal["interlock.lock.holder.request_id"] == ok.headers["x-request-id"]
+        winner = lines[ok.headers["x-request-id"]]
+        assert winner["interlock.lock.name"] == "account"
+        assert winner["interlock.lock.fence"] == int(ok.body)
+        labels = {"route": "/accounts/{account_id}/withdraw", "status": "423"}
+        assert metric_value(ail, "interlock_http_requests_total", **labels) == 1
+        assert metric_value(ail, "interlock_lock_acquire_seconds_count", result="timeout") == 1
 
 
-def test_asgi_lock_is_released_when_the_handler_raises_or_the_client_leaves(
+@pytest.mark.anyio
+async def test_asgi_lock_is_released_when_the_handler_raises_or_the_client_leaves(
     make_ail: Callable[..., AsyncInterlock], logs: LogCapture
 ) -> None:
     async def boom(scope: Any, receive: Any, send: Any) -> None:
@@ -117,10 +116,11 @@ def test_asgi_lock_is_released_when_the_handler_raises_or_the_client_leaves(
             statuses = [r["http.response.status_code"] for r in logs.requests()]
             assert statuses == [500, 499]  # one line each
 
-    asyncio.run(main())
+    await main()
 
 
-def test_rules_only_apply_to_their_methods_and_paths(
+@pytest.mark.anyio
+async def test_rules_only_apply_to_their_methods_and_paths(
     make_ail: Callable[..., AsyncInterlock],
 ) -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -130,17 +130,15 @@ def test_rules_only_apply_to_their_methods_and_paths(
 
     rule = LockRule("/items/{item_id}", name="item", key="{item_id}", methods=["POST"])
 
-    async def main() -> None:
-        async with make_ail() as ail:
-            wrapped = InterlockMiddleware(app, interlock=ail, locks=[rule])
-            assert (await asgi_request(wrapped, "POST", "/items/1")).body == b"held"
-            assert (await asgi_request(wrapped, "GET", "/items/1")).body == b"free"
-            assert (await asgi_request(wrapped, "POST", "/items/1/x")).body == b"free"
-
-    asyncio.run(main())
+    async with make_ail() as ail:
+        wrapped = InterlockMiddleware(app, interlock=ail, locks=[rule])
+        assert (await asgi_request(wrapped, "POST", "/items/1")).body == b"held"
+        assert (await asgi_request(wrapped, "GET", "/items/1")).body == b"free"
+        assert (await asgi_request(wrapped, "POST", "/items/1/x")).body == b"free"
 
 
-def test_backend_down_answers_503_or_fails_open(
+@pytest.mark.anyio
+async def test_backend_down_answers_503_or_fails_open(
     make_ail: Callable[..., AsyncInterlock], logs: LogCapture
 ) -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -150,19 +148,16 @@ def test_backend_down_answers_503_or_fails_open(
     url = f"redis://127.0.0.1:{_closed_port()}/0"
     open_rule = LockRule("/open/{x}", name="open", key="{x}", fail_open=True)
 
-    async def main() -> None:
-        async with make_ail(url, connect_timeout=0.2, socket_timeout=0.2) as ail:
-            wrapped = InterlockMiddleware(app, interlock=ail, locks=[RULE, open_rule])
-            down = await asgi_request(wrapped, "POST", "/accounts/1/withdraw")
-            assert down.status == 503
-            assert down.headers["retry-after"] == "1"
-            assert down.json()["type"] == "urn:interlock:problem:backend-unavailable"
-            ran = await asgi_request(wrapped, "POST", "/open/1")
-            assert ran.status == 200 and ran.body == b"ran"
-            results = [r.get("interlock.lock.result") for r in logs.requests()]
-            assert results == ["unavailable", "unavailable"]
-
-    asyncio.run(main())
+    async with make_ail(url, connect_timeout=0.2, socket_timeout=0.2) as ail:
+        wrapped = InterlockMiddleware(app, interlock=ail, locks=[RULE, open_rule])
+        down = await asgi_request(wrapped, "POST", "/accounts/1/withdraw")
+        assert down.status == 503
+        assert down.headers["retry-after"] == "1"
+        assert down.json()["type"] == "urn:interlock:problem:backend-unavailable"
+        ran = await asgi_request(wrapped, "POST", "/open/1")
+        assert ran.status == 200 and ran.body == b"ran"
+        results = [r.get("interlock.lock.result") for r in logs.requests()]
+        assert results == ["unavailable", "unavailable"]
 
 
 def test_wsgi_lock_is_released_when_the_iterable_is_closed(il: Interlock, logs: LogCapture) -> None:

@@ -75,33 +75,29 @@ Run = Callable[..., Any]
 
 @pytest.fixture
 def run(redis_url: str, namespace: str, postgres_server: Any) -> Run:
-    """Run ``body(ail, client, table)`` against the shop, in a fresh event loop."""
+    """Run ``body(ail, client, table)`` against the shop, in the test's event loop."""
 
-    def runner(body: Callable[..., Any], stock: int = 5) -> Any:
-        async def main() -> Any:
-            with orders_table(postgres_server.dsn) as table:
-                pg = await psycopg.AsyncConnection.connect(postgres_server.dsn)
-                async with AsyncInterlock(
-                    redis_url, namespace=namespace, durability="relaxed"
-                ) as ail:
-                    await _seed(ail, stock)
-                    transport = httpx.ASGITransport(
-                        app=shop(ail, pg, table), raise_app_exceptions=False
-                    )
-                    async with httpx.AsyncClient(
-                        transport=transport, base_url="http://testserver"
-                    ) as client:
-                        try:
-                            return await body(ail, client, table)
-                        finally:
-                            await pg.close()
-
-        return asyncio.run(main())
+    async def runner(body: Callable[..., Any], stock: int = 5) -> Any:
+        with orders_table(postgres_server.dsn) as table:
+            pg = await psycopg.AsyncConnection.connect(postgres_server.dsn)
+            async with AsyncInterlock(redis_url, namespace=namespace, durability="relaxed") as ail:
+                await _seed(ail, stock)
+                transport = httpx.ASGITransport(
+                    app=shop(ail, pg, table), raise_app_exceptions=False
+                )
+                async with httpx.AsyncClient(
+                    transport=transport, base_url="http://testserver"
+                ) as client:
+                    try:
+                        return await body(ail, client, table)
+                    finally:
+                        await pg.close()
 
     return runner
 
 
-def test_2xx_commits_everywhere_then_invalidates(
+@pytest.mark.anyio
+async def test_2xx_commits_everywhere_then_invalidates(
     run: Run, logs: LogCapture, postgres_server: Any, namespace: str
 ) -> None:
     async def body(ail: AsyncInterlock, client: httpx.AsyncClient, table: str) -> Any:
@@ -112,7 +108,7 @@ def test_2xx_commits_everywhere_then_invalidates(
                                phase="decide")  # fmt: skip
         return response, state, rows(postgres_server.dsn, table), committed, decided
 
-    response, state, pg_rows, committed, decided = run(body)
+    response, state, pg_rows, committed, decided = await run(body)
     assert response.status_code == 201 and response.json() == {"order": "o1"}
     assert state == (3, b"sku-1", None)  # stock taken, order stored, catalogue purged
     assert pg_rows == [("o1", SKU)]
@@ -126,6 +122,7 @@ def test_2xx_commits_everywhere_then_invalidates(
     assert prepared(postgres_server.dsn, namespace) == []
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize(
     ("path", "extra", "status"),
     [
@@ -135,7 +132,7 @@ def test_2xx_commits_everywhere_then_invalidates(
         ("/orders/201", {"raise": True}, 500),  # Starlette answers 500, then re-raises
     ],
 )
-def test_4xx_5xx_and_exceptions_abort_everywhere(
+async def test_4xx_5xx_and_exceptions_abort_everywhere(
     run: Run,
     logs: LogCapture,
     postgres_server: Any,
@@ -149,7 +146,7 @@ def test_4xx_5xx_and_exceptions_abort_everywhere(
         aborts = metric_value(ail, "interlock_txn_aborts_total", txn="checkout", reason="client")
         return response, await _state(ail, "o2"), rows(postgres_server.dsn, table), aborts
 
-    response, state, pg_rows, aborts = run(body)
+    response, state, pg_rows, aborts = await run(body)
     assert response.status_code == status
     assert state == (5, None, "Product 1")  # nothing written, the purge dropped
     assert pg_rows == []
@@ -162,15 +159,16 @@ def test_4xx_5xx_and_exceptions_abort_everywhere(
     assert prepared(postgres_server.dsn, namespace) == []
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("order", [{"refuse": True}, {"qty": 6}], ids=["custom", "stock"])
-def test_a_refused_commit_becomes_a_409_problem_and_nothing_commits(
+async def test_a_refused_commit_becomes_a_409_problem_and_nothing_commits(
     run: Run, logs: LogCapture, postgres_server: Any, namespace: str, order: dict[str, Any]
 ) -> None:
     async def body(ail: AsyncInterlock, client: httpx.AsyncClient, table: str) -> Any:
         response = await client.post("/orders/201", json={"id": "o3", **order})
         return response, await _state(ail, "o3"), rows(postgres_server.dsn, table)
 
-    response, state, pg_rows = run(body)
+    response, state, pg_rows = await run(body)
     assert response.status_code == 409
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["x-request-id"]
@@ -218,15 +216,13 @@ async def _call(app: Any, journal: Journal, messages: list[dict[str, Any]] | Non
     await app(scope, receive, send)
 
 
-def test_the_commit_happens_before_the_status_line_and_streams_follow(namespace: str) -> None:
+@pytest.mark.anyio
+async def test_the_commit_happens_before_the_status_line_and_streams_follow(namespace: str) -> None:
     journal = Journal()
 
-    async def main() -> None:
-        async with AsyncInterlock("mem://", namespace=namespace) as ail:
-            app = InterlockMiddleware(_raw_app(journal, status=200, chunks=3), interlock=ail)
-            await _call(app, journal)
-
-    asyncio.run(main())
+    async with AsyncInterlock("mem://", namespace=namespace) as ail:
+        app = InterlockMiddleware(_raw_app(journal, status=200, chunks=3), interlock=ail)
+        await _call(app, journal)
     assert journal.events == [
         "prepare", "prepare", "commit", "commit",
         "http.response.start:200",
@@ -234,16 +230,14 @@ def test_the_commit_happens_before_the_status_line_and_streams_follow(namespace:
     ]  # fmt: skip
 
 
-def test_a_failed_commit_sends_only_the_problem(namespace: str, logs: LogCapture) -> None:
+@pytest.mark.anyio
+async def test_a_failed_commit_sends_only_the_problem(namespace: str, logs: LogCapture) -> None:
     journal = Journal()
 
-    async def main() -> None:
-        async with AsyncInterlock("mem://", namespace=namespace) as ail:
-            app = InterlockMiddleware(_raw_app(journal, status=200, refuse=True, chunks=2),
-                                      interlock=ail)  # fmt: skip
-            await _call(app, journal)
-
-    asyncio.run(main())
+    async with AsyncInterlock("mem://", namespace=namespace) as ail:
+        app = InterlockMiddleware(_raw_app(journal, status=200, refuse=True, chunks=2),
+                                  interlock=ail)  # fmt: skip
+        await _call(app, journal)
     assert journal.events == [
         "prepare", "prepare:no", "abort", "abort",
         "http.response.start:409", "http.response.body:",
@@ -251,7 +245,8 @@ def test_a_failed_commit_sends_only_the_problem(namespace: str, logs: LogCapture
     assert logs.requests()[0]["http.response.status_code"] == 409
 
 
-def test_a_client_that_went_away_aborts(namespace: str, logs: LogCapture) -> None:
+@pytest.mark.anyio
+async def test_a_client_that_went_away_aborts(namespace: str, logs: LogCapture) -> None:
     journal = Journal()
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -262,36 +257,32 @@ def test_a_client_that_went_away_aborts(namespace: str, logs: LogCapture) -> Non
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    async def main() -> None:
-        async with AsyncInterlock("mem://", namespace=namespace) as ail:
-            await _call(InterlockMiddleware(app, interlock=ail), journal)
-
-    asyncio.run(main())
+    async with AsyncInterlock("mem://", namespace=namespace) as ail:
+        await _call(InterlockMiddleware(app, interlock=ail), journal)
     assert "commit" not in journal.events and "abort" in journal.events
     line = logs.requests()[0]
     assert line["interlock.txn.outcome"] == "aborted"
     assert line["interlock.txn.cause"] == "disconnect"
 
 
-def test_a_handler_without_a_response_aborts(namespace: str, logs: LogCapture) -> None:
+@pytest.mark.anyio
+async def test_a_handler_without_a_response_aborts(namespace: str, logs: LogCapture) -> None:
     journal = Journal()
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         scope["interlock"].transaction("raw").enlist(AsyncRecorder(journal), resource="only")
         raise RuntimeError("no response")
 
-    async def main() -> None:
-        async with AsyncInterlock("mem://", namespace=namespace) as ail:
-            with pytest.raises(RuntimeError):
-                await _call(InterlockMiddleware(app, interlock=ail), journal)
-
-    asyncio.run(main())
+    async with AsyncInterlock("mem://", namespace=namespace) as ail:
+        with pytest.raises(RuntimeError):
+            await _call(InterlockMiddleware(app, interlock=ail), journal)
     assert journal.events == ["abort", "http.response.start:500", "http.response.body:"]
     line = logs.requests()[0]
     assert (line["interlock.txn.outcome"], line["interlock.txn.cause"]) == ("aborted", "exception")
 
 
-def test_a_handler_may_decide_itself(namespace: str, logs: LogCapture) -> None:
+@pytest.mark.anyio
+async def test_a_handler_may_decide_itself(namespace: str, logs: LogCapture) -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         tools = scope["interlock"]
         tx = tools.transaction("raw")
@@ -308,13 +299,14 @@ def test_a_handler_may_decide_itself(namespace: str, logs: LogCapture) -> None:
             return (await ail.transactions.store("orders").get("o9"),
                     await ail.cache("products").get(1))  # fmt: skip
 
-    assert asyncio.run(main()) == (b"x", None)  # a 500 cannot undo an explicit commit
+    assert await main() == (b"x", None)  # a 500 cannot undo an explicit commit
     line = logs.requests()[0]
     assert (line["interlock.txn.outcome"], line["interlock.txn.cause"]) == ("committed", "handler")
     assert line["interlock.txn.invalidated"] == 1
 
 
-def test_streaming_responses_commit_at_the_status_line(namespace: str) -> None:
+@pytest.mark.anyio
+async def test_streaming_responses_commit_at_the_status_line(namespace: str) -> None:
     journal = Journal()
 
     async def stream(request: Request) -> StreamingResponse:
@@ -334,11 +326,12 @@ def test_streaming_responses_commit_at_the_status_line(namespace: str) -> None:
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                 return (await client.get("/s")).status_code
 
-    assert asyncio.run(main()) == 200
+    assert await main() == 200
     assert journal.events == ["prepare", "commit", "body"]  # decided before the body
 
 
-def test_a_decision_log_that_is_not_durable_is_named_in_the_problem_and_the_log(
+@pytest.mark.anyio
+async def test_a_decision_log_that_is_not_durable_is_named_in_the_problem_and_the_log(
     redis_url: str, namespace: str, logs: LogCapture
 ) -> None:
     """Default ``durability="strict"`` on a Redis without AOF: 503 with reason
@@ -362,7 +355,7 @@ def test_a_decision_log_that_is_not_durable_is_named_in_the_problem_and_the_log(
             aborts = metric_value(ail, "interlock_txn_aborts_total", reason="durability")
             return sent, aborts
 
-    sent, aborts = asyncio.run(main())
+    sent, aborts = await main()
     assert sent[0]["status"] == 503
     problem = json.loads(sent[1]["body"])
     assert problem["type"] == "urn:interlock:problem:transaction-aborted"
@@ -417,5 +410,6 @@ def test_the_lifespan_start_up_starts_recovery_of_resources_registered_at_import
         finally:
             await ail.aclose()
 
+    # its own loop on purpose: the resources were registered before any loop ran
     running, leader = asyncio.run(main())
     assert running and leader is not None

@@ -65,7 +65,8 @@ def _check(response: Any, problem: dict[str, Any], elapsed: float, logs: LogCapt
     assert stock.qty() == 5
 
 
-def test_asgi_answers_503_transaction_blocked(
+@pytest.mark.anyio
+async def test_asgi_answers_503_transaction_blocked(
     stock: Stock, namespace: str, logs: LogCapture
 ) -> None:
     async def main() -> tuple[Any, float, float]:
@@ -94,7 +95,7 @@ def test_asgi_answers_503_transaction_blocked(
             await closing
         return response, elapsed, aborts
 
-    response, elapsed, aborts = asyncio.run(main())
+    response, elapsed, aborts = await main()
     _check(response, response.json(), elapsed, logs, stock)
     assert aborts == 1
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from _http_django_setup import configure
 from fastapi import FastAPI
 from flask import Flask
@@ -107,25 +108,25 @@ async def _asgi_paths(ail: AsyncInterlock, make: Callable[[], Any]) -> None:
     assert (await asgi_request(fresh, "GET", "/products/7")).headers["x-cache"] == "HIT"
 
 
-def _asgi_case(make: Callable[[], Any], make_ail: Callable[..., AsyncInterlock]) -> None:
-    async def main() -> None:
-        async with make_ail() as ail:
-            await _asgi_paths(ail, make)
-            assert _labels(ail) == EXPECTED
-
-    asyncio.run(main())
+async def _asgi_case(make: Callable[[], Any], make_ail: Callable[..., AsyncInterlock]) -> None:
+    async with make_ail() as ail:
+        await _asgi_paths(ail, make)
+        assert _labels(ail) == EXPECTED
 
 
-def test_starlette_route_has_one_label(make_ail: Callable[..., AsyncInterlock]) -> None:
-    _asgi_case(starlette_app, make_ail)
+@pytest.mark.anyio
+async def test_starlette_route_has_one_label(make_ail: Callable[..., AsyncInterlock]) -> None:
+    await _asgi_case(starlette_app, make_ail)
 
 
-def test_fastapi_route_has_one_label(make_ail: Callable[..., AsyncInterlock]) -> None:
-    _asgi_case(fastapi_app, make_ail)
+@pytest.mark.anyio
+async def test_fastapi_route_has_one_label(make_ail: Callable[..., AsyncInterlock]) -> None:
+    await _asgi_case(fastapi_app, make_ail)
 
 
-def test_django_asgi_route_has_one_label(make_ail: Callable[..., AsyncInterlock]) -> None:
-    _asgi_case(django_asgi_app, make_ail)
+@pytest.mark.anyio
+async def test_django_asgi_route_has_one_label(make_ail: Callable[..., AsyncInterlock]) -> None:
+    await _asgi_case(django_asgi_app, make_ail)
 
 
 # -- WSGI: Flask, Django -----------------------------------------------------------------------

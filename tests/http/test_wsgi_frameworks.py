@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from _http_django_setup import configure
 from flask import Blueprint, Flask, Response, request, stream_with_context
 
@@ -106,22 +106,20 @@ def test_django_wsgi_resolver_routes(il: Interlock, logs: LogCapture) -> None:
     }
 
 
-def test_django_asgi_resolver_routes(
+@pytest.mark.anyio
+async def test_django_asgi_resolver_routes(
     make_ail: Callable[..., AsyncInterlock], logs: LogCapture
 ) -> None:
     from django.core.asgi import get_asgi_application
 
-    async def main() -> None:
-        async with make_ail() as ail:
-            app = InterlockMiddleware(get_asgi_application(), interlock=ail, locks=[WITHDRAW])
-            assert (await asgi_request(app, "GET", "/api/v1/items/9/")).json() == {"pk": 9}
-            assert (await asgi_request(app, "POST", "/accounts/4/withdraw")).json()["lease"] is True
-            assert (await asgi_request(app, "GET", "/nope")).status == 404
-            labels = {r["url.path"]: r["interlock.http.route"] for r in logs.requests()}
-            assert labels == {
-                "/api/v1/items/9/": "/api/v1/items/<int:pk>/",
-                "/accounts/4/withdraw": "/accounts/{account_id}/withdraw",
-                "/nope": "__unmatched__",
-            }
-
-    asyncio.run(main())
+    async with make_ail() as ail:
+        app = InterlockMiddleware(get_asgi_application(), interlock=ail, locks=[WITHDRAW])
+        assert (await asgi_request(app, "GET", "/api/v1/items/9/")).json() == {"pk": 9}
+        assert (await asgi_request(app, "POST", "/accounts/4/withdraw")).json()["lease"] is True
+        assert (await asgi_request(app, "GET", "/nope")).status == 404
+        labels = {r["url.path"]: r["interlock.http.route"] for r in logs.requests()}
+        assert labels == {
+            "/api/v1/items/9/": "/api/v1/items/<int:pk>/",
+            "/accounts/4/withdraw": "/accounts/{account_id}/withdraw",
+            "/nope": "__unmatched__",
+        }

@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from _waits import aqueued
 from interlock import (
     AsyncInterlock,
     FenceRejected,
@@ -256,54 +257,50 @@ def test_hostile_keys_stay_in_their_namespace(il: Interlock) -> None:
         assert il.lock("account", "x").acquire(blocking=False) is not None
 
 
-def test_async_lock_and_cancellation_leaves_no_zombie(backend_url: str) -> None:
-    async def main() -> None:
-        ail = AsyncInterlock(backend_url, namespace=f"t{uuid.uuid4().hex[:12]}")
-        holder = await ail.lock("account", 5).acquire()
-        assert holder is not None
-        waiter = asyncio.ensure_future(ail.lock("account", 5, timeout=10).acquire())
-        await asyncio.sleep(0.1)
-        waiter.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiter
-        await holder.release()
-        # the cancelled waiter must not have been handed the lock
-        assert await ail.lock_info("account", 5) is None
-        async with ail.lock("account", 5) as lease:
-            assert lease.fence > holder.fence
-        counter = 0
+@pytest.mark.anyio
+async def test_async_lock_and_cancellation_leaves_no_zombie(backend_url: str) -> None:
+    ail = AsyncInterlock(backend_url, namespace=f"t{uuid.uuid4().hex[:12]}")
+    holder = await ail.lock("account", 5).acquire()
+    assert holder is not None
+    waiter = asyncio.ensure_future(ail.lock("account", 5, timeout=10).acquire())
+    await aqueued(ail, "account", 5)  # cancelled while it waits in the queue
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await holder.release()
+    # the cancelled waiter must not have been handed the lock
+    assert await ail.lock_info("account", 5) is None
+    async with ail.lock("account", 5) as lease:
+        assert lease.fence > holder.fence
+    counter = 0
 
-        async def work() -> None:
-            nonlocal counter
-            for _ in range(25):
-                async with ail.lock("counter", 1):
-                    value = counter
-                    await asyncio.sleep(0)
-                    counter = value + 1
-
-        await asyncio.gather(*(work() for _ in range(4)))
-        assert counter == 100
-        await ail.aclose()
-
-    asyncio.run(main())
-
-
-def test_cancelled_release_still_releases(backend_url: str) -> None:
-    async def main() -> None:
-        ail = AsyncInterlock(backend_url, namespace=f"t{uuid.uuid4().hex[:12]}")
-        for delay in (1, 2, 3, 5):  # the release must have started: cancel mid-flight
-            lease = await ail.lock("account", delay).acquire()
-            assert lease is not None
-            task = asyncio.ensure_future(lease.release())
-            for _ in range(delay):
+    async def work() -> None:
+        nonlocal counter
+        for _ in range(25):
+            async with ail.lock("counter", 1):
+                value = counter
                 await asyncio.sleep(0)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            deadline = time.monotonic() + 5
-            while await ail.lock_info("account", delay) is not None:
-                assert time.monotonic() < deadline, "a cancelled release left the lock held"
-                await asyncio.sleep(0.01)
-        await ail.aclose()
+                counter = value + 1
 
-    asyncio.run(main())
+    await asyncio.gather(*(work() for _ in range(4)))
+    assert counter == 100
+    await ail.aclose()
+
+
+@pytest.mark.anyio
+async def test_cancelled_release_still_releases(backend_url: str) -> None:
+    ail = AsyncInterlock(backend_url, namespace=f"t{uuid.uuid4().hex[:12]}")
+    for delay in (1, 2, 3, 5):  # the release must have started: cancel mid-flight
+        lease = await ail.lock("account", delay).acquire()
+        assert lease is not None
+        task = asyncio.ensure_future(lease.release())
+        for _ in range(delay):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        deadline = time.monotonic() + 5
+        while await ail.lock_info("account", delay) is not None:
+            assert time.monotonic() < deadline, "a cancelled release left the lock held"
+            await asyncio.sleep(0.01)
+    await ail.aclose()

@@ -7,7 +7,6 @@ not by the time left, so a 0.2 s acquire on a blackholed link raised after ~2 s.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterator
 
@@ -78,8 +77,9 @@ def test_sync_contended_acquire_is_bounded_when_the_link_stalls(proxy: FaultProx
         waiter.close()
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_async_acquire_is_bounded_by_its_timeout(proxy: FaultProxy, fault: str) -> None:
+async def test_async_acquire_is_bounded_by_its_timeout(proxy: FaultProxy, fault: str) -> None:
     async def main() -> float:
         ail = AsyncInterlock(
             _url(proxy), namespace=f"afaults-{fault}", socket_timeout=SOCKET_TIMEOUT
@@ -96,7 +96,7 @@ def test_async_acquire_is_bounded_by_its_timeout(proxy: FaultProxy, fault: str) 
             proxy.clear()
             await ail.aclose()
 
-    elapsed = asyncio.run(main())
+    elapsed = await main()
     assert elapsed <= TIMEOUT + SLACK, f"{fault}: async acquire took {elapsed:.3f} s"
 
 
@@ -116,8 +116,9 @@ def test_a_timed_out_connection_is_not_reused(proxy: FaultProxy) -> None:
         il.close()
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("kind", ["sync", "async"])
-def test_cold_contended_acquire_under_latency_ends_on_time(
+async def test_cold_contended_acquire_under_latency_ends_on_time(
     redis_server: RedisServer, kind: str
 ) -> None:
     """A waiter with no pooled connection, behind a holder, on a slow link. Before the fix
@@ -142,7 +143,7 @@ def test_cold_contended_acquire_under_latency_ends_on_time(
                     elapsed = time.monotonic() - started
                     il.close()
                 else:
-                    elapsed = asyncio.run(_cold_async(url, kind, timeout))
+                    elapsed = await _cold_async(url, kind, timeout)
                 overruns.append((elapsed - timeout, latency, timeout))
     lease.release()
     holder.close()

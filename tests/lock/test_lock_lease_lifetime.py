@@ -56,7 +56,8 @@ def test_lease_handed_over_after_a_long_wait_is_valid(redis_url: str) -> None:
         lease.release()  # raised LockLost before the fix
 
 
-def test_async_lease_handed_over_after_a_long_wait_is_valid(redis_url: str) -> None:
+@pytest.mark.anyio
+async def test_async_lease_handed_over_after_a_long_wait_is_valid(redis_url: str) -> None:
     async def main(holder_fence: int) -> None:
         async with AsyncInterlock(redis_url, namespace="born-lost-a") as ail:
             lease = await ail.lock("long", 1, ttl=1.0, timeout=10.0).acquire()
@@ -66,7 +67,7 @@ def test_async_lease_handed_over_after_a_long_wait_is_valid(redis_url: str) -> N
             await lease.release()
 
     with _holder(redis_url, "born-lost-a", ttl=1.0, seconds=1.5) as holder_fence:
-        asyncio.run(main(holder_fence))
+        await main(holder_fence)
 
 
 @pytest.mark.parametrize("ttl", [0.3, 0.6, 1.2])
@@ -83,19 +84,17 @@ def test_short_ttls_are_renewed_in_time(redis_url: str, ttl: float) -> None:
                 assert info is not None and info.fence == lease.fence
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("ttl", [0.3, 0.6])
-def test_async_short_ttls_are_renewed_in_time(redis_url: str, ttl: float) -> None:
-    async def main() -> None:
-        async with (
-            AsyncInterlock(redis_url, namespace=f"arenew-{ttl}") as ail,
-            ail.lock("background", 0, ttl=30.0),
-        ):
-            for round_ in range(3):
-                async with ail.lock("short", round_, ttl=ttl) as lease:
-                    await asyncio.sleep(ttl * 3)
-                    lease.check()
-
-    asyncio.run(main())
+async def test_async_short_ttls_are_renewed_in_time(redis_url: str, ttl: float) -> None:
+    async with (
+        AsyncInterlock(redis_url, namespace=f"arenew-{ttl}") as ail,
+        ail.lock("background", 0, ttl=30.0),
+    ):
+        for round_ in range(3):
+            async with ail.lock("short", round_, ttl=ttl) as lease:
+                await asyncio.sleep(ttl * 3)
+                lease.check()
 
 
 def test_ttl_too_short_to_renew_is_refused_with_the_fix() -> None:

@@ -14,6 +14,7 @@ import ast
 import asyncio
 import logging
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -246,7 +247,10 @@ async def _lines() -> list[dict[str, Any]]:
         with pytest.raises(RuntimeError):
             await asgi_request(wrapped, "GET", "/boom")
         held = asyncio.create_task(asgi_request(wrapped, "GET", "/slow/1"))
-        await asyncio.sleep(0.1)
+        deadline = time.monotonic() + 10
+        while await ail.lock_info("slow", "1") is None:  # the first request holds the lock
+            assert time.monotonic() < deadline, "the first request did not take the lock"
+            await asyncio.sleep(0.005)
         assert (await asgi_request(wrapped, "GET", "/slow/1")).status == 423
         await held
         async with ail.transaction("order") as tx:  # noqa: F841 - its events are the point
@@ -260,8 +264,9 @@ async def _lines() -> list[dict[str, Any]]:
     return capture.records
 
 
-def test_real_lines_are_pure_ecs() -> None:
-    lines = asyncio.run(_lines())
+@pytest.mark.anyio
+async def test_real_lines_are_pure_ecs() -> None:
+    lines = await _lines()
 
     problems = {p for line in lines for p in _check_line(line)}
     assert not problems, "\n".join(sorted(problems))

@@ -403,7 +403,8 @@ def test_items_refused_on_every_attempt_are_dropped_after_max_retries(
         assert metric_value(il, DROPPED, sink="elasticsearch") == 5
 
 
-def test_a_hanging_elasticsearch_fills_the_queue_but_never_the_request_path(
+@pytest.mark.anyio
+async def test_a_hanging_elasticsearch_fills_the_queue_but_never_the_request_path(
     fake_es: Callable[..., FakeElasticsearch],
 ) -> None:
     hold = threading.Event()
@@ -436,9 +437,8 @@ def test_a_hanging_elasticsearch_fills_the_queue_but_never_the_request_path(
             assert all("http.request.id" in doc for doc in server.stored)
             return timings
 
-    import asyncio
 
-    timings = sorted(asyncio.run(scenario()))
+    timings = sorted(await scenario())
     assert timings[len(timings) // 2] < 0.05, "median request slowed by the log sink"
     assert timings[-1] < 2.0
 

@@ -83,7 +83,7 @@ def provoked(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
                     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
                         assert (await c.post("/orders")).status_code == 500
 
-            asyncio.run(request())
+            asyncio.run(request())  # a sync, module-scoped fixture: it runs its own loop
         finally:
             unconfigure_logging()
             root.handlers[:] = handlers

@@ -73,7 +73,8 @@ def test_a_statement_blocked_by_a_prepared_branch_raises_transaction_blocked(
     assert stock.qty() == 5
 
 
-def test_the_async_api_raises_it_too(stock: Stock) -> None:
+@pytest.mark.anyio
+async def test_the_async_api_raises_it_too(stock: Stock) -> None:
     async def main() -> tuple[BaseException, float]:
         conn = await stock.aconnect()
         async with AsyncInterlock("mem://", namespace="blocked-async", recovery=False) as ail:
@@ -90,7 +91,7 @@ def test_the_async_api_raises_it_too(stock: Stock) -> None:
             await closing
         return error, elapsed
 
-    error, elapsed = asyncio.run(main())
+    error, elapsed = await main()
     assert isinstance(error, TransactionBlocked) and error.reason == "lock_timeout"
     assert elapsed < TIMEOUT + 1.0
 

@@ -68,7 +68,8 @@ def test_transfer_commits_in_every_store_and_leaves_nothing_behind(bank: Bank) -
     assert bank.total() == bank.expected_total
 
 
-def test_async_transfer_commits(bank: Bank) -> None:
+@pytest.mark.anyio
+async def test_async_transfer_commits(bank: Bank) -> None:
     async def main() -> State:
         ail = AsyncInterlock(bank.redis_url, namespace=bank.namespace, registry=None)
         pg = await psycopg.AsyncConnection.connect(bank.pg_dsn)
@@ -87,7 +88,7 @@ def test_async_transfer_commits(bank: Bank) -> None:
             my.close()
             await ail.aclose()
 
-    assert asyncio.run(main()) is State.COMMITTED
+    assert await main() is State.COMMITTED
     balances = bank.balances()
     firsts = (balances["postgres"][0], balances["mysql"][0], balances["redis"][0])
     assert firsts == (998, 1001, 1001)
@@ -212,7 +213,8 @@ def test_a_participant_that_does_not_vote_in_time_aborts_everywhere(bank: Bank) 
     assert metric_value(registry, "interlock_txn_aborts_total", reason="timeout") == 1
 
 
-def test_async_participant_timeout_cancels_the_vote_and_aborts(bank: Bank) -> None:
+@pytest.mark.anyio
+async def test_async_participant_timeout_cancels_the_vote_and_aborts(bank: Bank) -> None:
     class HungAsync:
         aborted = False
 
@@ -228,24 +230,21 @@ def test_async_participant_timeout_cancels_the_vote_and_aborts(bank: Bank) -> No
 
     hung = HungAsync()
 
-    async def main() -> None:
-        ail = AsyncInterlock(bank.redis_url, namespace=bank.namespace, registry=None)
-        pg = await psycopg.AsyncConnection.connect(bank.pg_dsn)
+    ail = AsyncInterlock(bank.redis_url, namespace=bank.namespace, registry=None)
+    pg = await psycopg.AsyncConnection.connect(bank.pg_dsn)
 
-        async def with_a_hung_participant() -> None:
-            async with ail.transaction("t", timeout=0.3) as tx:
-                conn = await tx.postgres(pg)
-                await conn.execute(f"UPDATE {bank.table} SET balance = 0 WHERE id = 0")
-                tx.enlist(hung, resource="remote")
+    async def with_a_hung_participant() -> None:
+        async with ail.transaction("t", timeout=0.3) as tx:
+            conn = await tx.postgres(pg)
+            await conn.execute(f"UPDATE {bank.table} SET balance = 0 WHERE id = 0")
+            tx.enlist(hung, resource="remote")
 
-        try:
-            with pytest.raises(TransactionTimeout):
-                await with_a_hung_participant()
-        finally:
-            await pg.close()
-            await ail.aclose()
-
-    asyncio.run(main())
+    try:
+        with pytest.raises(TransactionTimeout):
+            await with_a_hung_participant()
+    finally:
+        await pg.close()
+        await ail.aclose()
     assert hung.aborted
     assert bank.balances() == UNCHANGED
     assert bank.prepared() == NOTHING_LEFT

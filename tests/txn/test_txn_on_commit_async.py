@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
+
 from interlock import AsyncInterlock
 
 
-def test_async_on_commit_callbacks_are_awaited() -> None:
+@pytest.mark.anyio
+async def test_async_on_commit_callbacks_are_awaited() -> None:
     async def main() -> list[str]:
         ail = AsyncInterlock(namespace=f"oc{uuid.uuid4().hex[:8]}")
         seen: list[str] = []
@@ -25,4 +28,4 @@ def test_async_on_commit_callbacks_are_awaited() -> None:
         await ail.aclose()
         return seen
 
-    assert asyncio.run(main()) == ["async", "sync"]
+    assert await main() == ["async", "sync"]
