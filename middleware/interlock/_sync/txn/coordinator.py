@@ -2,18 +2,21 @@
 """The coordinator of one transaction: how its enlisted branches end, together.
 
 :class:`Coordinator` is the base of ``Transaction`` (which adds enlisting and
-the context manager). A commit:
+the context manager); it gets a :class:`CoordinatorContext`, not the manager. A commit,
+after the start-up check (``_ready``):
 
-1. prepares every branch concurrently; a branch that refuses, fails or has not voted by
-   the deadline aborts the transaction (presumed abort: nothing was logged);
-2. records ``commit`` (:mod:`interlock._sync.txn.decide`: in the decision log, durable,
-   first decision wins; or with a last resource's own COMMIT);
-3. commits every branch; a branch that cannot be reached is left to recovery, which
-   finds the decision in the log (the transaction is committed: the block does not raise).
+1. ``_prepare``: every branch votes concurrently; a branch that refuses, fails or has not
+   voted by the deadline aborts the transaction (presumed abort: nothing was logged);
+2. ``_decide_commit``: records ``commit`` (:mod:`interlock._sync.txn.decide`: in the
+   decision log, durable, first decision wins; or with a last resource's own COMMIT);
+3. ``_phase_two``: commits every branch; a branch that cannot be reached is left to
+   recovery, which finds the decision in the log (the transaction is committed: the block
+   does not raise).
 
-A lone branch that can commit in one phase skips all of that: its own commit is the
-decision. Every move is checked by :func:`interlock.txn._state.advance` and reported
-(``txn-*`` events, ``interlock_txn_*`` metrics, the request's log line).
+A lone branch that can commit in one phase (``OnePhase``) skips all of that
+(``_commit_one_phase``): its own commit is the decision. Every move is checked by
+:func:`interlock.txn._state.advance` and reported (``txn-*`` events, ``interlock_txn_*``
+metrics, the request's log line).
 """
 
 from __future__ import annotations

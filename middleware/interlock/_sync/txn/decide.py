@@ -126,21 +126,7 @@ def commit_last(
         committed = bool(participant.commit_last(branch.xid, statements))
     except Exception as exc:
         context.completed.add(forget)  # forgotten or not: deleting again is harmless
-        # The COMMIT may or may not have happened: the decision row says which. Not
-        # found proves nothing yet (the server may still be finishing the COMMIT).
-        found = read_decision(context.log, decision.xid)
-        if found is None:
-            raise in_doubt(
-                decision.name,
-                decision.xid,
-                exc,
-                resource=branch.resource,
-                reason="decision_unknown",
-                summary=f" in doubt: the last-resource commit on {branch.resource} failed, "
-                "outcome unknown",
-                detail=f" is in doubt: the last-resource commit on {branch.resource} failed "
-                f"({exc}); recovery will resolve it from the decision log",
-            ) from exc
+        found = _decision_after_failed_commit(log, branch, decision, exc)
         if found.outcome != "commit":
             branch.vote = Vote.NO
             return found
@@ -148,9 +134,9 @@ def commit_last(
     if not committed:
         context.completed.add(forget)
         branch.vote = Vote.NO
-        found = read_decision(context.log, decision.xid)
-        if found is not None and found.outcome == "abort":
-            return found  # recovery's tombstone won; the insert conflicted with it
+        recorded = read_decision(log, decision.xid)
+        if recorded is not None and recorded.outcome == "abort":
+            return recorded  # recovery's tombstone won; the insert conflicted with it
         return None
     branch.vote = Vote.YES
     branch.event(
@@ -159,6 +145,32 @@ def commit_last(
         f"{branch.resource} committed with the decision (last resource)",
     )
     return decision
+
+
+def _decision_after_failed_commit(
+    log: DecisionLog, branch: Branch, decision: Decision, exc: Exception
+) -> Decision:
+    """The decision recorded for ``decision.xid`` after the last resource's COMMIT failed
+    with ``exc``: it may or may not have happened, and the decision row says which.
+
+    Raises:
+        TransactionInDoubt: no decision is found (which proves nothing yet: the server may
+            still be finishing the COMMIT; already reported).
+    """
+    found = read_decision(log, decision.xid)
+    if found is None:
+        raise in_doubt(
+            decision.name,
+            decision.xid,
+            exc,
+            resource=branch.resource,
+            reason="decision_unknown",
+            summary=f" in doubt: the last-resource commit on {branch.resource} failed, "
+            "outcome unknown",
+            detail=f" is in doubt: the last-resource commit on {branch.resource} failed "
+            f"({exc}); recovery will resolve it from the decision log",
+        ) from exc
+    return found
 
 
 def read_decision(log: DecisionLog, xid: str) -> Decision | None:

@@ -117,23 +117,26 @@ class TransactionManager:
         self._checked: set[str] = set()  # resources that passed their start-up check
         self._ready_mutex = Mutex()
         self._recovery_mutex = Mutex()
-        # What each component gets of this manager (not the manager itself).
-        self._transaction_context = TransactionContext(
-            coordinator=CoordinatorContext(
-                namespace=namespace,
-                coordinator_id=self.coordinator_id,
-                metrics=metrics,
-                decisions=DecisionContext(self.log, self._completed),
-                ready=self.ready,
-            ),
-            backend=backend,
-            durability=self.durability,
-            registered_stores=self.registered_stores,
-        )
+        self._transaction_context = self._context_of_transactions()
         self._recovery = Recovery(
             RecoveryContext(namespace, self.log, self.resources, metrics)
         )
         self._worker = RecoveryWorker(lock, self.recover, self._recovery.set_gauges)
+
+    def _context_of_transactions(self) -> TransactionContext:
+        """What this manager's transactions get of it (not the manager itself)."""
+        return TransactionContext(
+            coordinator=CoordinatorContext(
+                namespace=self.namespace,
+                coordinator_id=self.coordinator_id,
+                metrics=self.metrics,
+                decisions=DecisionContext(self.log, self._completed),
+                ready=self.ready,
+            ),
+            backend=self.backend,
+            durability=self.durability,
+            registered_stores=self.registered_stores,
+        )
 
     # -- set-up --------------------------------------------------------------------------
 
