@@ -157,7 +157,12 @@ class _BlockingLock:
 
 
 class _Threaded:
-    """A blocking 2PC participant driven by the async coordinator: calls run on threads."""
+    """A blocking 2PC participant driven by the async coordinator: calls run on threads.
+
+    The participant's optional capabilities (``interlock._async.txn.branch``: one-phase
+    and last-resource commit, ``ref``, ``refusal``, ``blocked``) show through: the
+    coordinator's ``isinstance`` checks see the wrapped participant's members.
+    """
 
     def __init__(self, participant: Any) -> None:
         self.participant = participant
@@ -205,11 +210,10 @@ class BlockingTransaction:
         from interlock._sync.txn.participants.postgres import PostgresParticipant
 
         txn = self._request_txn.transaction
-        bqual, xid = txn._next_branch()
+        start = txn.next_branch()
         participant = PostgresParticipant(conn, resource, last_resource)
-        table = getattr(txn._manager.log, "table", None) if last_resource else None
-        participant.begin(xid, table if isinstance(table, str) else None)
-        txn._add(_Threaded(participant), resource, participant.kind, bqual)
+        participant.begin(start.xid, start.decision_table if last_resource else None)
+        txn.add_branch(_Threaded(participant), resource, participant.kind, start.bqual)
         return conn
 
     def mysql(self, conn: Any, resource: str = "mysql") -> Any:
@@ -217,10 +221,10 @@ class BlockingTransaction:
         from interlock._sync.txn.participants.mysql import MySQLParticipant
 
         txn = self._request_txn.transaction
-        bqual, xid = txn._next_branch()
-        participant = MySQLParticipant(conn, resource, xid)
-        participant.begin(txn._manager.durability)
-        txn._add(_Threaded(participant), resource, participant.kind, bqual)
+        start = txn.next_branch()
+        participant = MySQLParticipant(conn, resource, start.xid)
+        participant.begin(start.durability)
+        txn.add_branch(_Threaded(participant), resource, participant.kind, start.bqual)
         return conn
 
     def enlist(self, participant: Any, *, resource: str, kind: str = "custom") -> Any:

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from interlock._async.txn.log import safe_url
+from interlock._sync.txn.log import MigratableLog
 from interlock.errors import ConfigError, DurabilityError, InterlockError
 
 _POSTGRES = ("postgresql", "postgres")
@@ -254,7 +255,7 @@ def _recover(args: argparse.Namespace) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     def work(il: Any) -> int:
         log = il.transactions.log
-        if hasattr(log, "migrate"):
+        if isinstance(log, MigratableLog):
             log.migrate()
             print(f"decision table {log.table} ready")
         else:

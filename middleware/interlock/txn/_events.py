@@ -12,11 +12,14 @@ is also noted on the request's log line (:func:`in_doubt`).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from interlock import _context
 from interlock.errors import TransactionInDoubt
 from interlock.txn._state import State
+
+if TYPE_CHECKING:
+    from interlock.metrics import Metrics
 
 logger = logging.getLogger("interlock.txn")
 
@@ -64,3 +67,18 @@ def in_doubt(
     )
     _context.record("txn", name=name, xid=xid, outcome="in_doubt", reason=reason)
     return TransactionInDoubt(f"transaction {name} ({xid}){detail}", xid=xid)
+
+
+def heuristic_outcome(metrics: Metrics, name: str, xid: str, detail: str) -> None:
+    """Report a heuristic outcome of transaction ``name``: a branch whose fate contradicts
+    the decision (counted as ``interlock_txn_recovered_total{action="heuristic"}``, logged
+    at ERROR as ``txn-heuristic``)."""
+    metrics.txn_recovered.labels(action="heuristic").inc()
+    event(
+        logging.ERROR,
+        "txn-heuristic",
+        f"heuristic outcome: {detail}",
+        name=name,
+        xid=xid,
+        outcome="heuristic",
+    )

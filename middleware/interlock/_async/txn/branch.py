@@ -1,6 +1,12 @@
-"""A transaction's branches: the :class:`AsyncParticipant` protocol they speak, and
-:class:`AsyncBranch`, one enlisted branch with its id, its vote and the calls the
-coordinator makes to it (each logged as a ``txn-branch-*`` event).
+"""A transaction's branches: the :class:`AsyncParticipant` protocol they speak, the
+optional capabilities a participant may declare, and :class:`AsyncBranch`, one enlisted
+branch with its id, its vote and the calls the coordinator makes to it (each logged as a
+``txn-branch-*`` event).
+
+A capability is a :func:`~typing.runtime_checkable` Protocol, so a custom participant
+opts in by having the members (docs/transactions.md): :class:`AsyncOnePhase`,
+:class:`AsyncLastResource`, :class:`LockWaitCapped`, :class:`BranchReferenced`,
+:class:`RefusalExplained`.
 """
 
 from __future__ import annotations
@@ -38,6 +44,45 @@ class AsyncParticipant(Protocol):
 
 
 @runtime_checkable
+class AsyncOnePhase(Protocol):
+    """A participant that can commit without prepare when it is the transaction's only
+    branch: its own commit is the decision (PostgreSQL, MySQL, Redis)."""
+
+    async def commit_one_phase(self, xid: str) -> bool:
+        """Commit the unprepared work; False when refused (it rolled back)."""
+
+
+@runtime_checkable
+class AsyncLastResource(Protocol):
+    """A participant that can commit last, with the decision in its own transaction
+    (PostgreSQL on the decision log's database; docs/transactions.md)."""
+
+    last_resource: bool
+    """False opts the branch out (``tx.postgres(conn, last_resource=False)``)."""
+    identity: tuple[str, str, str] | None
+    """Which database the branch is on, compared with the decision log's ``identity``."""
+
+    async def commit_last(self, xid: str, statements: list[tuple[Any, list[Any]]]) -> bool:
+        """Run ``statements`` (the decision) in the unprepared branch and commit; False
+        when the server refused and rolled everything back."""
+
+
+@runtime_checkable
+class BranchReferenced(Protocol):
+    """A participant with a local reference recorded with the decision (a PostgreSQL
+    txid, a Redis store name, ...), by which recovery tells a vanished branch's fate."""
+
+    ref: str
+
+
+@runtime_checkable
+class RefusalExplained(Protocol):
+    """A participant that says why it voted no: ``(code, message)`` (the Redis store)."""
+
+    refusal: tuple[str, str] | None
+
+
+@runtime_checkable
 class LockWaitCapped(Protocol):
     """A participant whose statements wait for row locks no longer than the transaction's
     remaining time (PostgreSQL, MySQL): it tells the error of such a wait from others."""
@@ -45,6 +90,27 @@ class LockWaitCapped(Protocol):
     def blocked(self, exc: BaseException) -> bool:
         """True if ``exc`` (raised by the app's statement) is this branch's lock wait
         timing out."""
+
+
+@dataclass(frozen=True, slots=True)
+class BranchStart:
+    """What starting the transaction's next branch needs (``AsyncTransaction.next_branch``).
+
+    Attributes:
+        bqual: the branch qualifier it gets.
+        xid: its branch id, ``<gtrid>:<bqual>``.
+        lock_wait: seconds until the transaction's deadline, the longest a statement of
+            the branch should wait for a row lock.
+        durability: the instance's ``durability`` (``strict`` or ``relaxed``).
+        decision_table: the decision log's table when the log can take a last resource
+            (PostgreSQL), else ``None``.
+    """
+
+    bqual: str
+    xid: str
+    lock_wait: float
+    durability: str
+    decision_table: str | None
 
 
 @dataclass(slots=True)
@@ -76,9 +142,9 @@ class AsyncBranch:
 
     def ref(self) -> BranchRef:
         """The branch as recorded with the decision."""
-        return BranchRef(
-            self.resource, self.kind, self.bqual, str(getattr(self.participant, "ref", "") or "")
-        )
+        participant = self.participant
+        ref = participant.ref if isinstance(participant, BranchReferenced) else ""
+        return BranchRef(self.resource, self.kind, self.bqual, str(ref or ""))
 
     def event(self, level: int, action: str, message: str, **fields: Any) -> None:
         """Log one event of this branch (see :func:`interlock.txn._events.event`)."""
@@ -108,7 +174,8 @@ class AsyncBranch:
         if yes:
             self.event(DEBUG, "txn-branch-prepared", f"{self.resource} prepared")
         else:
-            refusal = getattr(self.participant, "refusal", None)
+            participant = self.participant
+            refusal = participant.refusal if isinstance(participant, RefusalExplained) else None
             self.event(
                 INFO,
                 "txn-branch-refused",

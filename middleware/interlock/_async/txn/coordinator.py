@@ -1,18 +1,21 @@
 """The coordinator of one transaction: how its enlisted branches end, together.
 
 :class:`AsyncCoordinator` is the base of ``AsyncTransaction`` (which adds enlisting and
-the context manager). A commit:
+the context manager); it gets a :class:`CoordinatorContext`, not the manager. A commit,
+after the start-up check (``_ready``):
 
-1. prepares every branch concurrently; a branch that refuses, fails or has not voted by
-   the deadline aborts the transaction (presumed abort: nothing was logged);
-2. records ``commit`` (:mod:`interlock._async.txn.decide`: in the decision log, durable,
-   first decision wins; or with a last resource's own COMMIT);
-3. commits every branch; a branch that cannot be reached is left to recovery, which
-   finds the decision in the log (the transaction is committed: the block does not raise).
+1. ``_prepare``: every branch votes concurrently; a branch that refuses, fails or has not
+   voted by the deadline aborts the transaction (presumed abort: nothing was logged);
+2. ``_decide_commit``: records ``commit`` (:mod:`interlock._async.txn.decide`: in the
+   decision log, durable, first decision wins; or with a last resource's own COMMIT);
+3. ``_phase_two``: commits every branch; a branch that cannot be reached is left to
+   recovery, which finds the decision in the log (the transaction is committed: the block
+   does not raise).
 
-A lone branch that can commit in one phase skips all of that: its own commit is the
-decision. Every move is checked by :func:`interlock.txn._state.advance` and reported
-(``txn-*`` events, ``interlock_txn_*`` metrics, the request's log line).
+A lone branch that can commit in one phase (``AsyncOnePhase``) skips all of that
+(``_commit_one_phase``): its own commit is the decision. Every move is checked by
+:func:`interlock.txn._state.advance` and reported (``txn-*`` events, ``interlock_txn_*``
+metrics, the request's log line).
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable  # noqa: F401, RUF100 (sync twin: unused)
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from interlock import _context
-from interlock._async.txn.branch import AsyncBranch
-from interlock._async.txn.decide import commit_last, last_resource, log_decision
+from interlock._async.txn.branch import AsyncBranch, AsyncOnePhase
+from interlock._async.txn.decide import DecisionContext, commit_last, last_resource, log_decision
 from interlock._concurrency import async_call, async_call_all, async_shielded
 from interlock._keys import validate_name
 from interlock.errors import (
@@ -35,34 +39,51 @@ from interlock.errors import (
     TransactionError,
     TransactionInDoubt,
 )
-from interlock.txn._events import event, in_doubt
+from interlock.metrics import Metrics
+from interlock.txn._events import event, heuristic_outcome, in_doubt
 from interlock.txn._records import Decision
 from interlock.txn._state import State, Vote, abort_error, abort_reason, advance
 from interlock.txn._xid import new_gtrid
 
-if TYPE_CHECKING:
-    from interlock._async.txn.manager import AsyncTransactionManager
-
 DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorContext:
+    """What a transaction's coordinator needs from the instance's transaction manager.
+
+    Attributes:
+        namespace: the deployment's namespace (part of every transaction id).
+        coordinator_id: this process's id (part of every transaction id).
+        metrics: the instance's metrics (``interlock_txn_*``).
+        decisions: the decision log and the queue of completed decisions to remove.
+        ready: the start-up check, run before the first decision.
+    """
+
+    namespace: str
+    coordinator_id: str
+    metrics: Metrics
+    decisions: DecisionContext
+    ready: Callable[[], Awaitable[None]]
 
 
 class AsyncCoordinator:
     """Commit or abort of one transaction's branches (see ``AsyncTransaction``)."""
 
-    def __init__(self, manager: AsyncTransactionManager, name: str, timeout: float) -> None:
+    def __init__(self, context: CoordinatorContext, name: str, timeout: float) -> None:
         self.name = validate_name("transaction", name)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise ConfigError(f"timeout={timeout!r} is invalid; pass seconds > 0")
-        self._manager = manager
+        self._coordination = context
         self.timeout = float(timeout)
         self.started = time.time()
-        self.xid = new_gtrid(manager.namespace, manager.coordinator_id, self.started)
+        self.xid = new_gtrid(context.namespace, context.coordinator_id, self.started)
         self.state = State.ACTIVE
         self.reason: str | None = None
         self._deadline = time.monotonic() + self.timeout
         self._branches: list[AsyncBranch] = []
         self._on_commit: list[Callable[[], Any]] = []
-        self._label = manager.metrics.label("interlock_txn_total", "txn", self.name)
+        self._label = context.metrics.label("interlock_txn_total", "txn", self.name)
 
     def _require(self, state: State) -> None:
         if self.state is not state:
@@ -85,34 +106,43 @@ class AsyncCoordinator:
             HeuristicOutcome: a branch was resolved by hand against the decision.
         """
         self._require(State.ACTIVE)
-        manager = self._manager
         if not self._branches:
             self._move(State.COMMITTED)
             self._finished("committed")
             return
+        await self._ready()
+        lone = self._branches[0] if len(self._branches) == 1 else None
+        if lone is not None and isinstance(lone.participant, AsyncOnePhase):
+            await self._commit_one_phase(lone, lone.participant)
+            return
+        last = last_resource(self._branches, self._coordination.decisions.log)
+        others = [b for b in self._branches if b is not last]
+        await self._prepare(others)
+        await self._decide_commit(others, last)
+        self._move(State.COMMITTING)
+        await async_shielded(self._phase_two(others))
+
+    async def _ready(self) -> None:
+        """The start-up check; when it fails nothing is decided: roll the branches back."""
         try:
-            await manager.ready()
-        except BaseException as exc:  # nothing decided: roll the branches back
+            await self._coordination.ready()
+        except BaseException as exc:
             why = "durability" if isinstance(exc, DurabilityError) else "error"
             if isinstance(exc, Exception):
                 self._check_failed(why, exc)
             await async_shielded(self._abort(why))
             raise
-        if len(self._branches) == 1:
-            branch = self._branches[0]
-            one_phase = getattr(branch.participant, "commit_one_phase", None)
-            if one_phase is not None:
-                await self._commit_one_phase(branch, one_phase)
-                return
-        last = last_resource(self._branches, getattr(manager.log, "identity", None))
-        others = [b for b in self._branches if b is not last]
+
+    async def _prepare(self, branches: list[AsyncBranch]) -> None:
+        """Phase one: ``branches`` vote concurrently before the deadline; a refusal, an
+        error or a missing vote aborts (presumed abort: nothing was logged)."""
         self._move(State.PREPARING)
         started = time.monotonic()
         remaining = self._deadline - started
-        prepares = [b.prepare for b in others]
+        prepares = [b.prepare for b in branches]
         results = await async_call_all(prepares, remaining) if remaining > 0 else []
-        manager.observe(self._label, "prepare", time.monotonic() - started)
-        votes = [b.vote or Vote.TIMEOUT for b in others]
+        self._observe("prepare", started)
+        votes = [b.vote or Vote.TIMEOUT for b in branches]
         reason = abort_reason(votes, time.monotonic() > self._deadline)
         if reason is not None:
             cause = next((r for r in results if isinstance(r, BaseException)), None)
@@ -127,11 +157,15 @@ class AsyncCoordinator:
             xid=self.xid,
             state=self.state.value,
         )
+
+    async def _decide_commit(self, prepared: list[AsyncBranch], last: AsyncBranch | None) -> None:
+        """Record ``commit`` for the ``prepared`` branches (with ``last``'s own COMMIT, if
+        there is a last resource); abort if recovery's abort was recorded first."""
         # The last resource is not listed: its fate is the decision row's own.
         decision = Decision(
-            self.xid, self.name, "commit", time.time(), tuple(b.ref() for b in others)
+            self.xid, self.name, "commit", time.time(), tuple(b.ref() for b in prepared)
         )
-        winner = await self._decide(decision, last)
+        winner = await self._record(decision, last)
         if winner.outcome != "commit":
             # Recovery presumed us dead and logged an abort first; it wins.
             await self._abort("timeout")
@@ -144,34 +178,33 @@ class AsyncCoordinator:
             xid=self.xid,
             outcome="commit",
         )
-        self._move(State.COMMITTING)
-        await async_shielded(self._phase_two(others))
 
-    async def _decide(self, decision: Decision, last: AsyncBranch | None) -> Decision:
+    async def _record(self, decision: Decision, last: AsyncBranch | None) -> Decision:
         """Record ``decision`` (by committing ``last`` with it, if there is a last
         resource) and return the decision that won."""
-        manager = self._manager
+        decisions = self._coordination.decisions
         started = time.monotonic()
         winner: Decision | None
         try:
             if last is None:
-                winner = await log_decision(manager, decision)
+                winner = await log_decision(decisions, decision)
             else:
-                winner = await commit_last(manager, last, decision)
+                winner = await commit_last(decisions, last, decision)
         except TransactionInDoubt:
             self._move(State.IN_DOUBT)
             raise
         if winner is None:  # the last resource refused: rolled back, nothing decided
             await self._abort("vote_no")
             raise self._aborted_error("vote_no", None)
-        manager.observe(self._label, "decide", time.monotonic() - started)
+        self._observe("decide", started)
         return winner
 
     async def _phase_two(self, branches: list[AsyncBranch]) -> State:
-        manager = self._manager
+        """Phase two: commit ``branches``; one that fails is left to recovery (in doubt),
+        a heuristic outcome is raised once the others committed."""
         started = time.monotonic()
         results = await async_call_all([b.commit for b in branches], None)
-        manager.observe(self._label, "commit", time.monotonic() - started)
+        self._observe("commit", started)
         heuristics = [r for r in results if isinstance(r, HeuristicOutcome)]
         failed = [
             (b, r)
@@ -194,18 +227,17 @@ class AsyncCoordinator:
             )
         else:
             self._move(State.COMMITTED)
-            manager.completed([self.xid])  # removed with the next decision, or at close
+            # Removed with the next decision, or at close.
+            self._coordination.decisions.completed.add([self.xid])
         self._finished("committed")
         await self._run_on_commit()
         if heuristics:
             for error in heuristics:
-                manager.heuristic(self.name, self.xid, str(error))
+                self._heuristic(error)
             raise heuristics[0]
         return self.state
 
-    async def _commit_one_phase(
-        self, branch: AsyncBranch, one_phase: Callable[[str], Awaitable[bool]]
-    ) -> None:
+    async def _commit_one_phase(self, branch: AsyncBranch, participant: AsyncOnePhase) -> None:
         """The only branch commits without prepare and without a logged decision: its own
         commit is the decision, so nothing can be left in doubt for recovery."""
         self._move(State.PREPARING)
@@ -214,7 +246,7 @@ class AsyncCoordinator:
             raise self._aborted_error("timeout", None)
         started = time.monotonic()
         try:
-            committed = await one_phase(branch.xid)
+            committed = await participant.commit_one_phase(branch.xid)
         except Exception as exc:
             self._move(State.IN_DOUBT)
             raise in_doubt(
@@ -227,7 +259,7 @@ class AsyncCoordinator:
                 detail=f": the one-phase commit on {branch.resource} failed ({exc}); "
                 "whether it committed is unknown",
             ) from exc
-        self._manager.observe(self._label, "commit", time.monotonic() - started)
+        self._observe("commit", started)
         if not committed:
             branch.vote = Vote.NO
             await self._abort("vote_no")
@@ -254,14 +286,13 @@ class AsyncCoordinator:
         await self._abort(reason)
 
     async def _abort(self, reason: str) -> State:
-        manager = self._manager
         self._move(State.ABORTING)
         self.reason = reason
         started = time.monotonic()
         results = await async_call_all(
             [b.abort for b in self._branches], max(self.timeout, 1.0), cancel=False
         )
-        manager.observe(self._label, "abort", time.monotonic() - started)
+        self._observe("abort", started)
         left = [
             b.resource
             for b, r in zip(self._branches, results, strict=True)
@@ -280,13 +311,21 @@ class AsyncCoordinator:
             )
         for result in results:
             if isinstance(result, HeuristicOutcome):
-                manager.heuristic(self.name, self.xid, str(result))
+                self._heuristic(result)
         self._move(State.ABORTED)
-        manager.metrics.txn_aborts.labels(txn=self._label, reason=reason).inc()
+        self._coordination.metrics.txn_aborts.labels(txn=self._label, reason=reason).inc()
         self._finished("aborted", reason)
         return self.state
 
     # -- reporting -------------------------------------------------------------------------
+
+    def _observe(self, phase: str, started: float) -> None:
+        """Observe the seconds since ``started`` (monotonic) as ``phase``'s duration."""
+        phases = self._coordination.metrics.txn_phase
+        phases.labels(txn=self._label, phase=phase).observe(time.monotonic() - started)
+
+    def _heuristic(self, error: HeuristicOutcome) -> None:
+        heuristic_outcome(self._coordination.metrics, self.name, self.xid, str(error))
 
     def _check_failed(self, reason: str, exc: Exception) -> None:
         """Say at ERROR why the start-up check refused this transaction, with the fix (the
@@ -303,7 +342,7 @@ class AsyncCoordinator:
         )
 
     def _finished(self, outcome: str, reason: str | None = None) -> None:
-        self._manager.metrics.txn_total.labels(txn=self._label, outcome=outcome).inc()
+        self._coordination.metrics.txn_total.labels(txn=self._label, outcome=outcome).inc()
         level = DEBUG if outcome == "committed" else INFO
         event(
             level,

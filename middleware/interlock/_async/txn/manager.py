@@ -16,20 +16,26 @@ from typing import TYPE_CHECKING, Any
 
 from interlock._async.backend.base import AsyncBackend
 from interlock._async.lock.lock import AsyncLock
+from interlock._async.txn.coordinator import CoordinatorContext
+from interlock._async.txn.decide import CompletedDecisions, DecisionContext
 from interlock._async.txn.log import (
     AsyncDecisionLog,
     create_decision_log,
     validate_durability,
 )
 from interlock._async.txn.participants.redis import AsyncRedisResource, AsyncRedisStore
-from interlock._async.txn.recovery import DEFAULT_SAFETY, AsyncRecovery, AsyncResource
-from interlock._async.txn.transaction import AsyncTransaction
+from interlock._async.txn.recovery import (
+    DEFAULT_SAFETY,
+    AsyncRecovery,
+    AsyncResource,
+    RecoveryContext,
+)
+from interlock._async.txn.transaction import AsyncTransaction, TransactionContext
 from interlock._async.txn.worker import AsyncRecoveryWorker
 from interlock._concurrency import AsyncMutex
 from interlock._keys import validate_name
 from interlock.errors import ConfigError
 from interlock.metrics import Metrics
-from interlock.txn._events import event
 from interlock.txn._records import RecoveryReport
 from interlock.txn._xid import default_coordinator_id, validate_coordinator_id
 
@@ -104,19 +110,39 @@ class AsyncTransactionManager:
         redis = AsyncRedisResource(backend, namespace)  # always there: no reason to start
         self.resources[redis.name] = redis
         self.registered_stores: set[str] = set()
-        self._completed: list[str] = []
+        self._completed = CompletedDecisions()
         self._ready = False
         self._log_checked = False
         self._checked: set[str] = set()  # resources that passed their start-up check
         self._ready_mutex = AsyncMutex()
         self._recovery_mutex = AsyncMutex()
-        self._recovery = AsyncRecovery(self)
+        self._transaction_context = self._context_of_transactions()
+        self._recovery = AsyncRecovery(
+            RecoveryContext(namespace, self.log, self.resources, metrics)
+        )
         self._worker = AsyncRecoveryWorker(lock, self.recover, self._recovery.set_gauges)
+
+    def _context_of_transactions(self) -> TransactionContext:
+        """What this manager's transactions get of it (not the manager itself)."""
+        return TransactionContext(
+            coordinator=CoordinatorContext(
+                namespace=self.namespace,
+                coordinator_id=self.coordinator_id,
+                metrics=self.metrics,
+                decisions=DecisionContext(self.log, self._completed),
+                ready=self.ready,
+            ),
+            backend=self.backend,
+            durability=self.durability,
+            registered_stores=self.registered_stores,
+        )
 
     # -- set-up --------------------------------------------------------------------------
 
     def transaction(self, name: str, timeout: float | None = None) -> AsyncTransaction:
-        transaction = AsyncTransaction(self, name, DEFAULT_TIMEOUT if timeout is None else timeout)
+        transaction = AsyncTransaction(
+            self._transaction_context, name, DEFAULT_TIMEOUT if timeout is None else timeout
+        )
         self._wants_recovery = True
         self.autostart()
         return transaction
@@ -196,39 +222,15 @@ class AsyncTransactionManager:
 
     # -- completed transactions -----------------------------------------------------------
 
-    def completed(self, xids: list[str]) -> None:
-        """Queue decisions of fully committed transactions for removal from the log."""
-        self._completed.extend(xids)
-
-    def take_completed(self) -> list[str]:
-        """The queued decisions to remove (the caller removes them with its next write)."""
-        taken, self._completed = self._completed, []
-        return taken
-
     async def flush_completed(self) -> None:
-        """Remove the queued decisions now (at close; otherwise the next decision does)."""
-        taken = self.take_completed()
+        """Remove the decisions of completed transactions now (at close; otherwise the
+        next decision does)."""
+        taken = self._completed.take()
         if taken:
             try:
                 await self.log.forget(taken)
             except Exception:  # recovery removes them after checking every branch
                 logger.debug("removing completed decisions failed", exc_info=True)
-
-    # -- observability -------------------------------------------------------------------
-
-    def observe(self, label: str, phase: str, seconds: float) -> None:
-        self.metrics.txn_phase.labels(txn=label, phase=phase).observe(seconds)
-
-    def heuristic(self, name: str, xid: str, detail: str) -> None:
-        self.metrics.txn_recovered.labels(action="heuristic").inc()
-        event(
-            logging.ERROR,
-            "txn-heuristic",
-            f"heuristic outcome: {detail}",
-            name=name,
-            xid=xid,
-            outcome="heuristic",
-        )
 
     # -- recovery ------------------------------------------------------------------------
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from interlock._async.txn.log import AsyncDecisionLog
 from interlock._async.txn.participants.postgres import (
     AsyncPostgresParticipant,
     AsyncPostgresResource,
@@ -34,11 +35,21 @@ from interlock.txn._remote import DEFAULT_PREFIX
 from interlock.txn._xid import namespace_tag_of, owned_by, parse_gtrid, split_branch
 
 if TYPE_CHECKING:
-    from interlock._async.txn.manager import AsyncTransactionManager
     from interlock.http._participant import Endpoint
 
 logger = logging.getLogger("interlock.txn")
 DEBUG, WARNING = logging.DEBUG, logging.WARNING
+
+
+class AsyncDecisionAuthority(Protocol):
+    """What answering ``decisions/{gtrid}`` needs: the transactions this service
+    coordinated (its ``AsyncTransactionManager`` is one)."""
+
+    namespace: str
+    log: AsyncDecisionLog
+
+    async def ready(self) -> None:
+        """The start-up check (creates a missing decision table), once."""
 
 
 class AsyncBranchService:
@@ -47,14 +58,15 @@ class AsyncBranchService:
     Args:
         connect: the PostgreSQL database of branches (URL or connection factory), or
             ``None`` when the service only answers the decision endpoint.
-        manager: the service's own transaction manager (its decision log answers
+        decisions: the service's own transaction manager, or anything with its
+            ``namespace``, ``log`` and ``ready()`` (its decision log answers
             ``decisions/{gtrid}`` for transactions this service coordinated).
         safety: seconds before an undecided transaction asked about is presumed aborted.
     """
 
-    def __init__(self, connect: Any, manager: AsyncTransactionManager, safety: float) -> None:
+    def __init__(self, connect: Any, decisions: AsyncDecisionAuthority, safety: float) -> None:
         self._connect = connect
-        self._manager = manager
+        self._decisions = decisions
         self._safety = safety
         self._resource = AsyncPostgresResource("remote", connect) if connect else None
         self._mutex = AsyncMutex()  # the resource's one session, one call at a time
@@ -156,18 +168,18 @@ class AsyncBranchService:
         return 200, {"xid": xid, "result": result, "state": state}
 
     async def _decision(self, gtrid: str) -> tuple[int, dict[str, Any]]:
-        manager = self._manager
+        decisions = self._decisions
         info = parse_gtrid(gtrid)
-        if info is None or not owned_by(gtrid, manager.namespace):
+        if info is None or not owned_by(gtrid, decisions.namespace):
             return 404, {"xid": gtrid, "outcome": None, "detail": "not our transaction"}
-        await manager.ready()  # the start-up check, once: creates a missing decision table
-        decision = await manager.log.get(gtrid)
+        await decisions.ready()  # the start-up check, once: creates a missing decision table
+        decision = await decisions.log.get(gtrid)
         now = time.time()
         if decision is None:
             if now - info.created < self._safety:
                 return 200, {"xid": gtrid, "outcome": None, "state": "pending"}
             # Presumed abort, made binding: a late coordinator cannot commit after this.
-            decision = await manager.log.decide(Decision(gtrid, "", "abort", now))
+            decision = await decisions.log.decide(Decision(gtrid, "", "abort", now))
             event(
                 WARNING,
                 "txn-presumed-abort",

@@ -17,54 +17,79 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
 
-from interlock._sync.txn.branch import Branch
+from interlock._sync.txn.branch import Branch, LastResource
+from interlock._sync.txn.log import DecisionLog, LastResourceLog
 from interlock._concurrency import sleep
 from interlock.txn._events import in_doubt
 from interlock.txn._records import Decision
 from interlock.txn._state import Vote
 
-if TYPE_CHECKING:
-    from interlock._sync.txn.manager import TransactionManager
-
 DECIDE_RETRIES = (0.05, 0.2)  # pauses between attempts to record a decision
 
 
-def last_resource(branches: Sequence[Branch], identity: object) -> Branch | None:
+@dataclass(slots=True)
+class CompletedDecisions:
+    """Decisions of fully committed transactions, queued for removal from the log with
+    the next decision write (or at close: ``TransactionManager.flush_completed``)."""
+
+    xids: list[str] = field(default_factory=list)
+
+    def add(self, xids: Sequence[str]) -> None:
+        """Queue ``xids`` (again, after a write that may not have removed them)."""
+        self.xids.extend(xids)
+
+    def take(self) -> list[str]:
+        """The queued decisions to remove; the caller removes them with its next write."""
+        taken, self.xids = self.xids, []
+        return taken
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionContext:
+    """What recording a decision needs: the instance's decision log and its queue of
+    completed decisions (removed in the same write)."""
+
+    log: DecisionLog
+    completed: CompletedDecisions
+
+
+def last_resource(branches: Sequence[Branch], log: DecisionLog) -> Branch | None:
     """The branch that commits last with the decision: a PostgreSQL branch on the
-    decision log's own database (``identity``: same server start time and database name;
-    ``None`` when the log has none) that allows it."""
+    decision log's own database (the log's ``identity``: same server start time and
+    database name; ``None`` when the log has none) that allows it."""
+    identity = log.identity if isinstance(log, LastResourceLog) else None
     if identity is None:
         return None
     for branch in branches:
         participant = branch.participant
         if (
-            getattr(participant, "last_resource", False)
-            and getattr(participant, "identity", None) == identity
-            and hasattr(participant, "commit_last")
+            isinstance(participant, LastResource)
+            and participant.last_resource
+            and participant.identity == identity
         ):
             return branch
     return None
 
 
-def log_decision(manager: TransactionManager, decision: Decision) -> Decision:
+def log_decision(context: DecisionContext, decision: Decision) -> Decision:
     """Record ``decision`` in the decision log; return the decision that won.
 
-    Each attempt also removes the decisions of completed transactions queued on
-    ``manager``.
+    Each attempt also removes the decisions of completed transactions queued in
+    ``context``.
 
     Raises:
         TransactionInDoubt: every attempt failed (already reported).
     """
     error: Exception | None = None
     for pause in (*DECIDE_RETRIES, None):
-        forget = manager.take_completed()
+        forget = context.completed.take()
         try:
             # The first decision wins, so retrying after an unclear failure is safe.
-            return manager.log.decide(decision, forget)
+            return context.log.decide(decision, forget)
         except Exception as exc:
-            manager.completed(forget)  # maybe not forgotten: again next time
+            context.completed.add(forget)  # maybe not forgotten: again next time
             error = exc
             if pause is not None:
                 sleep(pause)
@@ -80,7 +105,7 @@ def log_decision(manager: TransactionManager, decision: Decision) -> Decision:
 
 
 def commit_last(
-    manager: TransactionManager, branch: Branch, decision: Decision
+    context: DecisionContext, branch: Branch, decision: Decision
 ) -> Decision | None:
     """Record ``decision`` by committing ``branch`` with the decision row in it.
 
@@ -92,39 +117,26 @@ def commit_last(
         TransactionInDoubt: the COMMIT failed and the decision row is not found
             (already reported).
     """
-    log: Any = manager.log  # the PostgreSQL decision log (it has an identity)
-    participant: Any = branch.participant
-    forget = manager.take_completed()
+    log, participant = context.log, branch.participant
+    if not isinstance(log, LastResourceLog) or not isinstance(participant, LastResource):
+        raise TypeError(f"{branch.resource} cannot commit last with this decision log")
+    forget = context.completed.take()
     statements = log.last_resource_statements(decision, forget)
     try:
         committed = bool(participant.commit_last(branch.xid, statements))
     except Exception as exc:
-        manager.completed(forget)  # forgotten or not: deleting again is harmless
-        # The COMMIT may or may not have happened: the decision row says which. Not
-        # found proves nothing yet (the server may still be finishing the COMMIT).
-        found = read_decision(manager, decision.xid)
-        if found is None:
-            raise in_doubt(
-                decision.name,
-                decision.xid,
-                exc,
-                resource=branch.resource,
-                reason="decision_unknown",
-                summary=f" in doubt: the last-resource commit on {branch.resource} failed, "
-                "outcome unknown",
-                detail=f" is in doubt: the last-resource commit on {branch.resource} failed "
-                f"({exc}); recovery will resolve it from the decision log",
-            ) from exc
+        context.completed.add(forget)  # forgotten or not: deleting again is harmless
+        found = _decision_after_failed_commit(log, branch, decision, exc)
         if found.outcome != "commit":
             branch.vote = Vote.NO
             return found
         committed = True
     if not committed:
-        manager.completed(forget)
+        context.completed.add(forget)
         branch.vote = Vote.NO
-        found = read_decision(manager, decision.xid)
-        if found is not None and found.outcome == "abort":
-            return found  # recovery's tombstone won; the insert conflicted with it
+        recorded = read_decision(log, decision.xid)
+        if recorded is not None and recorded.outcome == "abort":
+            return recorded  # recovery's tombstone won; the insert conflicted with it
         return None
     branch.vote = Vote.YES
     branch.event(
@@ -135,9 +147,35 @@ def commit_last(
     return decision
 
 
-def read_decision(manager: TransactionManager, xid: str) -> Decision | None:
+def _decision_after_failed_commit(
+    log: DecisionLog, branch: Branch, decision: Decision, exc: Exception
+) -> Decision:
+    """The decision recorded for ``decision.xid`` after the last resource's COMMIT failed
+    with ``exc``: it may or may not have happened, and the decision row says which.
+
+    Raises:
+        TransactionInDoubt: no decision is found (which proves nothing yet: the server may
+            still be finishing the COMMIT; already reported).
+    """
+    found = read_decision(log, decision.xid)
+    if found is None:
+        raise in_doubt(
+            decision.name,
+            decision.xid,
+            exc,
+            resource=branch.resource,
+            reason="decision_unknown",
+            summary=f" in doubt: the last-resource commit on {branch.resource} failed, "
+            "outcome unknown",
+            detail=f" is in doubt: the last-resource commit on {branch.resource} failed "
+            f"({exc}); recovery will resolve it from the decision log",
+        ) from exc
+    return found
+
+
+def read_decision(log: DecisionLog, xid: str) -> Decision | None:
     """The logged decision of ``xid``; ``None`` if there is none or the log fails."""
     try:
-        return manager.log.get(xid)
+        return log.get(xid)
     except Exception:
         return None

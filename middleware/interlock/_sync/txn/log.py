@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from interlock._sync.backend.base import Backend
 from interlock.backends._script import Arg
@@ -44,6 +44,18 @@ def validate_durability(durability: str) -> str:
             "log that may lose decisions) or 'relaxed' (warn and go on)"
         )
     return durability
+
+
+@runtime_checkable
+class DecisionRecords(Protocol):
+    """The methods an object passed as ``decision_log=`` must have (see
+    :class:`DecisionLog` for the whole contract)."""
+
+    def check(self) -> None: ...
+    def decide(self, decision: Decision, forget: Sequence[str] = ()) -> Decision: ...
+    def get(self, xid: str) -> Decision | None: ...
+    def forget(self, xids: Sequence[str]) -> None: ...
+    def list(self) -> list[Decision]: ...
 
 
 class DecisionLog(Protocol):
@@ -71,6 +83,32 @@ class DecisionLog(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+@runtime_checkable
+class LastResourceLog(Protocol):
+    """A decision log a branch can commit the decision in (last-resource commit: the
+    PostgreSQL log, docs/transactions.md)."""
+
+    table: str
+    """The decision table; a branch checks at enlist whether it is on the same database."""
+    identity: tuple[str, str, str] | None
+    """The table's server start time, database and oid, once checked (else ``None``)."""
+
+    def last_resource_statements(
+        self, decision: Decision, forget: Sequence[str] = ()
+    ) -> list[tuple[Any, list[Any]]]:
+        """The statements that record ``decision`` inside the branch's own transaction."""
+
+
+@runtime_checkable
+class MigratableLog(Protocol):
+    """A decision log whose storage is created by ``interlock txn migrate``."""
+
+    table: str
+
+    def migrate(self) -> None:
+        """Create the decision table if it does not exist."""
 
 
 class RedisDecisionLog:
@@ -176,13 +214,15 @@ def create_decision_log(
             f"decision_log={safe_url(spec)!r} is not supported; pass None (the backend), "
             "a postgresql:// URL, or a decision-log object"
         )
-    if all(hasattr(spec, name) for name in ("decide", "get", "forget", "list", "check")):
+    if isinstance(spec, DecisionRecords):
         return spec  # type: ignore[return-value]
     raise ConfigError(f"decision_log={spec!r} is not a decision log")
 
 
 __all__ = [
     "DecisionLog",
+    "DecisionRecords",
+    "MigratableLog",
     "RedisDecisionLog",
     "create_decision_log",
     "validate_durability",

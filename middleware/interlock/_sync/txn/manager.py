@@ -17,20 +17,26 @@ from typing import TYPE_CHECKING, Any
 
 from interlock._sync.backend.base import Backend
 from interlock._sync.lock.lock import Lock
+from interlock._sync.txn.coordinator import CoordinatorContext
+from interlock._sync.txn.decide import CompletedDecisions, DecisionContext
 from interlock._sync.txn.log import (
     DecisionLog,
     create_decision_log,
     validate_durability,
 )
 from interlock._sync.txn.participants.redis import RedisResource, RedisStore
-from interlock._sync.txn.recovery import DEFAULT_SAFETY, Recovery, Resource
-from interlock._sync.txn.transaction import Transaction
+from interlock._sync.txn.recovery import (
+    DEFAULT_SAFETY,
+    Recovery,
+    Resource,
+    RecoveryContext,
+)
+from interlock._sync.txn.transaction import Transaction, TransactionContext
 from interlock._sync.txn.worker import RecoveryWorker
 from interlock._concurrency import Mutex
 from interlock._keys import validate_name
 from interlock.errors import ConfigError
 from interlock.metrics import Metrics
-from interlock.txn._events import event
 from interlock.txn._records import RecoveryReport
 from interlock.txn._xid import default_coordinator_id, validate_coordinator_id
 
@@ -105,19 +111,39 @@ class TransactionManager:
         redis = RedisResource(backend, namespace)  # always there: no reason to start
         self.resources[redis.name] = redis
         self.registered_stores: set[str] = set()
-        self._completed: list[str] = []
+        self._completed = CompletedDecisions()
         self._ready = False
         self._log_checked = False
         self._checked: set[str] = set()  # resources that passed their start-up check
         self._ready_mutex = Mutex()
         self._recovery_mutex = Mutex()
-        self._recovery = Recovery(self)
+        self._transaction_context = self._context_of_transactions()
+        self._recovery = Recovery(
+            RecoveryContext(namespace, self.log, self.resources, metrics)
+        )
         self._worker = RecoveryWorker(lock, self.recover, self._recovery.set_gauges)
+
+    def _context_of_transactions(self) -> TransactionContext:
+        """What this manager's transactions get of it (not the manager itself)."""
+        return TransactionContext(
+            coordinator=CoordinatorContext(
+                namespace=self.namespace,
+                coordinator_id=self.coordinator_id,
+                metrics=self.metrics,
+                decisions=DecisionContext(self.log, self._completed),
+                ready=self.ready,
+            ),
+            backend=self.backend,
+            durability=self.durability,
+            registered_stores=self.registered_stores,
+        )
 
     # -- set-up --------------------------------------------------------------------------
 
     def transaction(self, name: str, timeout: float | None = None) -> Transaction:
-        transaction = Transaction(self, name, DEFAULT_TIMEOUT if timeout is None else timeout)
+        transaction = Transaction(
+            self._transaction_context, name, DEFAULT_TIMEOUT if timeout is None else timeout
+        )
         self._wants_recovery = True
         self.autostart()
         return transaction
@@ -197,39 +223,15 @@ class TransactionManager:
 
     # -- completed transactions -----------------------------------------------------------
 
-    def completed(self, xids: list[str]) -> None:
-        """Queue decisions of fully committed transactions for removal from the log."""
-        self._completed.extend(xids)
-
-    def take_completed(self) -> list[str]:
-        """The queued decisions to remove (the caller removes them with its next write)."""
-        taken, self._completed = self._completed, []
-        return taken
-
     def flush_completed(self) -> None:
-        """Remove the queued decisions now (at close; otherwise the next decision does)."""
-        taken = self.take_completed()
+        """Remove the decisions of completed transactions now (at close; otherwise the
+        next decision does)."""
+        taken = self._completed.take()
         if taken:
             try:
                 self.log.forget(taken)
             except Exception:  # recovery removes them after checking every branch
                 logger.debug("removing completed decisions failed", exc_info=True)
-
-    # -- observability -------------------------------------------------------------------
-
-    def observe(self, label: str, phase: str, seconds: float) -> None:
-        self.metrics.txn_phase.labels(txn=label, phase=phase).observe(seconds)
-
-    def heuristic(self, name: str, xid: str, detail: str) -> None:
-        self.metrics.txn_recovered.labels(action="heuristic").inc()
-        event(
-            logging.ERROR,
-            "txn-heuristic",
-            f"heuristic outcome: {detail}",
-            name=name,
-            xid=xid,
-            outcome="heuristic",
-        )
 
     # -- recovery ------------------------------------------------------------------------
 

@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from interlock.txn._events import event
+from interlock._sync.txn.log import DecisionLog
+from interlock.metrics import Metrics
+from interlock.txn._events import event, heuristic_outcome
 from interlock.txn._records import (
     BranchRef,
     Decision,
@@ -26,9 +30,6 @@ from interlock.txn._records import (
     RecoveryReport,
 )
 from interlock.txn._state import Action, heuristic, recovery_action
-
-if TYPE_CHECKING:
-    from interlock._sync.txn.manager import TransactionManager
 
 DEFAULT_SAFETY = 60.0
 TOMBSTONE_TTL = 86_400.0  # abort tombstones outlive any coordinator that could still decide
@@ -49,31 +50,44 @@ class Resource(Protocol):
     def close(self) -> None: ...
 
 
-class Recovery:
-    """Recovery passes over ``manager``'s resources and decision log (one at a time:
-    the manager serializes them).
+@dataclass(frozen=True, slots=True)
+class RecoveryContext:
+    """What recovery needs from the instance's transaction manager.
 
-    Args:
-        manager: the transaction manager (its ``log``, ``resources``, ``namespace``,
-            ``metrics``, and ``heuristic`` for reporting heuristic outcomes).
+    Attributes:
+        namespace: recovery touches only this namespace's transactions.
+        log: the decision log (read, tombstones written, resolved decisions removed).
+        resources: the registered resources by name (the manager's own mapping: one
+            registered later is in the next pass).
+        metrics: the instance's metrics (recovered count, in-doubt gauges).
     """
 
-    def __init__(self, manager: TransactionManager) -> None:
-        self._manager = manager
+    namespace: str
+    log: DecisionLog
+    resources: Mapping[str, Resource]
+    metrics: Metrics
+
+
+class Recovery:
+    """Recovery passes over ``context``'s resources and decision log (one at a time:
+    the manager serializes them)."""
+
+    def __init__(self, context: RecoveryContext) -> None:
+        self._context = context
         self._in_doubt_labels: set[str] = set()
 
     def run(self, safety: float) -> RecoveryReport:
         """One pass (see the module docstring); ``safety`` as for ``recover``."""
-        manager = self._manager
+        context = self._context
         report = RecoveryReport()
         now = time.time()
-        decisions = {d.xid: d for d in manager.log.list()}
+        decisions = {d.xid: d for d in context.log.list()}
         unreachable: set[str] = set()
         left: dict[str, float] = {}  # gtrid -> created, transactions still unresolved
         done: set[tuple[str, str, str]] = set()  # branches this pass committed/rolled back
-        for resource in list(manager.resources.values()):
+        for resource in list(context.resources.values()):
             try:
-                branches = resource.prepared(manager.namespace)
+                branches = resource.prepared(context.namespace)
             except Exception as exc:
                 unreachable.add(resource.name)
                 report.errors.append(f"{resource.name}: {exc}")
@@ -98,7 +112,7 @@ class Recovery:
             else:
                 left[decision.xid] = decision.created
         if forget:
-            manager.log.forget(forget)
+            context.log.forget(forget)
             report.forgotten.extend(forget)
         self._publish_in_doubt(report, left, decisions, now)
         return report
@@ -114,7 +128,7 @@ class Recovery:
         left: dict[str, float],
     ) -> bool:
         """Resolve one prepared branch; True if this call committed or rolled it back."""
-        manager = self._manager
+        context = self._context
         label = f"{branch.gtrid}:{branch.bqual}@{resource.name}"
         decision = decisions.get(branch.gtrid)
         action = recovery_action(
@@ -126,7 +140,7 @@ class Recovery:
             return False
         try:
             if action is Action.DECIDE_ABORT or decision is None:
-                decision = manager.log.decide(Decision(branch.gtrid, "", "abort", now))
+                decision = context.log.decide(Decision(branch.gtrid, "", "abort", now))
                 decisions[branch.gtrid] = decision
                 event(
                     logging.WARNING,
@@ -150,7 +164,7 @@ class Recovery:
             return False  # gone meanwhile: its fate is checked with the decision
         action_name = "committed" if commit else "aborted"
         (report.committed if commit else report.aborted).append(label)
-        manager.metrics.txn_recovered.labels(action=action_name).inc()
+        context.metrics.txn_recovered.labels(action=action_name).inc()
         event(
             logging.WARNING,
             "txn-recovered",
@@ -171,12 +185,12 @@ class Recovery:
         report: RecoveryReport,
     ) -> bool:
         """Check the fate of every branch of a decision; True when nothing is left."""
-        manager = self._manager
+        context = self._context
         complete = True
         for ref in decision.branches:
             if (ref.resource, decision.xid, ref.bqual) in done:
                 continue  # resolved by this pass, as the decision says
-            resource = manager.resources.get(ref.resource)
+            resource = context.resources.get(ref.resource)
             if resource is None or ref.resource in unreachable:
                 if resource is None:
                     report.errors.append(
@@ -199,7 +213,8 @@ class Recovery:
                     decision.xid, decision.name, ref.resource, ref.bqual, decision.outcome, fate
                 )
                 report.heuristics.append(found)
-                manager.heuristic(
+                heuristic_outcome(
+                    context.metrics,
                     decision.name,
                     decision.xid,
                     f"branch {ref.bqual} on {ref.resource} was {fate} although the "
@@ -226,7 +241,7 @@ class Recovery:
     def set_gauges(self, counts: dict[str, int], oldest: float) -> None:
         """Publish the in-doubt gauges: ``counts`` by transaction name (names no longer
         counted go to 0) and the age of the oldest unresolved transaction."""
-        metrics = self._manager.metrics
+        metrics = self._context.metrics
         labels = {metrics.label("interlock_txn_total", "txn", n): c for n, c in counts.items()}
         for stale in self._in_doubt_labels - set(labels):
             metrics.txn_in_doubt.labels(txn=stale).set(0)
@@ -237,15 +252,15 @@ class Recovery:
 
     def in_doubt(self) -> dict[str, Any]:
         """What recovery would look at now: logged decisions and prepared branches."""
-        manager = self._manager
-        decisions = manager.log.list()
+        context = self._context
+        decisions = context.log.list()
         by_xid = {d.xid: d for d in decisions}
         now = time.time()
         branches = []
         errors = []
-        for resource in list(manager.resources.values()):
+        for resource in list(context.resources.values()):
             try:
-                found = resource.prepared(manager.namespace)
+                found = resource.prepared(context.namespace)
             except Exception as exc:
                 errors.append(f"{resource.name}: {exc}")
                 continue

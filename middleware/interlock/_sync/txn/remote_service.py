@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from interlock._sync.txn.log import DecisionLog
 from interlock._sync.txn.participants.postgres import (
     PostgresParticipant,
     PostgresResource,
@@ -35,11 +36,21 @@ from interlock.txn._remote import DEFAULT_PREFIX
 from interlock.txn._xid import namespace_tag_of, owned_by, parse_gtrid, split_branch
 
 if TYPE_CHECKING:
-    from interlock._sync.txn.manager import TransactionManager
     from interlock.http._participant import Endpoint
 
 logger = logging.getLogger("interlock.txn")
 DEBUG, WARNING = logging.DEBUG, logging.WARNING
+
+
+class DecisionAuthority(Protocol):
+    """What answering ``decisions/{gtrid}`` needs: the transactions this service
+    coordinated (its ``TransactionManager`` is one)."""
+
+    namespace: str
+    log: DecisionLog
+
+    def ready(self) -> None:
+        """The start-up check (creates a missing decision table), once."""
 
 
 class BranchService:
@@ -48,14 +59,15 @@ class BranchService:
     Args:
         connect: the PostgreSQL database of branches (URL or connection factory), or
             ``None`` when the service only answers the decision endpoint.
-        manager: the service's own transaction manager (its decision log answers
+        decisions: the service's own transaction manager, or anything with its
+            ``namespace``, ``log`` and ``ready()`` (its decision log answers
             ``decisions/{gtrid}`` for transactions this service coordinated).
         safety: seconds before an undecided transaction asked about is presumed aborted.
     """
 
-    def __init__(self, connect: Any, manager: TransactionManager, safety: float) -> None:
+    def __init__(self, connect: Any, decisions: DecisionAuthority, safety: float) -> None:
         self._connect = connect
-        self._manager = manager
+        self._decisions = decisions
         self._safety = safety
         self._resource = PostgresResource("remote", connect) if connect else None
         self._mutex = Mutex()  # the resource's one session, one call at a time
@@ -157,18 +169,18 @@ class BranchService:
         return 200, {"xid": xid, "result": result, "state": state}
 
     def _decision(self, gtrid: str) -> tuple[int, dict[str, Any]]:
-        manager = self._manager
+        decisions = self._decisions
         info = parse_gtrid(gtrid)
-        if info is None or not owned_by(gtrid, manager.namespace):
+        if info is None or not owned_by(gtrid, decisions.namespace):
             return 404, {"xid": gtrid, "outcome": None, "detail": "not our transaction"}
-        manager.ready()  # the start-up check, once: creates a missing decision table
-        decision = manager.log.get(gtrid)
+        decisions.ready()  # the start-up check, once: creates a missing decision table
+        decision = decisions.log.get(gtrid)
         now = time.time()
         if decision is None:
             if now - info.created < self._safety:
                 return 200, {"xid": gtrid, "outcome": None, "state": "pending"}
             # Presumed abort, made binding: a late coordinator cannot commit after this.
-            decision = manager.log.decide(Decision(gtrid, "", "abort", now))
+            decision = decisions.log.decide(Decision(gtrid, "", "abort", now))
             event(
                 WARNING,
                 "txn-presumed-abort",

@@ -18,10 +18,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from interlock._sync.txn.branch import Branch, Participant, LockWaitCapped
-from interlock._sync.txn.coordinator import Coordinator
+from interlock._sync.backend.base import Backend
+from interlock._sync.txn.branch import Branch, Participant, BranchStart, LockWaitCapped
+from interlock._sync.txn.coordinator import Coordinator, CoordinatorContext
+from interlock._sync.txn.log import LastResourceLog
 from interlock._sync.txn.participants.redis import RedisBranch
 from interlock._concurrency import shielded
 from interlock._keys import validate_name
@@ -31,12 +34,29 @@ from interlock.txn._state import State
 from interlock.txn._xid import branch_xid
 
 if TYPE_CHECKING:
-    from interlock._sync.txn.manager import TransactionManager
     from interlock._sync.txn.participants.remote import RemoteParticipant
 
 __all__ = ["Participant", "Transaction"]
 
 DEBUG, WARNING = logging.DEBUG, logging.WARNING
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionContext:
+    """What a transaction needs from the instance's transaction manager: its
+    coordinator's context, and what enlisting branches takes.
+
+    Attributes:
+        coordinator: see :class:`~interlock._sync.txn.coordinator.CoordinatorContext`.
+        backend: the coordination backend (Redis store branches).
+        durability: ``strict`` or ``relaxed`` (MySQL branches check their server).
+        registered_stores: the Redis stores recovery knows (a branch registers its own).
+    """
+
+    coordinator: CoordinatorContext
+    backend: Backend
+    durability: str
+    registered_stores: set[str]
 
 
 class Transaction(Coordinator):
@@ -50,22 +70,36 @@ class Transaction(Coordinator):
         reason: why it aborted (vote_no, timeout, error, durability, client), when it did.
     """
 
-    def __init__(self, manager: TransactionManager, name: str, timeout: float) -> None:
-        super().__init__(manager, name, timeout)
+    def __init__(self, context: TransactionContext, name: str, timeout: float) -> None:
+        super().__init__(context.coordinator, name, timeout)
+        self._context = context
         self._stores: dict[str, RedisBranch] = {}
 
     # -- enlisting -----------------------------------------------------------------------
 
-    def _next_branch(self) -> tuple[str, str]:
+    def next_branch(self) -> BranchStart:
+        """What the next branch starts with: its id, its lock-wait cap, ... (the seam of
+        enlisting helpers outside this class, such as :mod:`interlock.django`; the branch
+        joins with :meth:`add_branch`).
+
+        Raises:
+            TransactionError: the transaction is no longer active.
+        """
         self._require(State.ACTIVE)
         bqual = str(len(self._branches) + 1)
-        return bqual, branch_xid(self.xid, bqual)
+        log = self._coordination.decisions.log
+        return BranchStart(
+            bqual=bqual,
+            xid=branch_xid(self.xid, bqual),
+            lock_wait=max(self._deadline - time.monotonic(), 0.001),
+            durability=self._context.durability,
+            decision_table=log.table if isinstance(log, LastResourceLog) else None,
+        )
 
-    def _left(self) -> float:
-        """Seconds until the deadline: the longest a branch's statement waits for a lock."""
-        return max(self._deadline - time.monotonic(), 0.001)
-
-    def _add(self, participant: Participant, resource: str, kind: str, bqual: str) -> None:
+    def add_branch(
+        self, participant: Participant, resource: str, kind: str, bqual: str
+    ) -> None:
+        """Enlist ``participant``, started as :meth:`next_branch` said, as branch ``bqual``."""
         validate_name("resource", resource)
         self._branches.append(Branch(participant, resource, kind, self.name, self.xid, bqual))
         event(
@@ -94,11 +128,11 @@ class Transaction(Coordinator):
         """
         from interlock._sync.txn.participants.postgres import PostgresParticipant
 
-        bqual, xid = self._next_branch()
+        start = self.next_branch()
         participant = PostgresParticipant(conn, resource, last_resource)
-        table = getattr(self._manager.log, "table", None) if last_resource else None
-        participant.begin(xid, table if isinstance(table, str) else None, self._left())
-        self._add(participant, resource, participant.kind, bqual)
+        table = start.decision_table if last_resource else None
+        participant.begin(start.xid, table, start.lock_wait)
+        self.add_branch(participant, resource, participant.kind, start.bqual)
         return conn
 
     def mysql(self, conn: Any, resource: str = "mysql") -> Any:
@@ -113,23 +147,23 @@ class Transaction(Coordinator):
         """
         from interlock._sync.txn.participants.mysql import MySQLParticipant
 
-        bqual, xid = self._next_branch()
-        participant = MySQLParticipant(conn, resource, xid)
-        participant.begin(self._manager.durability, self._left())
-        self._add(participant, resource, participant.kind, bqual)
+        start = self.next_branch()
+        participant = MySQLParticipant(conn, resource, start.xid)
+        participant.begin(start.durability, start.lock_wait)
+        self.add_branch(participant, resource, participant.kind, start.bqual)
         return participant.conn
 
     def redis(self, store: str = "default") -> RedisBranch:
         """The branch staging this transaction's writes to the Redis store ``store``."""
         branch = self._stores.get(store)
         if branch is None:
-            bqual, _ = self._next_branch()
-            manager = self._manager
+            start = self.next_branch()
+            context = self._context
             branch = RedisBranch(
-                manager.backend, manager.namespace, store, manager.registered_stores
+                context.backend, context.coordinator.namespace, store, context.registered_stores
             )
             self._stores[store] = branch
-            self._add(branch, branch.resource, branch.kind, bqual)
+            self.add_branch(branch, branch.resource, branch.kind, start.bqual)
         return branch
 
     def remote(
@@ -143,20 +177,19 @@ class Transaction(Coordinator):
         """
         from interlock._sync.txn.participants.remote import RemoteParticipant
 
-        bqual, xid = self._next_branch()
+        start = self.next_branch()
         options.setdefault("timeout", self.timeout)
         participant = RemoteParticipant(
-            url, secret=secret, xid=xid, resource=resource, **options
+            url, secret=secret, xid=start.xid, resource=resource, **options
         )
-        self._add(participant, resource, participant.kind, bqual)
+        self.add_branch(participant, resource, participant.kind, start.bqual)
         return participant
 
     def enlist(
         self, participant: Participant, *, resource: str, kind: str = "custom"
     ) -> Participant:
         """Add a custom participant (see :class:`Participant`)."""
-        bqual, _ = self._next_branch()
-        self._add(participant, resource, kind, bqual)
+        self.add_branch(participant, resource, kind, self.next_branch().bqual)
         return participant
 
     def on_commit(self, callback: Callable[[], Any]) -> None:

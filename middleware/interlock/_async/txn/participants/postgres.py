@@ -58,11 +58,11 @@ def _where(conn: Any) -> str:
     return f"{info.host}:{info.port}/{info.dbname}"
 
 
-def _forget_tpc(conn: Any) -> None:
-    # psycopg keeps its two-phase state when COMMIT/ROLLBACK PREPARED fails; the branch is
-    # finished either way (or in recovery's hands), so free the connection for new work.
-    if getattr(conn, "_tpc", None) is not None:
-        conn._tpc = None
+def _forget_tpc(conn: psycopg.AsyncConnection[Any]) -> None:
+    # psycopg keeps its two-phase state (``_tpc``, set by every psycopg connection) when
+    # COMMIT/ROLLBACK PREPARED fails; the branch is finished either way (or in recovery's
+    # hands), so free the connection for new work.
+    conn._tpc = None
 
 
 async def _fate(conn: psycopg.AsyncConnection[Any], ref: str) -> str:

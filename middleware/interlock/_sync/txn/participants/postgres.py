@@ -59,11 +59,11 @@ def _where(conn: Any) -> str:
     return f"{info.host}:{info.port}/{info.dbname}"
 
 
-def _forget_tpc(conn: Any) -> None:
-    # psycopg keeps its two-phase state when COMMIT/ROLLBACK PREPARED fails; the branch is
-    # finished either way (or in recovery's hands), so free the connection for new work.
-    if getattr(conn, "_tpc", None) is not None:
-        conn._tpc = None
+def _forget_tpc(conn: psycopg.Connection[Any]) -> None:
+    # psycopg keeps its two-phase state (``_tpc``, set by every psycopg connection) when
+    # COMMIT/ROLLBACK PREPARED fails; the branch is finished either way (or in recovery's
+    # hands), so free the connection for new work.
+    conn._tpc = None
 
 
 def _fate(conn: psycopg.Connection[Any], ref: str) -> str:
