@@ -52,6 +52,7 @@ _metrics: dict[int, Metrics] = {}  # id(registry) -> the one Metrics registered 
 _sync_stores: dict[tuple[Any, ...], Any] = {}
 _async_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], Any]]
 _async_stores = weakref.WeakKeyDictionary()
+_async_clients: dict[Any, Any] = {}  # an async store -> its AsyncInterlock (for aclose)
 
 
 def _improper(message: str) -> ImproperlyConfigured:
@@ -81,7 +82,7 @@ def _registry(options: Mapping[str, Any]) -> Any:
     return import_string(registry) if isinstance(registry, str) else registry
 
 
-class InterlockCache(BaseCache):
+class InterlockCache(BaseCache):  # type: ignore[misc]  # Django ships no types
     """Django cache backend on interlock (``BACKEND: "interlock.django.InterlockCache"``).
 
     Args:
@@ -170,7 +171,6 @@ class InterlockCache(BaseCache):
                 )  # fmt: skip
                 cache = Cache(il.backend, il.settings, self._metrics(), self._name, self._options)
                 store = _sync_stores[self._config] = DjangoStore(cache)
-                store.client = il
         return store
 
     def _astore(self) -> Any:
@@ -195,7 +195,7 @@ class InterlockCache(BaseCache):
                     ail.backend, ail.settings, self._metrics(), self._name, self._options
                 )
                 store = stores[self._config] = AsyncDjangoStore(cache)
-                store.client = ail
+                _async_clients[store] = ail
         return store
 
     # -- timeouts ------------------------------------------------------------------------
@@ -216,14 +216,20 @@ class InterlockCache(BaseCache):
 
     # -- the sync API --------------------------------------------------------------------
 
-    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
+    def add(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> bool:
         with _pickling():
-            return bool(self._store().add(self._key(key, version), value, self.get_backend_timeout(timeout)))
+            return bool(
+                self._store().add(self._key(key, version), value, self.get_backend_timeout(timeout))
+            )
 
     def get(self, key: Any, default: Any = None, version: Any = None) -> Any:
         return self._store().get(self._key(key, version), default)
 
-    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> None:
+    def set(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> None:
         with _pickling():
             self._store().set(self._key(key, version), value, self.get_backend_timeout(timeout))
 
@@ -240,7 +246,9 @@ class InterlockCache(BaseCache):
         named = {self._key(key, version): key for key in keys}
         return {named[k]: v for k, v in self._store().get_many(named).items()}
 
-    def set_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> list[Any]:
+    def set_many(
+        self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> list[Any]:
         named = {self._key(key, version): key for key in data}
         with _pickling():
             failed = self._store().set_many(
@@ -254,7 +262,9 @@ class InterlockCache(BaseCache):
     def incr(self, key: Any, delta: int = 1, version: Any = None) -> Any:
         return self._store().incr(self._key(key, version), delta)
 
-    def get_or_set(self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> Any:
+    def get_or_set(
+        self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> Any:
         """Single flight: one caller (per process, and across processes) runs ``default``."""
         ttl = self._flight_timeout(timeout)
         if ttl is None:
@@ -271,19 +281,31 @@ class InterlockCache(BaseCache):
 
     # -- the async API: on the running loop's AsyncInterlock -----------------------------
 
-    async def aadd(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
+    async def aadd(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> bool:
         with _pickling():
-            return bool(await self._astore().add(self._key(key, version), value, self.get_backend_timeout(timeout)))
+            return bool(
+                await self._astore().add(
+                    self._key(key, version), value, self.get_backend_timeout(timeout)
+                )
+            )
 
     async def aget(self, key: Any, default: Any = None, version: Any = None) -> Any:
         return await self._astore().get(self._key(key, version), default)
 
-    async def aset(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> None:
+    async def aset(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> None:
         with _pickling():
-            await self._astore().set(self._key(key, version), value, self.get_backend_timeout(timeout))
+            await self._astore().set(
+                self._key(key, version), value, self.get_backend_timeout(timeout)
+            )
 
     async def atouch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
-        return bool(await self._astore().touch(self._key(key, version), self.get_backend_timeout(timeout)))
+        return bool(
+            await self._astore().touch(self._key(key, version), self.get_backend_timeout(timeout))
+        )
 
     async def adelete(self, key: Any, version: Any = None) -> bool:
         return bool(await self._astore().delete(self._key(key, version)))
@@ -295,7 +317,9 @@ class InterlockCache(BaseCache):
         named = {self._key(key, version): key for key in keys}
         return {named[k]: v for k, v in (await self._astore().get_many(named)).items()}
 
-    async def aset_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> list[Any]:
+    async def aset_many(
+        self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> list[Any]:
         named = {self._key(key, version): key for key in data}
         with _pickling():
             failed = await self._astore().set_many(
@@ -309,7 +333,9 @@ class InterlockCache(BaseCache):
     async def aincr(self, key: Any, delta: int = 1, version: Any = None) -> Any:
         return await self._astore().incr(self._key(key, version), delta)
 
-    async def aget_or_set(self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> Any:
+    async def aget_or_set(
+        self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> Any:
         ttl = self._flight_timeout(timeout)
         if ttl is None:
             return await super().aget_or_set(key, default, timeout, version)
@@ -327,7 +353,7 @@ class InterlockCache(BaseCache):
             store = (_async_stores.get(loop) or {}).pop(self._config, None)
         if store is not None:
             await store.cache.aclose()
-            await store.client.aclose()
+            await _async_clients.pop(store).aclose()
 
 
 class _pickling:

@@ -6,10 +6,11 @@ Envelope (big-endian), then the serialized (possibly zlib-compressed) value::
     magic "il" | format 1 | codec u8 | flags u8 | created_ms u64 | ttl_ms u32 |
     stale_ms u32 | loader_us u32 | tag count u8 | per tag: len u8, tag, version u64
 
-``ttl_ms`` is the (jittered) fresh lifetime (``FOREVER_MS``: the entry never expires, for
-Django's ``timeout=None``; named caches never write it, their TTLs stop at 30 days), ``stale_ms`` how long the entry may be served
-stale after it, ``loader_us`` how long the loader took (the XFetch ``delta``), and each tag
-carries the version it had when the load began (see docs/cache.md, "Tags").
+``ttl_ms`` is the (jittered) fresh lifetime (``FOREVER_MS``: never expires, for Django's
+``timeout=None``; named caches never write it, their TTLs stop at 30 days), ``stale_ms``
+how long the entry may be served stale after it, ``loader_us`` how long the loader took
+(the XFetch ``delta``), and each tag carries the version it had when the load began (see
+docs/cache.md, "Tags").
 """
 
 from __future__ import annotations

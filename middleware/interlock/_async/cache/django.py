@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from interlock._async.cache.cache import AsyncCache
-from interlock.backends._script import Arg
+from interlock.backends._script import Arg, Script
 from interlock.cache._core import EntryKeys, entry_keys, message
 from interlock.cache._django_scripts import ADD, REPLACE, SET
 from interlock.cache._entry import FOREVER_MS, FRESH, Envelope, encode_envelope
@@ -60,7 +61,8 @@ class AsyncDjangoStore:
         return data, "0" if timeout is None else str(ttl_ms + stale_ms)
 
     def _announce(self, keys: EntryKeys) -> list[Arg]:
-        return [_GENERATION_TTL_MS, self._store.channel, message(self._store.origin, "k", keys.encoded)]
+        note = message(self._store.origin, "k", keys.encoded)
+        return [_GENERATION_TTL_MS, self._store.channel, note]
 
     def _dropped(self, keys: EntryKeys) -> None:
         if self._near is not None:
@@ -80,6 +82,11 @@ class AsyncDjangoStore:
             raise
         self._health.ok()
         return result
+
+    async def _run(self, script: Script, keys: EntryKeys, args: list[Arg]) -> Any:
+        """Run one of the entry's scripts as a write (see :meth:`_write`)."""
+        backend = self._store.backend
+        return await self._write(lambda: backend.run(script, [keys.entry, keys.generation], args))
 
     async def _read(self, keys: EntryKeys) -> tuple[bytes | None, Any]:
         """The stored bytes and the value if fresh (``MISSING`` otherwise)."""
@@ -109,7 +116,9 @@ class AsyncDjangoStore:
             for _ in wanted:
                 self.cache._done("bypass", None)
             return found
-        calls = [(READ, [k.entry], []) for _, k in wanted]
+        calls: list[tuple[Script, list[str], list[Arg]]] = [
+            (READ, [k.entry], []) for _, k in wanted
+        ]
         try:
             replies = await self._store.backend.run_many(calls)
             for reply in replies:
@@ -121,8 +130,8 @@ class AsyncDjangoStore:
                 self.cache._done("bypass", None)
             return found
         self._health.ok()
-        for (key, keys), reply in zip(wanted, replies, strict=True):
-            verdict = await self._store.judge(keys, reply[0], {})
+        for (key, entry), reply in zip(wanted, replies, strict=True):
+            verdict = await self._store.judge(entry, reply[0], {})
             envelope = verdict.envelope
             if verdict.state is FRESH and envelope is not None:
                 found[key] = self.cache._done(
@@ -144,8 +153,7 @@ class AsyncDjangoStore:
             await self.delete(key)
             return
         data, px = self._envelope(value, timeout)
-        args: list[Arg] = [data, px, *self._announce(keys)]
-        await self._write(lambda: self._store.backend.run(SET, [keys.entry, keys.generation], args))
+        await self._run(SET, keys, [data, px, *self._announce(keys)])
         self._dropped(keys)
 
     async def set_many(self, data: Mapping[str, Any], timeout: float | None) -> list[str]:
@@ -153,17 +161,20 @@ class AsyncDjangoStore:
         if timeout is not None and timeout <= 0:
             await self.delete_many(data)
             return []
-        calls = []
+        calls: list[tuple[Script, list[str], list[Arg]]] = []
         for key, value in data.items():
             keys = self._keys(key)
             envelope, px = self._envelope(value, timeout)
-            calls.append((SET, [keys.entry, keys.generation], [envelope, px, *self._announce(keys)]))
+            calls.append(
+                (SET, [keys.entry, keys.generation], [envelope, px, *self._announce(keys)])
+            )
         if not calls:
             return []
         replies = await self._write(lambda: self._store.backend.run_many(calls))
         for key in data:
             self._dropped(self._keys(key))
-        return [key for key, reply in zip(data, replies, strict=True) if isinstance(reply, BaseException)]
+        failed = zip(data, replies, strict=True)
+        return [key for key, reply in failed if isinstance(reply, BaseException)]
 
     async def add(self, key: str, value: Any, timeout: float | None) -> bool:
         """Store ``value`` unless ``key`` has a fresh value; True if stored."""
@@ -174,9 +185,7 @@ class AsyncDjangoStore:
         seen = b""
         for _ in range(_ATTEMPTS):
             args: list[Arg] = [data, px, seen, *self._announce(keys)]
-            reply = await self._write(
-                lambda args=args: self._store.backend.run(ADD, [keys.entry, keys.generation], args)
-            )
+            reply = await self._run(ADD, keys, args)
             if int(reply[0]) == 1:
                 self._dropped(keys)
                 return True
@@ -200,9 +209,7 @@ class AsyncDjangoStore:
             if new is None:
                 return True
             args: list[Arg] = [stored, new[0], new[1], *self._announce(keys)]
-            replaced = await self._write(
-                lambda args=args: self._store.backend.run(REPLACE, [keys.entry, keys.generation], args)
-            )
+            replaced = await self._run(REPLACE, keys, args)
             if replaced == 1:
                 self._dropped(keys)
                 return True
@@ -250,12 +257,12 @@ class AsyncDjangoStore:
         entries = [self._keys(key) for key in keys]
         if not entries:
             return
-        for keys_ in entries:
-            self._dropped(keys_)
+        for entry in entries:
+            self._dropped(entry)
         calls = [(DELETE, [k.entry, k.generation], self._announce(k)) for k in entries]
         replies = await self._write(lambda: self._store.backend.run_many(calls))
-        for keys_ in entries:
-            self._dropped(keys_)
+        for entry in entries:
+            self._dropped(entry)
         for reply in replies:
             if isinstance(reply, BaseException):
                 raise reply
@@ -278,9 +285,8 @@ class AsyncDjangoStore:
         if self._near is not None:
             self._near.clear()
         while True:
-            cursor, found = await self._write(
-                lambda c=cursor: backend.execute("SCAN", c, "MATCH", pattern, "COUNT", 500)
-            )
+            page: list[Arg] = ["SCAN", cursor, "MATCH", pattern, "COUNT", 500]
+            cursor, found = await self._write(partial(backend.execute, *page))
             entries = [_entry_of(k) for k in found]
             calls = [
                 (DELETE, [k.entry, k.generation], self._announce(k))
@@ -288,7 +294,7 @@ class AsyncDjangoStore:
                 if k is not None
             ]
             if calls:
-                await self._write(lambda calls=calls: backend.run_many(calls))
+                await self._write(partial(backend.run_many, calls))
             if int(cursor) == 0:
                 break
         flush = message(self._store.origin, "*", "")

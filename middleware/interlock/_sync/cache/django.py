@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from interlock._sync.cache.cache import Cache
-from interlock.backends._script import Arg
+from interlock.backends._script import Arg, Script
 from interlock.cache._core import EntryKeys, entry_keys, message
 from interlock.cache._django_scripts import ADD, REPLACE, SET
 from interlock.cache._entry import FOREVER_MS, FRESH, Envelope, encode_envelope
@@ -61,7 +62,8 @@ class DjangoStore:
         return data, "0" if timeout is None else str(ttl_ms + stale_ms)
 
     def _announce(self, keys: EntryKeys) -> list[Arg]:
-        return [_GENERATION_TTL_MS, self._store.channel, message(self._store.origin, "k", keys.encoded)]
+        note = message(self._store.origin, "k", keys.encoded)
+        return [_GENERATION_TTL_MS, self._store.channel, note]
 
     def _dropped(self, keys: EntryKeys) -> None:
         if self._near is not None:
@@ -81,6 +83,11 @@ class DjangoStore:
             raise
         self._health.ok()
         return result
+
+    def _run(self, script: Script, keys: EntryKeys, args: list[Arg]) -> Any:
+        """Run one of the entry's scripts as a write (see :meth:`_write`)."""
+        backend = self._store.backend
+        return self._write(lambda: backend.run(script, [keys.entry, keys.generation], args))
 
     def _read(self, keys: EntryKeys) -> tuple[bytes | None, Any]:
         """The stored bytes and the value if fresh (``MISSING`` otherwise)."""
@@ -110,7 +117,9 @@ class DjangoStore:
             for _ in wanted:
                 self.cache._done("bypass", None)
             return found
-        calls = [(READ, [k.entry], []) for _, k in wanted]
+        calls: list[tuple[Script, list[str], list[Arg]]] = [
+            (READ, [k.entry], []) for _, k in wanted
+        ]
         try:
             replies = self._store.backend.run_many(calls)
             for reply in replies:
@@ -122,8 +131,8 @@ class DjangoStore:
                 self.cache._done("bypass", None)
             return found
         self._health.ok()
-        for (key, keys), reply in zip(wanted, replies, strict=True):
-            verdict = self._store.judge(keys, reply[0], {})
+        for (key, entry), reply in zip(wanted, replies, strict=True):
+            verdict = self._store.judge(entry, reply[0], {})
             envelope = verdict.envelope
             if verdict.state is FRESH and envelope is not None:
                 found[key] = self.cache._done(
@@ -145,8 +154,7 @@ class DjangoStore:
             self.delete(key)
             return
         data, px = self._envelope(value, timeout)
-        args: list[Arg] = [data, px, *self._announce(keys)]
-        self._write(lambda: self._store.backend.run(SET, [keys.entry, keys.generation], args))
+        self._run(SET, keys, [data, px, *self._announce(keys)])
         self._dropped(keys)
 
     def set_many(self, data: Mapping[str, Any], timeout: float | None) -> list[str]:
@@ -154,17 +162,20 @@ class DjangoStore:
         if timeout is not None and timeout <= 0:
             self.delete_many(data)
             return []
-        calls = []
+        calls: list[tuple[Script, list[str], list[Arg]]] = []
         for key, value in data.items():
             keys = self._keys(key)
             envelope, px = self._envelope(value, timeout)
-            calls.append((SET, [keys.entry, keys.generation], [envelope, px, *self._announce(keys)]))
+            calls.append(
+                (SET, [keys.entry, keys.generation], [envelope, px, *self._announce(keys)])
+            )
         if not calls:
             return []
         replies = self._write(lambda: self._store.backend.run_many(calls))
         for key in data:
             self._dropped(self._keys(key))
-        return [key for key, reply in zip(data, replies, strict=True) if isinstance(reply, BaseException)]
+        failed = zip(data, replies, strict=True)
+        return [key for key, reply in failed if isinstance(reply, BaseException)]
 
     def add(self, key: str, value: Any, timeout: float | None) -> bool:
         """Store ``value`` unless ``key`` has a fresh value; True if stored."""
@@ -175,9 +186,7 @@ class DjangoStore:
         seen = b""
         for _ in range(_ATTEMPTS):
             args: list[Arg] = [data, px, seen, *self._announce(keys)]
-            reply = self._write(
-                lambda args=args: self._store.backend.run(ADD, [keys.entry, keys.generation], args)
-            )
+            reply = self._run(ADD, keys, args)
             if int(reply[0]) == 1:
                 self._dropped(keys)
                 return True
@@ -201,9 +210,7 @@ class DjangoStore:
             if new is None:
                 return True
             args: list[Arg] = [stored, new[0], new[1], *self._announce(keys)]
-            replaced = self._write(
-                lambda args=args: self._store.backend.run(REPLACE, [keys.entry, keys.generation], args)
-            )
+            replaced = self._run(REPLACE, keys, args)
             if replaced == 1:
                 self._dropped(keys)
                 return True
@@ -251,12 +258,12 @@ class DjangoStore:
         entries = [self._keys(key) for key in keys]
         if not entries:
             return
-        for keys_ in entries:
-            self._dropped(keys_)
+        for entry in entries:
+            self._dropped(entry)
         calls = [(DELETE, [k.entry, k.generation], self._announce(k)) for k in entries]
         replies = self._write(lambda: self._store.backend.run_many(calls))
-        for keys_ in entries:
-            self._dropped(keys_)
+        for entry in entries:
+            self._dropped(entry)
         for reply in replies:
             if isinstance(reply, BaseException):
                 raise reply
@@ -279,9 +286,8 @@ class DjangoStore:
         if self._near is not None:
             self._near.clear()
         while True:
-            cursor, found = self._write(
-                lambda c=cursor: backend.execute("SCAN", c, "MATCH", pattern, "COUNT", 500)
-            )
+            page: list[Arg] = ["SCAN", cursor, "MATCH", pattern, "COUNT", 500]
+            cursor, found = self._write(partial(backend.execute, *page))
             entries = [_entry_of(k) for k in found]
             calls = [
                 (DELETE, [k.entry, k.generation], self._announce(k))
@@ -289,7 +295,7 @@ class DjangoStore:
                 if k is not None
             ]
             if calls:
-                self._write(lambda calls=calls: backend.run_many(calls))
+                self._write(partial(backend.run_many, calls))
             if int(cursor) == 0:
                 break
         flush = message(self._store.origin, "*", "")

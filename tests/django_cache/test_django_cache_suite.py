@@ -46,7 +46,11 @@ class _InterlockCacheTests(BaseCacheTests):
 
     @pytest.fixture(autouse=True)
     def _interlock_caches(self, request: pytest.FixtureRequest) -> Iterator[None]:
-        location = "mem://" if not self.location_fixture else request.getfixturevalue(self.location_fixture)
+        location = (
+            "mem://"
+            if not self.location_fixture
+            else request.getfixturevalue(self.location_fixture)
+        )
         with override_settings(CACHES=interlock_caches(location)):
             yield
 

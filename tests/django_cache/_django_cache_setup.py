@@ -8,9 +8,8 @@ from __future__ import annotations
 import sys
 
 import django
-from django.conf import settings
-
 from _django_suite import suite_dir
+from django.conf import settings
 
 _state: dict[str, bool] = {}
 
