@@ -149,3 +149,15 @@ def test_msgpack_is_the_default_and_refuses_objects(cache: Any) -> None:
 
     with pytest.raises(SerializationError):
         cache.set("obj", object())
+
+
+def test_cache_sessions(cache: Any) -> None:
+    from django.contrib.sessions.backends.cache import SessionStore
+
+    session = SessionStore()
+    session["cart"] = [1, 2]
+    session.save()
+    again = SessionStore(session_key=session.session_key)
+    assert again["cart"] == [1, 2]
+    again.delete()
+    assert SessionStore(session_key=session.session_key).get("cart") is None
