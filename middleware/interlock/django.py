@@ -42,10 +42,11 @@ from collections.abc import Callable
 from typing import Any
 
 from interlock._concurrency import async_run_blocking
+from interlock._django_cache import InterlockCache
 from interlock.errors import ConfigError
 from interlock.http._exchange import RequestTools
 
-__all__ = ["tools"]
+__all__ = ["InterlockCache", "tools"]
 
 
 def tools(request: Any) -> Any:

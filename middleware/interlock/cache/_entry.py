@@ -6,9 +6,11 @@ Envelope (big-endian), then the serialized (possibly zlib-compressed) value::
     magic "il" | format 1 | codec u8 | flags u8 | created_ms u64 | ttl_ms u32 |
     stale_ms u32 | loader_us u32 | tag count u8 | per tag: len u8, tag, version u64
 
-``ttl_ms`` is the (jittered) fresh lifetime, ``stale_ms`` how long the entry may be served
-stale after it, ``loader_us`` how long the loader took (the XFetch ``delta``), and each tag
-carries the version it had when the load began (see docs/cache.md, "Tags").
+``ttl_ms`` is the (jittered) fresh lifetime (``FOREVER_MS``: never expires, for Django's
+``timeout=None``; named caches never write it, their TTLs stop at 30 days), ``stale_ms``
+how long the entry may be served stale after it, ``loader_us`` how long the loader took
+(the XFetch ``delta``), and each tag carries the version it had when the load began (see
+docs/cache.md, "Tags").
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ _TAG_VERSION = struct.Struct(">Q")
 FLAG_COMPRESSED = 1
 FLAG_NEGATIVE = 2
 _U32 = 2**32 - 1
+FOREVER_MS = _U32  # ttl_ms of an entry that never expires
+_NEVER_MS = 2**63
 
 FRESH, STALE, ABSENT, REJECTED, CORRUPT = "fresh", "stale", "absent", "rejected", "corrupt"
 
@@ -51,6 +55,8 @@ class Envelope:
         self.ttl_ms, self.stale_ms, self.delta_us = ttl, stale, delta
         self.fresh_until_ms: int = created + ttl
         self.expires_ms: int = created + ttl + stale
+        if ttl == FOREVER_MS:
+            self.fresh_until_ms = self.expires_ms = _NEVER_MS
         self.negative = bool(flags & FLAG_NEGATIVE)
         self.data = data
         offset = HEADER_SIZE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+from typing import Any
 
 from interlock.backends.mem._keyspace import (
     CommandError,
@@ -133,6 +134,23 @@ class KeyCommands(Keyspace):
         glob = pattern.decode(errors="replace")
         live = [k for k in list(self._data) if self._get(k) is not None]
         return [k for k in live if fnmatch.fnmatchcase(k.decode(errors="replace"), glob)]
+
+    def cmd_scan(self, cursor: bytes, *opts: bytes) -> list[Any]:
+        """``SCAN cursor [MATCH pattern] [COUNT n]``. The cursor encodes the last key
+        returned (keys are walked in sorted order), so every key present for the whole
+        scan is returned, also when keys are deleted between the calls."""
+        flags = [o.upper() for o in opts]
+        glob = "*"
+        if b"MATCH" in flags:
+            glob = opts[flags.index(b"MATCH") + 1].decode(errors="replace")
+        count = _int(opts[flags.index(b"COUNT") + 1]) if b"COUNT" in flags else 10
+        position = _int(cursor)
+        after = position.to_bytes((position.bit_length() + 7) // 8, "big")[1:]
+        live = sorted(k for k in list(self._data) if self._get(k) is not None and k > after)
+        page = live[:count]
+        found = [k for k in page if fnmatch.fnmatchcase(k.decode(errors="replace"), glob)]
+        following = int.from_bytes(b"\x01" + page[-1], "big") if len(live) > count else 0
+        return [str(following).encode(), found]
 
     # -- hashes --------------------------------------------------------------------------
 
