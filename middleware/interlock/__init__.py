@@ -14,6 +14,7 @@ from interlock._sync.client import Interlock
 from interlock._sync.lock.lock import Lease, Lock
 from interlock._sync.txn.transaction import Participant, Transaction
 from interlock.asgi import InterlockMiddleware
+from interlock.cache import CacheKwargs
 from interlock.errors import (
     BackendError,
     BackendUnavailable,
@@ -53,6 +54,7 @@ __all__ = [
     "BackendUnavailable",
     "Cache",
     "CacheError",
+    "CacheKwargs",
     "CacheRule",
     "ConfigError",
     "DurabilityError",

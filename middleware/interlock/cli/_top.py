@@ -130,7 +130,7 @@ def _cluster_scans(il: Any, pattern: str) -> list[Scan]:
 
     backend: NodeScans = il.backend
 
-    def scan_on(node: Any) -> Scan:
+    def scan_on(node: object) -> Scan:
         def scan(cursor: int) -> tuple[int, list[bytes]]:
             return backend.scan(node, cursor, match=pattern, count=_SCAN_COUNT)
 

@@ -253,7 +253,7 @@ class AsyncRedisBackend:
 
     # -- key scans, node by node (``interlock top``) ----------------------------------------
 
-    async def primaries(self) -> list[Any]:
+    async def primaries(self) -> list[object]:
         """The Cluster's primary nodes (redis-py ``ClusterNode`` objects), discovered on first
         use; empty for single-node and Sentinel URLs, whose one node :meth:`execute` reaches.
 
@@ -266,7 +266,7 @@ class AsyncRedisBackend:
             return list(client.get_primaries())
 
     async def scan(
-        self, node: Any, cursor: int, *, match: str, count: int
+        self, node: object, cursor: int, *, match: str, count: int
     ) -> tuple[int, list[bytes]]:
         """One SCAN step on ``node`` (one of :meth:`primaries`): the next cursor (0 when the
         node is done) and the keys found."""

@@ -84,11 +84,11 @@ class NodeScans(Protocol):
     For tools that visit every node of a Cluster, e.g. ``interlock top``.
     """
 
-    def primaries(self) -> list[Any]:
+    def primaries(self) -> list[object]:
         """The Cluster's primary nodes; empty when the backend has one node."""
 
     def scan(
-        self, node: Any, cursor: int, *, match: str, count: int
+        self, node: object, cursor: int, *, match: str, count: int
     ) -> tuple[int, list[bytes]]:
         """One SCAN step on ``node``: the next cursor (0: done) and the keys found."""
 

@@ -254,7 +254,7 @@ class RedisBackend:
 
     # -- key scans, node by node (``interlock top``) ----------------------------------------
 
-    def primaries(self) -> list[Any]:
+    def primaries(self) -> list[object]:
         """The Cluster's primary nodes (redis-py ``ClusterNode`` objects), discovered on first
         use; empty for single-node and Sentinel URLs, whose one node :meth:`execute` reaches.
 
@@ -267,7 +267,7 @@ class RedisBackend:
             return list(client.get_primaries())
 
     def scan(
-        self, node: Any, cursor: int, *, match: str, count: int
+        self, node: object, cursor: int, *, match: str, count: int
     ) -> tuple[int, list[bytes]]:
         """One SCAN step on ``node`` (one of :meth:`primaries`): the next cursor (0 when the
         node is done) and the keys found."""
