@@ -25,6 +25,7 @@ lint: $(VENV)/.installed-test
 	$(PY) -m scripts.mixin --check  # dashboards, rules and Kibana objects are current
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports  # the layers: contracts in .importlinter
 
 check-services:
 	bash scripts/bootstrap.sh

@@ -81,13 +81,11 @@ def build(variant: str) -> Any:
 def configure_log_sinks() -> list[Any]:
     """Log sinks as ``configure_logging`` makes them, writing to /dev/null: bench.queued with
     its default background writer, bench.sync with ``queue_size=0`` (a StreamHandler)."""
-    from interlock.logs import EcsJsonFormatter, QueueingHandler, _LineWriter
+    from interlock.logs import EcsJsonFormatter, stream_handler
 
     devnull = open(os.devnull, "w")  # noqa: SIM115
-    sync = logging.StreamHandler(devnull)
-    sync.setFormatter(EcsJsonFormatter("bench"))
-    queued = QueueingHandler(_LineWriter(devnull, 100_000, lambda: None))
-    queued.setFormatter(EcsJsonFormatter("bench"))
+    sync = stream_handler(EcsJsonFormatter("bench"), devnull, queue_size=0)
+    queued = stream_handler(EcsJsonFormatter("bench"), devnull, queue_size=100_000)
     for name, handler, level in (
         ("bench.silent", None, logging.WARNING),
         ("bench.sync", sync, logging.INFO),

@@ -14,6 +14,7 @@ from interlock._sync.client import Interlock
 from interlock._sync.lock.lock import Lease, Lock
 from interlock._sync.txn.transaction import Participant, Transaction
 from interlock.asgi import InterlockMiddleware
+from interlock.cache import CacheKwargs
 from interlock.errors import (
     BackendError,
     BackendUnavailable,
@@ -26,7 +27,6 @@ from interlock.errors import (
     LockAlreadyHeld,
     LockError,
     LockLost,
-    LockNotOwned,
     LockTimeout,
     ScriptError,
     SerializationError,
@@ -53,6 +53,7 @@ __all__ = [
     "BackendUnavailable",
     "Cache",
     "CacheError",
+    "CacheKwargs",
     "CacheRule",
     "ConfigError",
     "DurabilityError",
@@ -68,7 +69,6 @@ __all__ = [
     "LockError",
     "LockInfo",
     "LockLost",
-    "LockNotOwned",
     "LockRule",
     "LockTimeout",
     "Participant",

@@ -10,8 +10,7 @@ Every error interlock raises derives from :class:`InterlockError`::
     ├── LockError
     │   ├── LockTimeout                        waited `timeout` seconds; carries the holder
     │   ├── LockAlreadyHeld                    non-reentrant lock re-acquired by its holder
-    │   ├── LockNotOwned                       release/extend of a lease that is not ours
-    │   ├── LockLost                           the lease expired or was taken away
+    │   ├── LockLost                           the lease expired or was taken (also on release)
     │   └── FenceRejected                      a fenced write carried a stale fence
     ├── CacheError
     │   └── SerializationError                 a value cannot be encoded or decoded
@@ -81,12 +80,11 @@ class LockAlreadyHeld(LockError):
     """The current task or thread already holds this lock and it is not reentrant."""
 
 
-class LockNotOwned(LockError):
-    """The lease is no longer owned by us (expired, released or taken over)."""
-
-
 class LockLost(LockError):
-    """The lease was lost: renewal failed or the lock expired while we held it."""
+    """The lease was lost: renewal failed or the lock expired while we held it.
+
+    ``release()`` and ``extend()`` raise it too when the lease is no longer ours.
+    """
 
 
 class FenceRejected(LockError):
@@ -181,7 +179,6 @@ __all__ = [
     "LockAlreadyHeld",
     "LockError",
     "LockLost",
-    "LockNotOwned",
     "LockTimeout",
     "ScriptError",
     "SerializationError",

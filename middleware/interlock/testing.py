@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from interlock.logs._configure import EcsJsonFormatter
+from interlock.logs import EcsJsonFormatter
 
 __all__ = [
     "LogCapture",

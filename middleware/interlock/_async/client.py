@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 from prometheus_client import CollectorRegistry
 
@@ -16,7 +16,7 @@ from interlock._async.txn.transaction import AsyncTransaction
 from interlock._config import Settings, load_settings
 from interlock._keys import base_key
 from interlock.backends._redis_url import redact_url
-from interlock.cache._core import cache_options
+from interlock.cache._core import CacheKwargs, cache_options
 from interlock.chaos._plan import ChaosPlan, parse_chaos
 from interlock.errors import ConfigError, FenceRejected
 from interlock.lock._core import LockInfo, info_from_reply
@@ -182,7 +182,7 @@ class AsyncInterlock:
         """
         return await self.transactions.recover(safety=safety)
 
-    def cache(self, name: str, **options: Any) -> AsyncCache:
+    def cache(self, name: str, **options: Unpack[CacheKwargs]) -> AsyncCache:
         """The named cache ``name``, created on first use; later calls return the same one.
 
         Args:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 from prometheus_client import CollectorRegistry
 
@@ -17,7 +17,7 @@ from interlock._sync.txn.transaction import Transaction
 from interlock._config import Settings, load_settings
 from interlock._keys import base_key
 from interlock.backends._redis_url import redact_url
-from interlock.cache._core import cache_options
+from interlock.cache._core import CacheKwargs, cache_options
 from interlock.chaos._plan import ChaosPlan, parse_chaos
 from interlock.errors import ConfigError, FenceRejected
 from interlock.lock._core import LockInfo, info_from_reply
@@ -183,7 +183,7 @@ class Interlock:
         """
         return self.transactions.recover(safety=safety)
 
-    def cache(self, name: str, **options: Any) -> Cache:
+    def cache(self, name: str, **options: Unpack[CacheKwargs]) -> Cache:
         """The named cache ``name``, created on first use; later calls return the same one.
 
         Args:

@@ -13,7 +13,7 @@ import math
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypedDict, TypeVar, Unpack
 
 from interlock._keys import MAX_KEY_BYTES, encode_key
 from interlock.errors import ConfigError
@@ -69,7 +69,29 @@ class CacheOptions:
         return ttl + self.stale_ttl
 
 
-def cache_options(**options: Any) -> CacheOptions:
+class CacheKwargs(TypedDict, total=False):
+    """The keyword options of ``cache(name, **options)``, typed so a checker catches a typo.
+
+    The defaults and ranges are those of :func:`cache_options` (see docs/cache.md).
+    """
+
+    ttl: float
+    stale_ttl: float
+    negative_ttl: float | None  # None: min(ttl, 10 s)
+    jitter: float
+    early_refresh: float
+    near: bool
+    near_size: int
+    near_ttl: float
+    serializer: str | Serializer | None  # "msgpack" (None), "json" or a Serializer
+    compress_threshold: int | None  # None: never compress
+    lock_wait: float
+    breaker_threshold: int
+    breaker_cooldown: float
+    tag_retention: float | None  # None or 0: max(1 day, 2 * (ttl + stale_ttl) + 60 s)
+
+
+def cache_options(**options: Unpack[CacheKwargs]) -> CacheOptions:
     """Validate cache options; unknown names and bad values raise :class:`ConfigError`."""
     known = set(CacheOptions.__dataclass_fields__)
     unknown = set(options) - known
@@ -78,7 +100,7 @@ def cache_options(**options: Any) -> CacheOptions:
             f"unknown cache option(s) {', '.join(sorted(unknown))}; valid options are "
             f"{', '.join(sorted(known))}"
         )
-    values = dict(options)
+    values: dict[str, Any] = dict(options)
     ttl = values["ttl"] = _seconds("ttl", values.get("ttl", 60.0), low=0.001)
     stale = values["stale_ttl"] = _seconds("stale_ttl", values.get("stale_ttl", 0.0), low=0)
     negative = values.get("negative_ttl")

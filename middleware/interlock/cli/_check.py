@@ -21,8 +21,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from interlock.backends._redis_url import parse_redis_url
-from interlock.backends._sentinel_url import parse_sentinel_url
+from interlock.backends import parse_redis_url, parse_sentinel_url
 from interlock.cli import _check_report as report
 from interlock.cli._check_report import CONFIG_FIX, Result, Verdict, fail, ok, warn
 from interlock.errors import BackendError, BackendUnavailable, ConfigError, InterlockError

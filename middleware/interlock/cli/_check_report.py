@@ -7,7 +7,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from interlock.lock._core import RESTART_GRACE_S
+from interlock.lock import RESTART_GRACE_S
 
 # (status, detail, fix): what one check returns
 Verdict = tuple[str, str, str | None]

@@ -42,7 +42,7 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from interlock.logs._configure import gunicorn_log_config, uvicorn_log_config
+    from interlock.logs import gunicorn_log_config, uvicorn_log_config
 
     make = uvicorn_log_config if args.server == "uvicorn" else gunicorn_log_config
     config = make(

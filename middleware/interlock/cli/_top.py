@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from interlock.backends._script import Arg, Script
+from interlock.backends import Arg, Script
 from interlock.cli._check import answered_fix
 from interlock.cli._top_view import (
     LOCK_STATE,
@@ -125,25 +125,18 @@ def _scan_node(scan: Scan, budget: int) -> tuple[list[bytes], bool]:
 
 
 def _cluster_scans(il: Any, pattern: str) -> list[Scan]:
-    """One SCAN per master, through redis-py's ``RedisCluster`` client of the backend."""
-    from interlock.backends._errors import map_redis_errors
+    """One SCAN per Cluster primary, through the backend's node-by-node scan."""
+    from interlock._sync.backend.base import NodeScans
 
-    if getattr(il.backend, "_client", None) is None:
-        il.backend.execute("PING")  # the backend builds its cluster client on first use
-    client = il.backend._client
+    backend: NodeScans = il.backend
 
-    def scan_on(node: Any) -> Scan:
+    def scan_on(node: object) -> Scan:
         def scan(cursor: int) -> tuple[int, list[bytes]]:
-            with map_redis_errors("top scan"):
-                cursors, keys = client.scan(
-                    cursor=cursor, match=pattern, count=_SCAN_COUNT, target_nodes=node
-                )
-            return int(next(iter(cursors.values()), 0)), list(keys)
+            return backend.scan(node, cursor, match=pattern, count=_SCAN_COUNT)
 
         return scan
 
-    with map_redis_errors("top scan"):
-        return [scan_on(node) for node in client.get_primaries()]
+    return [scan_on(node) for node in backend.primaries()]
 
 
 def _find_keys(il: Any, budget: int) -> tuple[list[bytes], bool]:

@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from interlock.backends._script import Script
-from interlock.lock._core import parse_lock
-from interlock.logs._configure import REDACT_QUERY, redact_query
+from interlock.backends import Script
+from interlock.lock import parse_lock
+from interlock.logs import REDACT_QUERY, redact_query
 
 _SECRET_QUERY = frozenset((*REDACT_QUERY, "sentinel_password"))  # + the Sentinel URL option
 

@@ -16,7 +16,7 @@ from typing import IO, Any
 from interlock import AsyncInterlock, DurabilityError
 from interlock.demo.shop import create_app, restock_all
 from interlock.demo.summary import Snapshot, render
-from interlock.logs._configure import configure_logging, unconfigure_logging
+from interlock.logs import configure_logging, unconfigure_logging
 
 DEMO_NAMESPACE = "demo"
 

@@ -23,6 +23,8 @@ The lock is never free while live waiters queue, and new arrivals cannot overtak
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 from interlock.backends._script import Script
 from interlock.lock._core import RESTART_GRACE_S
 
@@ -135,6 +137,14 @@ elseif redis.call('EXISTS', KEYS[3]) == 0 then
 end
 """
 
+class AcquireReply(IntEnum):
+    """What :data:`ACQUIRE` answered: the first element of its reply."""
+
+    REFUSED = 0  # {0, wait_ms, lock}: not ours; retry after about wait_ms unless woken
+    GRANTED = 1  # {1, fence}: acquired now
+    HANDED_OFF = 2  # {2, fence}: already ours: handed off to us, or a retried call
+
+
 ACQUIRE = Script(
     "lock_acquire",
     r"""-- Acquire a lock, or join its FIFO queue.
@@ -142,11 +152,12 @@ ACQUIRE = Script(
 -- ARGV: 1 token, 2 ttl_ms, 3 holder 'host|pid|rid|tid',
 --       4 queue registration ms (0 = do not queue; a dead waiter drops out after it),
 --       5 wake channel ('' = the waiter's signal list), 6 fence idle ms
--- Returns: {1, fence}              acquired now
---          {2, fence}              already ours (handed off to us, or a retried call)
---          {0, wait_ms, lock}      not ours: the holder's lock string (false if none:
---                                  free, or not granted in a restarted server's grace);
---                                  retry after about wait_ms unless woken earlier
+-- Returns {AcquireReply, ...}:
+--   {1, fence}          GRANTED: acquired now
+--   {2, fence}          HANDED_OFF: already ours (handed off to us, or a retried call)
+--   {0, wait_ms, lock}  REFUSED: not ours: the holder's lock string (false if none: free,
+--                       or not granted in a restarted server's grace); retry after about
+--                       wait_ms unless woken earlier
 """
     + _FAST_TAKE
     + _HELPERS

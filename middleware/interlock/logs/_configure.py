@@ -64,8 +64,6 @@ __all__ = [
     "uvicorn_log_config",
 ]
 
-_LineWriter = LineWriter  # its name before the split (benchmarks/middleware.py uses it)
-
 _installed: list[logging.Handler] = []
 
 

@@ -251,6 +251,32 @@ class AsyncRedisBackend:
             raise translate(exc, "lock wait") from exc
         return None if reply is None else bytes(reply[1])
 
+    # -- key scans, node by node (``interlock top``) ----------------------------------------
+
+    async def primaries(self) -> list[object]:
+        """The Cluster's primary nodes (redis-py ``ClusterNode`` objects), discovered on first
+        use; empty for single-node and Sentinel URLs, whose one node :meth:`execute` reaches.
+
+        For tools that visit every node, e.g. ``interlock top`` runs :meth:`scan` on each.
+        """
+        if "cluster" not in self._settings.scheme:
+            return []
+        client = self._client if self._client is not None else await self._connect()
+        with map_redis_errors("top scan"):
+            return list(client.get_primaries())
+
+    async def scan(
+        self, node: object, cursor: int, *, match: str, count: int
+    ) -> tuple[int, list[bytes]]:
+        """One SCAN step on ``node`` (one of :meth:`primaries`): the next cursor (0 when the
+        node is done) and the keys found."""
+        client = self._client if self._client is not None else await self._connect()
+        with map_redis_errors("top scan"):
+            cursors, keys = await client.scan(
+                cursor=cursor, match=match, count=count, target_nodes=node
+            )
+        return int(next(iter(cursors.values()), 0)), list(keys)
+
     # -- pub/sub -------------------------------------------------------------------------
 
     @property

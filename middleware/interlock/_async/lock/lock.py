@@ -43,7 +43,7 @@ from interlock.lock._core import (
     step_budget,
     wait_seconds,
 )
-from interlock.lock._scripts import ACQUIRE, CANCEL
+from interlock.lock._scripts import ACQUIRE, CANCEL, AcquireReply
 
 logger = logging.getLogger("interlock.lock")
 _UNSET: Any = object()
@@ -174,20 +174,16 @@ class AsyncLock:
             while True:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if queued and waiter is None and not signalled:
-                    # within the time left; without wake-ups it polls (every ttl/3 at most)
-                    # and the next attempt finds a hand-off
-                    with contextlib.suppress(BackendUnavailable):
-                        await service.ensure_listening(step_budget(deadline, time.monotonic()))
-                    waiter = service.register(token)
+                    waiter = await self._subscribe_wake_ups(token, deadline)
                 # A lease's local deadline counts from a moment the grant cannot precede,
                 # so it never runs past the server's expiry: this attempt's send for a
                 # grant now (1), else the send of the last attempt that was refused — a
                 # hand-off (2, a signal, a wake-up) comes after that refusal.
                 sent = time.monotonic()
                 reply = await self._attempt(token, queued, remaining, signalled, deadline)
-                if reply[0] == 1:
+                if reply[0] == AcquireReply.GRANTED:
                     return self._lease(token, int(reply[1]), started, sent, held_key)
-                if reply[0] == 2:
+                if reply[0] == AcquireReply.HANDED_OFF:
                     return self._lease(token, int(reply[1]), started, refused_at, held_key)
                 refused_at = sent
                 if not blocking:
@@ -196,32 +192,16 @@ class AsyncLock:
                     contended = True
                     metrics.contended.inc()
                     metrics.waiting.inc()
-                if not queued:
+                if not queued:  # the next attempt joins the queue
                     queued = True
                     continue
-                fence = None if signalled else service.handoff(token)
-                if fence is None:
-                    if deadline is not None:  # the attempt itself took time
-                        remaining = deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise LockTimeout(self.name, self.key, wait or 0.0, parse_lock(reply[2]))
-                    pause = wait_seconds(int(reply[1]), remaining, self.ttl)
-                    if signalled:
-                        signal = await service.backend.wait_signal(
-                            signal_key(self.keys, token), pause
-                        )
-                        fence = None if signal is None else int(signal)
-                    else:
-                        assert waiter is not None
-                        await waiter.wait(pause)
-                        waiter.clear()
-                        fence = service.handoff(token)
+                fence = await self._wait_for_hand_off(token, reply, deadline, wait, waiter)
                 if fence is not None:
                     return self._lease(token, fence, started, refused_at, held_key)
                 if deadline is not None and time.monotonic() >= deadline:
                     # woken by our own deadline: no last attempt; leaving the queue (below)
                     # passes on a hand-off that raced us
-                    raise LockTimeout(self.name, self.key, wait or 0.0, parse_lock(reply[2]))
+                    raise self._timed_out(wait, reply)
         except BaseException:
             if queued:
                 await async_shielded(self._abandon(token, deadline))
@@ -231,6 +211,51 @@ class AsyncLock:
                 service.unregister(token)
             if contended:
                 metrics.waiting.dec()
+
+    async def _subscribe_wake_ups(self, token: str, deadline: float | None) -> AsyncEvent:
+        """The event this process's pub/sub listener sets when the lock is handed to us.
+
+        Within the time left; without a listener the wait polls (every ttl/3 at most) and
+        the next attempt finds a hand-off.
+        """
+        service = self.service
+        with contextlib.suppress(BackendUnavailable):
+            await service.ensure_listening(step_budget(deadline, time.monotonic()))
+        return service.register(token)
+
+    async def _wait_for_hand_off(
+        self,
+        token: str,
+        refusal: list[Any],
+        deadline: float | None,
+        wait: float | None,
+        waiter: AsyncEvent | None,
+    ) -> int | None:
+        """After a refusal, wait (at most until the holder's lease ends) to be handed the lock.
+
+        ``waiter`` is the pub/sub wake-up, ``None`` for a waiter that pops its own signal
+        list. Returns the fence handed to us, or ``None`` to attempt again.
+
+        Raises:
+            LockTimeout: the deadline passed before the wait could start.
+        """
+        service = self.service
+        fence = None if waiter is None else service.handoff(token)
+        if fence is not None:
+            return fence
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:  # the attempt itself took time
+            raise self._timed_out(wait, refusal)
+        pause = wait_seconds(int(refusal[1]), remaining, self.ttl)
+        if waiter is None:
+            signal = await service.backend.wait_signal(signal_key(self.keys, token), pause)
+            return None if signal is None else int(signal)
+        await waiter.wait(pause)
+        waiter.clear()
+        return service.handoff(token)
+
+    def _timed_out(self, wait: float | None, refusal: list[Any]) -> LockTimeout:
+        return LockTimeout(self.name, self.key, wait or 0.0, parse_lock(refusal[2]))
 
     async def _attempt(
         self,

@@ -78,6 +78,21 @@ class Backend(Protocol):
         """Release connections and stop background work."""
 
 
+class NodeScans(Protocol):
+    """An optional capability: reading keys node by node (the Redis backend has it).
+
+    For tools that visit every node of a Cluster, e.g. ``interlock top``.
+    """
+
+    def primaries(self) -> list[object]:
+        """The Cluster's primary nodes; empty when the backend has one node."""
+
+    def scan(
+        self, node: object, cursor: int, *, match: str, count: int
+    ) -> tuple[int, list[bytes]]:
+        """One SCAN step on ``node``: the next cursor (0: done) and the keys found."""
+
+
 class MemoryBackend:
     """The embedded backend: a process-local :class:`MemStore` running the same Lua."""
 

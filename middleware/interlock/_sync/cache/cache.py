@@ -28,7 +28,6 @@ from interlock.cache._core import (
     RESULTS,
     CachedFunction,
     CacheOptions,
-    EntryKeys,
     Job,
     call_ttl,
     encode,
@@ -65,7 +64,6 @@ class Cache:
         self.name = validate_name("cache", name)
         self.options = options
         self._namespace = settings.namespace
-        self._prefix = f"{settings.namespace}:cache:{{{self.name}:"  # + encoded key + "}"
         self._backend = backend
         self._serializer = options.codec
         self._origin = secrets.token_hex(8)
@@ -161,20 +159,21 @@ class Cache:
             ttl: fresh lifetime in seconds (default: the cache's ``ttl``).
             tags: tags to invalidate the entry by (see :meth:`invalidate_tag`).
         """
-        encoded = str(key) if type(key) is int else encode(key)
+        encoded = encode(key)
         near = self._near
         if near is not None:
             held = self._link.lookup(near, encoded, self._store, self._health)
             if held is not None:
                 return self._done("negative_hit" if held.negative else "near_hit", held.value)
-        entry = f"{self._prefix}{encoded}}}"
+        keys = entry_keys(self._namespace, self.name, key, encoded)
+        entry = keys.entry
         wanted = self._tags(tags) if tags else ()
         life = self.options.ttl if ttl is None else call_ttl(self.options, ttl, bool(wanted))
         breaker = self._breaker
         if breaker.state is not CLOSED and not breaker.allow():
             return self._report(self._loader.bypass(entry, wanted, loader))
         if entry in self._loader.flights:
-            job = Job(EntryKeys(encoded, entry), wanted, life, loader, b"", {})
+            job = Job(keys, wanted, life, loader, b"", {})
             return self._report(self._loader.follow(job))
         epoch = near.epoch if near is not None else 0
         try:
@@ -184,7 +183,7 @@ class Cache:
                 data, versions = self._backend.execute("GET", entry), {}
             verdict = judge(data, versions, self._serializer, time.time() * 1000)
             if verdict is None or verdict.state is CORRUPT:  # tags to read, or to log
-                verdict = self._store.judge(EntryKeys(encoded, entry), data, versions)
+                verdict = self._store.judge(keys, data, versions)
         except BackendError as exc:
             self._health.failed(exc)
             return self._report(self._loader.bypass(entry, wanted, loader))
@@ -196,14 +195,12 @@ class Cache:
             if beta and refresh_early(
                 verdict.now_ms, envelope.fresh_until_ms, envelope.delta_us, beta
             ):
-                job = Job(
-                    EntryKeys(encoded, entry), wanted, life, loader, envelope.header, versions
+                self._refresher.refresh(
+                    Job(keys, wanted, life, loader, envelope.header, versions)
                 )
-                self._refresher.refresh(job)
             if near is not None:
                 near.remember(encoded, verdict.value, envelope, epoch)
             return self._done("negative_hit" if envelope.negative else "hit", verdict.value)
-        keys = EntryKeys(encoded, entry)
         if envelope is not None and verdict.state is STALE:
             self._refresher.refresh(Job(keys, wanted, life, loader, envelope.header, versions))
             return self._done("stale", verdict.value)
