@@ -5,34 +5,36 @@ Add it to any ASGI app::
     app.add_middleware(InterlockMiddleware, interlock=ail, locks=[...], cache=[...])
     app = InterlockMiddleware(app, interlock=ail)          # or wrap by hand
 
-Non-HTTP scopes (lifespan, websocket) pass straight through. The response is observed by
-wrapping ``send``; all per-request state lives in the call, never on the middleware.
+Non-HTTP scopes (lifespan, websocket) pass straight through. Each HTTP request gets a
+:class:`_Responder` (all per-request state, never on the middleware); the response is
+observed by wrapping ``send``. This module translates ASGI and nothing else: the lock, the
+request transaction, the response cache and the participant endpoints are the shared
+``interlock._async.http`` (the WSGI driver runs their generated twins).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
-from interlock import _context
 from interlock._async.client import AsyncInterlock
-from interlock._concurrency import async_shielded
-from interlock.errors import BackendError, LockLost, LockTimeout
-from interlock.http._asgi_cache import AsgiResponseCache
+from interlock._async.http.cycle import AsyncRequestCycle
+from interlock._async.http.response_cache import AsyncCapture, AsyncResponseCache, Captured
+from interlock._async.http.tools import AsyncRequestTools
+from interlock._concurrency import AsyncEvent
 from interlock.http._asgi_client import ClientGone, ClientWatch
-from interlock.http._core import Exchange, HttpCore, RequestTools
+from interlock.http._core import HttpCore
+from interlock.http._participant import WANTED
 from interlock.http._responses import Problem, exposition, internal_error, multiprocess_mode
 from interlock.http._routes import AsgiRoutes, django_template, is_django_app
 from interlock.http._rules import CacheRule, LockRule
-from interlock.http._txn import abort_cause, commits, failure_problem, record, settled
-from interlock.txn._remote import RemoteParticipantConfig
+from interlock.http.types import ASGIApp, Headers, Message, Receive, Scope, Send
+from interlock.txn._remote import SCOPE_KEY, RemoteBranch, RemoteParticipantConfig
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+if TYPE_CHECKING:  # imported with a participant only: it needs httpx
+    from interlock._async.http.participant import AsyncParticipantEndpoints
 
+T = TypeVar("T")
 _REQUEST_ID = b"x-request-id"
 
 
@@ -89,12 +91,13 @@ class InterlockMiddleware:
         self.routes = AsgiRoutes()
         self.django = is_django_app(app)
         self.response_cache = (
-            AsgiResponseCache(interlock, self.core) if self.core.cache_rules else None
+            AsyncResponseCache(interlock, self.core) if self.core.cache_rules else None
         )
         if participant is not None:  # inside the middleware: logged and counted
-            from interlock.http._asgi_participant import AsgiParticipant
+            from interlock._async.http.participant import AsyncParticipantEndpoints
 
-            self.app = AsgiParticipant(app, interlock, participant)
+            endpoints = AsyncParticipantEndpoints(interlock, participant)
+            self.app = _ParticipantApp(app, endpoints)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,177 +106,307 @@ class InterlockMiddleware:
             await self.app(scope, receive, send)
             return
         core = self.core
-        method: str = scope["method"]
-        path: str = scope["path"]
-        root_path: str = scope.get("root_path", "")
-        if core.metrics_path is not None and core.is_metrics_request(method, path, root_path):
+        if core.is_metrics_request(scope["method"], scope["path"], scope.get("root_path", "")):
             await _serve_metrics(self.interlock, core.multiprocess, scope, send)
             return
+        responder = _Responder(self, scope)
+        await responder(receive, send)
 
-        headers: dict[str, str] = {}
-        wanted = core.wanted_bytes
-        for name, value in scope["headers"]:
-            if name in wanted:
-                key = name.decode("latin-1")
-                text = value.decode("latin-1")
-                headers[key] = f"{headers[key]}, {text}" if key in headers else text
+
+class _Responder:
+    """One HTTP request through the middleware: its exchange, lock, transaction and cache.
+
+    The shape of Starlette's ``GZipResponder``: created per request, called with the
+    request's ``receive`` and ``send``; the application gets a wrapped ``send`` that holds
+    ``http.response.start`` until the request transaction is decided.
+    """
+
+    def __init__(self, middleware: InterlockMiddleware, scope: Scope) -> None:
+        self.middleware = middleware
+        self.scope = scope
+        self.root_path: str = scope.get("root_path", "")
         client = scope.get("client")
-        ex = core.begin(
-            method,
-            path,
-            root_path,
+        self.ex = middleware.core.begin(
+            scope["method"],
+            scope["path"],
+            self.root_path,
             scope.get("query_string", b"").decode("latin-1"),
-            headers,
+            _headers(scope["headers"], middleware.core.wanted_bytes),
             client[0] if client else None,
         )
-        token = _context.enter(ex.context)
-        tools = RequestTools(self.interlock, ex)
-        scope["interlock"] = tools
-        request_id = ex.request_id.encode()
-        lease: Any = None
-        replaced = False  # a failed commit answered instead of the handler
+        self.cycle = AsyncRequestCycle(middleware.interlock, middleware.core, self.ex)
+        scope["interlock"] = self.cycle.tools
+        self.request_id = self.ex.request_id.encode()
+        self.replaced = False  # a failed commit answered instead of the handler
 
-        client = ClientWatch(receive, ex)
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal lease, replaced
-            kind = message["type"]
-            if replaced:
-                return  # the handler's response was replaced by a problem
-            if kind == "http.response.start":
-                ex.status = message["status"]
-                if ex.txn is not None and not ex.txn.settled:
-                    refusal = await _settle(ex)  # before anything reaches the client
-                    if refusal is not None:
-                        replaced, ex.status = True, refusal.status
-                        await _send_problem(send, refusal, request_id)
-                        ex.finished_body = True
-                        if lease is not None:
-                            held, lease = lease, None
-                            await _release(held)
-                        return
-                response_headers = list(message.get("headers", ()))
-                for name, _ in response_headers:
-                    if name == _REQUEST_ID or name.lower() == _REQUEST_ID:
-                        break
-                else:
-                    response_headers.append((_REQUEST_ID, request_id))
-                message = {**message, "headers": response_headers}
-            try:
-                await send(message)
-            except OSError:  # the server could not deliver it: the client is gone
-                ex.disconnected = not ex.finished_body
-                raise
-            if kind == "http.response.body" and not message.get("more_body", False):
-                ex.finished_body = True
-                if lease is not None:
-                    held, lease = lease, None
-                    await _release(held)
-
+    async def __call__(self, receive: Receive, send: Send) -> None:
+        self.client = ClientWatch(receive, self.ex)
+        self.send = send
         try:
-            if ex.lock is not None:
-                try:
-                    lease, refusal = await client.wait(self._acquire(ex))
-                except ClientGone:  # it left while queued: the handler does not run
-                    return
-                if refusal is not None:
-                    await _send_problem(send, refusal, request_id)
-                    ex.status = refusal.status
-                    return
-                tools.lease = lease
-            if self.response_cache is not None:
-                await self.response_cache.handle(ex, scope, client, send_wrapper, self.app)
-            else:
-                await self.app(scope, client.receive, send_wrapper)
+            await self._run()
         except BaseException as exc:
-            ex.error = exc
-            if ex.status is None and isinstance(exc, Exception):
-                answer = None
-                if ex.txn is not None and not ex.txn.settled:
-                    answer = await _settle(ex, abort_cause(ex), exc)  # before any response
-                if answer is not None:  # a branch's lock wait: a 503, not a crash
-                    ex.status, ex.error = answer.status, None
-                    await _send_problem(send, answer, request_id)
-                    return
-                if not _outer_error_page(scope):
-                    ex.status = 500  # answered here: an outer 500 page would lack the id
-                    await _send_problem(send, internal_error(ex.request_id), request_id)
-            raise  # servers log it (the response is complete), test clients may raise it
+            if not await self._answer_failure(exc):
+                raise  # servers log it (the response is complete), test clients may raise it
         finally:
-            client.close()
-            try:
-                if ex.txn is not None and not ex.txn.settled:
-                    await _settle(ex, abort_cause(ex))
-                if lease is not None:
-                    await _release(lease)
-            finally:
-                if ex.route is None:
-                    ex.route = self.routes.template(scope, root_path)
-                    if ex.route is None and self.django:
-                        ex.route = django_template(ex.rpath)
-                core.finish(ex)
-                _context.leave(token)
+            await self._end()
 
-    async def _acquire(self, ex: Exchange) -> tuple[Any, Problem | None]:
-        assert ex.lock is not None
-        rule, params = ex.lock
-        lock = self.interlock.lock(rule.name, rule.resource(params), **rule.options)
+    async def _run(self) -> None:
+        if self.ex.lock is not None:
+            try:
+                refusal = await self.client.wait(self.cycle.acquire())
+            except ClientGone:  # it left while queued: the handler does not run
+                return
+            if refusal is not None:
+                await self._send_problem(refusal)
+                return
+        cache = self.middleware.response_cache
+        if cache is not None:
+            await cache.handle(self.ex, self)
+        else:
+            await self.middleware.app(self.scope, self.client.receive, self._send_response)
+
+    async def _answer_failure(self, exc: BaseException) -> bool:
+        """Answer the handler's exception if nothing was sent yet; True if it is handled
+        (a branch's lock wait: a 503, not a crash)."""
+        problem = await self.cycle.failed(exc)
+        if problem is not None:
+            await self._send_problem(problem)
+            return True
+        ex = self.ex
+        if ex.status is None and isinstance(exc, Exception) and not _outer_error_page(self.scope):
+            ex.status = 500  # answered here: an outer 500 page would lack the id
+            await self._send_problem(internal_error(ex.request_id))
+        return False
+
+    async def _end(self) -> None:
+        self.client.close()
         try:
-            return await lock.acquire(), None
-        except (LockTimeout, BackendError) as exc:
-            return None, self.core.lock_failed(ex, exc)
+            await self.cycle.end()
+        finally:
+            ex = self.ex
+            if ex.route is None:
+                ex.route = self.middleware.routes.template(self.scope, self.root_path)
+                if ex.route is None and self.middleware.django:
+                    ex.route = django_template(ex.rpath)
+            self.cycle.finish()
+
+    async def _send_response(self, message: Message) -> None:
+        """The application's ``send``: the request id added, the transaction decided
+        before the status goes out, the lock released after the last body chunk."""
+        if self.replaced:
+            return  # the handler's response was replaced by a problem
+        kind = message["type"]
+        if kind == "http.response.start":
+            started = await self._start(message)
+            if started is None:
+                return
+            message = started
+        try:
+            await self.send(message)
+        except OSError:  # the server could not deliver it: the client is gone
+            self.ex.disconnected = not self.ex.finished_body
+            raise
+        if kind == "http.response.body" and not message.get("more_body", False):
+            self.ex.finished_body = True
+            await self.cycle.release()
+
+    async def _start(self, message: Message) -> Message | None:
+        """The ``http.response.start`` to send, or ``None`` if a problem was sent instead."""
+        self.ex.status = message["status"]
+        if self.cycle.undecided:
+            await self.client.probe()  # a client already gone does not get a commit
+        refusal = await self.cycle.decide()
+        if refusal is not None:
+            self.replaced = True
+            await self._send_problem(refusal)
+            self.ex.finished_body = True
+            await self.cycle.release()
+            return None
+        headers = list(message.get("headers", ()))
+        if not any(name.lower() == _REQUEST_ID for name, _ in headers):
+            headers.append((_REQUEST_ID, self.request_id))
+        return {**message, "headers": headers}
+
+    async def _send_problem(self, problem: Problem) -> None:
+        headers = [*problem.headers, ("x-request-id", self.ex.request_id)]
+        await _send(self.send, problem.status, headers, problem.body)
+
+    # -- the response cache's view of the request (AsyncCacheTarget) -----------------------
+
+    async def pass_through(self, x_cache: str | None) -> None:
+        send = self._send_response if x_cache is None else _tagging(self._send_response, x_cache)
+        await self.middleware.app(self.scope, self.client.receive, send)
+
+    def snapshot(self) -> AsyncCapture:
+        app, copy = self.middleware.app, dict(self.scope)
+
+        async def capture(max_body: int) -> Captured:
+            return await _capture(app, dict(copy), max_body)
+
+        return capture
+
+    async def respond(self, status: int, headers: Headers, body: bytes) -> None:
+        await _send(self._send_response, status, headers, body)
+
+    async def wait(self, step: Awaitable[T]) -> T:
+        return await self.client.wait(step)
 
 
-async def _settle(
-    ex: Exchange, cause: str | None = None, error: BaseException | None = None
-) -> Problem | None:
-    """Commit or abort the request's transaction; the problem to send if the commit failed
-    or the handler's failure (``error``, or the one its framework answered with a 500) was
-    a branch's lock wait.
+class _ParticipantApp:
+    """The participant endpoints as an ASGI app between the middleware and the app."""
 
-    ``cause`` given: the request ends without a response: abort. Otherwise the response
-    status decides (docs/middleware.md, *Request-scoped transactions*).
-    """
-    txn = ex.txn
-    txn.settled = True
-    answer: Problem | None = None
-    commit = False
-    if not txn.active:
-        cause = "handler"  # it called commit() or abort() itself
-    elif cause is None:
-        commit = commits(ex.status or 500) and not ex.disconnected
-        cause = "disconnect" if ex.disconnected else "status"
+    def __init__(self, app: ASGIApp, endpoints: AsyncParticipantEndpoints) -> None:
+        self.app = app
+        self.endpoints = endpoints
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.endpoints.handle(_ParticipantRequest(self.app, scope, receive, send))
+
+
+class _ParticipantRequest:
+    """One request as the participant endpoints see it (``AsyncParticipantTarget``)."""
+
+    def __init__(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        self.app, self.scope, self.receive, self.send = app, scope, receive, send
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.query: str = scope.get("query_string", b"").decode("latin-1")
+        self.headers = {
+            name.lower(): value
+            for name, value in _decoded(scope["headers"])
+            if name.lower() in WANTED
+        }
+        tools = scope.get("interlock")
+        self.tools = tools if isinstance(tools, AsyncRequestTools) else None
+        self.kept: Message | None = None  # the branch handler's http.response.start
+        self.chunks: list[bytes] = []
+
+    async def pass_through(self) -> None:
+        await self.app(self.scope, self.receive, self.send)
+
+    async def read_body(self, limit: int) -> bytes | None:
+        parts: list[bytes] = []
+        size = 0
+        while (message := await self.receive())["type"] == "http.request":
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(parts)
+
+    async def respond(self, response: Problem) -> None:
+        await _send(self.send, response.status, response.headers, response.body)
+
+    async def run_branch(self, branch: RemoteBranch, body: bytes) -> int:
+        self.scope[SCOPE_KEY] = branch
+        replay = _replay(body)
+
+        async def keep(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.kept = message
+            elif message["type"] == "http.response.body":
+                self.chunks.append(message.get("body", b""))
+
+        await self.app(self.scope, replay, keep)
+        return int(self.kept["status"]) if self.kept is not None else 500
+
+    async def send_branch(self, extra: Headers) -> None:
+        start = self.kept or {}
+        headers = [*start.get("headers", ()), *_encoded(extra)]
+        status = start.get("status", 500)
+        await self.send(
+            {**start, "type": "http.response.start", "status": status, "headers": headers}
+        )
+        await self.send({"type": "http.response.body", "body": b"".join(self.chunks)})
+
+
+# -- protocol helpers ----------------------------------------------------------------------
+
+
+def _headers(raw: Iterable[tuple[bytes, bytes]], wanted: frozenset[bytes]) -> dict[str, str]:
+    """The request headers the core wants, decoded; repeated ones joined with ``", "``."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        if name in wanted:
+            key, text = name.decode("latin-1"), value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return headers
+
+
+def _decoded(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
+    return [(bytes(n).decode("latin-1"), bytes(v).decode("latin-1")) for n, v in raw]
+
+
+def _encoded(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+
+
+async def _send(send: Send, status: int, headers: Iterable[tuple[str, str]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": _encoded(headers)})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _tagging(send: Send, value: str) -> Send:
+    """``send`` adding ``X-Cache: value`` to the response's headers."""
+    header = (b"x-cache", value.encode())
+
+    async def tagged(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), header]}
+        await send(message)
+
+    return tagged
+
+
+def _replay(body: bytes, done: AsyncEvent | None = None) -> Receive:
+    """A ``receive`` giving ``body`` in one message, then (once ``done`` is set) a disconnect."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        if done is not None:
+            await done.wait()
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+class _TooLarge(Exception):
+    """Raised into the application's ``send`` when a body outgrows ``max_body``."""
+
+
+async def _capture(app: ASGIApp, scope: Scope, max_body: int) -> Captured:
+    """Run ``app`` on a copy of the request, without its client; its response."""
+    captured = Captured()
+    done = AsyncEvent()
+
+    async def keep(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            captured.status = int(message["status"])
+            captured.headers = [(n.lower(), v) for n, v in _decoded(message.get("headers", ()))]
+        elif message["type"] == "http.response.body":
+            captured.body += message.get("body", b"")
+            if len(captured.body) > max_body:
+                raise _TooLarge
+            if not message.get("more_body", False):
+                done.set()
+
     try:
-        if commit:
-            try:
-                await async_shielded(txn.transaction.commit())
-            except Exception as exc:  # aborted, in doubt, heuristic: all mapped to a problem
-                answer = failure_problem(ex, txn, exc)
-        elif txn.active:
-            blocked = await async_shielded(
-                txn.transaction.abort_for(error if error is not None else ex.handler_error)
-            )
-            if blocked is not None:
-                answer = failure_problem(ex, txn, blocked)
+        await app(scope, _replay(b"", done), keep)
+    except _TooLarge:
+        captured.truncated = True
     finally:
-        applied = 0
-        for cache, tag in txn.take_due():  # filled by on_commit: only after a commit
-            try:
-                await cache.invalidate_tag(tag)
-                applied += 1
-            except Exception as exc:  # committed all the same; the log line says so
-                record(ex, invalidate_error=type(exc).__name__)
-        settled(ex, txn, cause, applied)
-    return answer
-
-
-async def _release(lease: Any) -> None:
-    try:
-        await lease.release()
-    except LockLost as exc:  # the response is out; the log line tells the story
-        _context.record("lock", lost=True, lost_reason=lease.lost_reason or str(exc))
-    except BackendError as exc:  # the lease expires by itself
-        _context.record("lock", release_error=type(exc).__name__)
+        done.set()
+    return captured
 
 
 def _outer_error_page(scope: Scope) -> bool:
@@ -293,13 +426,6 @@ def _outer_error_page(scope: Scope) -> bool:
     return isinstance(handlers, dict) and (500 in handlers or Exception in handlers)
 
 
-async def _send_problem(send: Send, problem: Problem, request_id: bytes) -> None:
-    headers = [(n.encode(), v.encode()) for n, v in problem.headers]
-    headers.append((_REQUEST_ID, request_id))
-    await send({"type": "http.response.start", "status": problem.status, "headers": headers})
-    await send({"type": "http.response.body", "body": problem.body})
-
-
 async def _serve_metrics(
     interlock: AsyncInterlock, multiprocess: bool, scope: Scope, send: Send
 ) -> None:
@@ -309,12 +435,11 @@ async def _serve_metrics(
             accept = value.decode("latin-1")
     body, content_type = exposition(interlock.registry, accept, multiprocess)
     headers = [
-        (b"content-type", content_type.encode()),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
+        ("content-type", content_type),
+        ("content-length", str(len(body))),
+        ("cache-control", "no-store"),
     ]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+    await _send(send, 200, headers, b"" if scope["method"] == "HEAD" else body)
 
 
 def metrics_app(interlock: AsyncInterlock) -> ASGIApp:

@@ -41,10 +41,11 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from interlock._async.http.tools import AsyncRequestTools
 from interlock._concurrency import async_run_blocking
 from interlock._django_cache import InterlockCache
+from interlock._sync.http.tools import RequestTools
 from interlock.errors import ConfigError
-from interlock.http._exchange import RequestTools
 
 __all__ = ["InterlockCache", "tools"]
 
@@ -67,14 +68,14 @@ def tools(request: Any) -> Any:
     if found is None:
         scope = getattr(request, "scope", None)
         found = scope.get("interlock") if isinstance(scope, dict) else None
-    if not isinstance(found, RequestTools):
+    if not isinstance(found, (AsyncRequestTools, RequestTools)):
         raise ConfigError(
             "no interlock middleware around this Django app: wrap it, e.g. "
             "application = InterlockMiddleware(get_asgi_application(), interlock=ail) in "
             "asgi.py or InterlockWSGIMiddleware(get_wsgi_application(), interlock=il) in wsgi.py"
         )
     in_loop = _in_event_loop()
-    if _is_async(found.interlock):
+    if isinstance(found, AsyncRequestTools):
         return found if in_loop else BlockingTools(found)
     return AwaitableTools(found) if in_loop else found
 
@@ -85,12 +86,6 @@ def _in_event_loop() -> bool:
     except RuntimeError:
         return False
     return True
-
-
-def _is_async(interlock: Any) -> bool:
-    from interlock._async.client import AsyncInterlock
-
-    return isinstance(interlock, AsyncInterlock)
 
 
 # -- sync views under ASGI: blocking calls into the async tools -----------------------------
@@ -255,7 +250,7 @@ class BlockingTools:
 
     __slots__ = ("_tools",)
 
-    def __init__(self, request_tools: RequestTools) -> None:
+    def __init__(self, request_tools: AsyncRequestTools) -> None:
         self._tools = request_tools
 
     request_id = property(lambda self: self._tools.request_id)

@@ -5,30 +5,40 @@ Django: wrap ``get_wsgi_application()``). As with Werkzeug's ``ClosingIterator``
 request ends when the server closes the response iterable: that is when the lock of a
 :class:`~interlock.LockRule` is released, the duration measured and the log line written,
 so streamed bodies are covered and a client that goes away still releases the lock.
+
+This module translates WSGI and nothing else: each request gets a :class:`_Responder`
+(the response iterable itself), which runs the generated ``interlock._sync.http`` steps
+(lock, request transaction, response cache, participant endpoints).
 """
 
 from __future__ import annotations
 
+import io
+import select
+import socket
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from interlock import _context
 from interlock._sync.client import Interlock
-from interlock.errors import BackendError, LockLost, LockTimeout
-from interlock.http._core import Exchange, HttpCore, RequestTools
+from interlock._sync.http.cycle import RequestCycle
+from interlock._sync.http.response_cache import Capture, Captured, ResponseCache
+from interlock._sync.http.tools import RequestTools
+from interlock.http._core import HttpCore
+from interlock.http._participant import WANTED
 from interlock.http._responses import Problem, exposition, internal_error, multiprocess_mode
 from interlock.http._routes import django_template, flask_template, is_django_app
 from interlock.http._rules import CacheRule, LockRule
-from interlock.http._txn import abort_cause, commits, failure_problem, record, settled
 from interlock.http._wire import utf8
-from interlock.http._wsgi_cache import WsgiResponseCache
-from interlock.txn._remote import RemoteParticipantConfig
+from interlock.http.types import ExcInfo, Headers, StartResponse, Write, WSGIApp, WSGIEnviron
+from interlock.txn._remote import SCOPE_KEY, RemoteBranch, RemoteParticipantConfig
 
-Environ = dict[str, Any]
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+if TYPE_CHECKING:  # imported with a participant only: it needs httpx
+    from interlock._sync.http.participant import ParticipantEndpoints
+
+T = TypeVar("T")
+_PARTICIPANT_KEYS = [(name, "HTTP_" + name.upper().replace("-", "_")) for name in sorted(WANTED)]
 
 
 class InterlockWSGIMiddleware:
@@ -75,141 +85,121 @@ class InterlockWSGIMiddleware:
         )
         self.django = is_django_app(app)
         _watch_flask()  # Flask keeps a view's exception to itself: see _flask_exception
-        self._environ_keys = [
+        self.environ_keys = [
             (name, "HTTP_" + name.upper().replace("-", "_")) for name in sorted(self.core.wanted)
         ]
-        self.response_cache = (
-            WsgiResponseCache(interlock, self.core) if self.core.cache_rules else None
-        )
+        self.response_cache = ResponseCache(interlock, self.core) if self.core.cache_rules else None
         if participant is not None:  # inside the middleware: logged and counted
-            from interlock.http._wsgi_participant import WsgiParticipant
+            from interlock._sync.http.participant import ParticipantEndpoints
 
-            self.app = WsgiParticipant(app, interlock, participant)
+            self.app = _ParticipantApp(app, ParticipantEndpoints(interlock, participant))
 
-    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        core = self.core
+    def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
         method: str = environ.get("REQUEST_METHOD", "GET")
         root_path = utf8(environ.get("SCRIPT_NAME", ""))
         path = root_path + utf8(environ.get("PATH_INFO", ""))
-        if core.metrics_path is not None and core.is_metrics_request(method, path, root_path):
-            return _serve_metrics(self.interlock, core.multiprocess, environ, start_response)
-        headers = {name: environ[key] for name, key in self._environ_keys if key in environ}
-        ex = core.begin(
-            method,
-            path,
-            root_path,
-            environ.get("QUERY_STRING", ""),
-            headers,
-            environ.get("REMOTE_ADDR"),
-        )
-        token = _context.enter(ex.context)
-        tools = RequestTools(self.interlock, ex)
-        environ["interlock"] = tools
-        request_id = ex.request_id
-        response = _Response(self, ex, environ, token, start_response)
-
-        def observe(status: str, response_headers: list[tuple[str, str]], *exc: Any) -> Any:
-            if ex.route is None:  # Flask forgets its request once the app returns
-                ex.route = flask_template(environ)
-            try:
-                ex.status = int(status[:3])
-            except ValueError:
-                ex.status = 500
-            if ex.txn is not None and not ex.txn.settled:
-                refusal = _settle(ex)  # before the body, and before the server sends headers
-                if refusal is not None:
-                    ex.status = refusal.status
-                    response.replacement = [refusal.body]
-                    response.length = len(refusal.body)
-                    start_response(
-                        f"{refusal.status} {HTTPStatus(refusal.status).phrase}",
-                        [*refusal.headers, ("X-Request-ID", request_id)],
-                        *exc,
-                    )
-                    return _discard
-            if not any(n.lower() == "x-request-id" for n, _ in response_headers):
-                response_headers = [*response_headers, ("X-Request-ID", request_id)]
-            response.length = declared_length(response_headers)
-            return start_response(status, response_headers, *exc)
-
-        try:
-            if ex.lock is not None:
-                response.lease, refusal = self._acquire(ex)
-                if refusal is not None:
-                    ex.status = refusal.status
-                    response.body = _send_problem(start_response, refusal, request_id)
-                    return response
-                tools.lease = response.lease
-            if self.response_cache is not None:
-                response.body = self.response_cache.handle(ex, environ, observe, self.app)
-            else:
-                response.body = self.app(environ, observe)
-        except BaseException as exc:
-            ex.error = exc
-            answer = _blocked(ex, exc)
-            if answer is not None:  # a branch's lock wait: a 503, not a crash
-                response.body = _send_problem(start_response, answer, request_id)
-                return response
-            if _answers_crash(ex, exc, environ):  # the server's 500 would lack the id
-                ex.status = 500
-                if ex.txn is not None and not ex.txn.settled:
-                    _settle(ex, abort_cause(ex))  # before anything reaches the client
-                response.body = _send_problem(
-                    start_response, internal_error(request_id), request_id, sys.exc_info()
-                )
-                return response
-            response.close()
-            raise
-        return response
-
-    def _acquire(self, ex: Exchange) -> tuple[Any, Problem | None]:
-        assert ex.lock is not None
-        rule, params = ex.lock
-        lock = self.interlock.lock(rule.name, rule.resource(params), **rule.options)
-        try:
-            return lock.acquire(), None
-        except (LockTimeout, BackendError) as exc:
-            return None, self.core.lock_failed(ex, exc)
-
-    def _route(self, ex: Exchange, environ: Environ) -> str | None:
-        if self.django:
-            return django_template(utf8(environ.get("PATH_INFO", "")) or "/")
-        return None
+        if self.core.is_metrics_request(method, path, root_path):
+            return _serve_metrics(self.interlock, self.core.multiprocess, environ, start_response)
+        responder = _Responder(self, environ, method, path, root_path)
+        return responder(start_response)
 
 
-class _Response:
-    """The response iterable: passes the body through; ``close()`` ends the request."""
-
-    __slots__ = (
-        "_closed", "_ex", "_middleware", "_start_response", "_token", "body", "environ", "lease",
-        "length", "replacement", "sent",
-    )  # fmt: skip
+class _Responder:
+    """One request through the middleware, and its response iterable: passes the body
+    through; ``close()`` ends the request (the transaction, the lock, the log line)."""
 
     def __init__(
         self,
         middleware: InterlockWSGIMiddleware,
-        ex: Exchange,
-        environ: Environ,
-        token: Any,
-        start_response: StartResponse,
+        environ: WSGIEnviron,
+        method: str,
+        path: str,
+        root_path: str,
     ) -> None:
-        self._middleware = middleware
-        self._start_response = start_response
-        self._ex = ex
-        self._token = token
-        self._closed = False
+        self.middleware = middleware
         self.environ = environ
+        headers = {name: environ[key] for name, key in middleware.environ_keys if key in environ}
+        query = environ.get("QUERY_STRING", "")
+        client = environ.get("REMOTE_ADDR")
+        self.ex = middleware.core.begin(method, path, root_path, query, headers, client)
+        self.cycle = RequestCycle(middleware.interlock, middleware.core, self.ex)
+        environ["interlock"] = self.cycle.tools
         self.body: Iterable[bytes] = ()
-        self.lease: Any = None
         self.replacement: list[bytes] | None = None  # a failed commit's problem
         self.length: int | None = None  # the Content-Length the response declared
         self.sent = 0  # body bytes handed to the server
+        self.closed = False
+
+    def __call__(self, start_response: StartResponse) -> Iterable[bytes]:
+        self.start_response = start_response
+        try:
+            self._run()
+        except BaseException as exc:
+            if not self._answer_failure(exc, sys.exc_info()):
+                self.close()
+                raise
+        return self
+
+    def _run(self) -> None:
+        refusal = self.cycle.acquire()
+        if refusal is not None:
+            self.body = self._problem(refusal)
+            return
+        cache = self.middleware.response_cache
+        if cache is not None:
+            cache.handle(self.ex, self)
+        else:
+            self.body = self.middleware.app(self.environ, self._observe)
+
+    def _answer_failure(self, exc: BaseException, exc_info: ExcInfo) -> bool:
+        """Answer the handler's exception if the response did not start; True if answered:
+        a branch's lock wait (503), or a crash (500: the server's own would lack the id)."""
+        problem = self.cycle.failed(exc)
+        if problem is not None:
+            self.body = self._problem(problem)
+            return True
+        if self.ex.status is not None or not isinstance(exc, Exception):
+            return False
+        if "werkzeug.debug.preserve_context" in self.environ:
+            return False  # the Werkzeug debugger shows the traceback instead
+        self.ex.status = 500
+        self.body = self._problem(internal_error(self.ex.request_id), exc_info)
+        return True
+
+    def _observe(self, status: str, headers: Headers, exc_info: ExcInfo | None = None) -> Write:
+        """The application's ``start_response``: the request id added, the transaction
+        decided before the server can send anything."""
+        ex = self.ex
+        if ex.route is None:  # Flask forgets its request once the app returns
+            ex.route = flask_template(self.environ)
+        try:
+            ex.status = int(status[:3])
+        except ValueError:
+            ex.status = 500
+        if self.cycle.undecided and _client_gone(self.environ):
+            ex.disconnected = True  # a client already gone does not get a commit
+        refusal = self.cycle.decide()
+        if refusal is not None:
+            self.replacement = [refusal.body]
+            self.length = len(refusal.body)
+            _start(self.start_response, refusal, self.ex.request_id, exc_info)
+            return _discard
+        if not any(n.lower() == "x-request-id" for n, _ in headers):
+            headers = [*headers, ("X-Request-ID", ex.request_id)]
+        self.length = declared_length(headers)
+        if exc_info is None:
+            return self.start_response(status, headers)
+        return self.start_response(status, headers, exc_info)
+
+    def _problem(self, problem: Problem, exc_info: ExcInfo | None = None) -> list[bytes]:
+        _start(self.start_response, problem, self.ex.request_id, exc_info)
+        return [problem.body]
 
     def __iter__(self) -> Iterator[bytes]:
         try:
             if self.replacement is None:
                 for chunk in self.body:
-                    if self._replaced():  # start_response came with the first chunk
+                    if self._replaced():  # start_response came with the chunk
                         break
                     self.sent += len(chunk)
                     yield chunk
@@ -219,119 +209,226 @@ class _Response:
                     self.sent += len(chunk)
                     yield chunk
         except BaseException as exc:
-            if not isinstance(exc, GeneratorExit):
-                self._ex.error = exc
-                answer = _blocked(self._ex, exc)
-                if answer is not None:  # a generator app's branch hit its lock wait
-                    yield from _send_problem(self._start_response, answer, self._ex.request_id)
-                    self._ex.finished_body = True
-                    return
-                if _answers_crash(self._ex, exc, self.environ):  # a generator app failed
-                    self._ex.status = 500
-                    if self._ex.txn is not None and not self._ex.txn.settled:
-                        _settle(self._ex, abort_cause(self._ex))
-                    problem = internal_error(self._ex.request_id)
-                    yield from _send_problem(
-                        self._start_response, problem, self._ex.request_id, sys.exc_info()
-                    )
-                    self._ex.finished_body = True
-                    return
-            raise
-        self._ex.finished_body = True
+            if isinstance(exc, GeneratorExit) or not self._answer_failure(exc, sys.exc_info()):
+                raise
+            yield from self.body  # a generator app failed before its response started
+        self.ex.finished_body = True
 
     def _replaced(self) -> bool:
         return self.replacement is not None
 
-    def _complete(self) -> bool:
-        """Was the whole body handed over? (Servers may stop at Content-Length.)"""
-        ex = self._ex
-        return ex.finished_body or (self.length is not None and self.sent >= self.length)
-
     def close(self) -> None:
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
-        ex = self._ex
-        if not self._complete() and ex.error is None:
+        self.closed = True
+        ex = self.ex
+        complete = ex.finished_body or (self.length is not None and self.sent >= self.length)
+        if not complete and ex.error is None:
             ex.disconnected = True  # the server stopped sending: the client went away
         try:
-            close = getattr(self.body, "close", None)
+            close = getattr(self.body, "close", None)  # PEP 3333: close() if it has one
             if close is not None:
                 close()
         finally:
             try:
-                if ex.txn is not None and not ex.txn.settled:
-                    _settle(ex, abort_cause(ex))
-                if self.lease is not None:
-                    _release(self.lease)
+                self.cycle.end()
             finally:
-                if ex.route is None:
-                    ex.route = self._middleware._route(ex, self.environ)
-                self._middleware.core.finish(ex)
-                _context.leave(self._token)
+                if ex.route is None and self.middleware.django:
+                    ex.route = django_template(utf8(self.environ.get("PATH_INFO", "")) or "/")
+                self.cycle.finish()
+
+    # -- the response cache's view of the request (CacheTarget) ----------------------------
+
+    def pass_through(self, x_cache: str | None) -> None:
+        observe = self._observe if x_cache is None else _tagging(self._observe, x_cache)
+        self.body = self.middleware.app(self.environ, observe)
+
+    def snapshot(self) -> Capture:
+        app, copy = self.middleware.app, dict(self.environ)
+        return lambda max_body: _capture(app, dict(copy), max_body)
+
+    def respond(self, status: int, headers: Headers, body: bytes) -> None:
+        self._observe(status_line(status), headers)
+        self.body = [body]
+
+    def wait(self, step: T) -> T:
+        return step  # a blocking step is done already: WSGI has no disconnect event
 
 
-def declared_length(headers: list[tuple[str, str]]) -> int | None:
+class _ParticipantApp:
+    """The participant endpoints as a WSGI app between the middleware and the app."""
+
+    def __init__(self, app: WSGIApp, endpoints: ParticipantEndpoints) -> None:
+        self.app = app
+        self.endpoints = endpoints
+
+    def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
+        request = _ParticipantRequest(self.app, environ, start_response)
+        self.endpoints.handle(request)
+        return request.body
+
+
+class _ParticipantRequest:
+    """One request as the participant endpoints see it (``ParticipantTarget``)."""
+
+    def __init__(self, app: WSGIApp, environ: WSGIEnviron, start_response: StartResponse) -> None:
+        self.app, self.environ, self.start_response = app, environ, start_response
+        self.method: str = environ.get("REQUEST_METHOD", "GET")
+        self.path = utf8(environ.get("SCRIPT_NAME", "")) + utf8(environ.get("PATH_INFO", ""))
+        self.query: str = environ.get("QUERY_STRING", "")
+        self.headers = {name: environ[key] for name, key in _PARTICIPANT_KEYS if key in environ}
+        tools = environ.get("interlock")
+        self.tools = tools if isinstance(tools, RequestTools) else None
+        self.body: Iterable[bytes] = ()
+        self.kept: tuple[str, Headers] = ("500 Internal Server Error", [])
+        self.chunks = b""
+
+    def pass_through(self) -> None:
+        self.body = self.app(self.environ, self.start_response)
+
+    def read_body(self, limit: int) -> bytes | None:
+        try:
+            length = int(self.environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > limit:
+            return None
+        stream = self.environ.get("wsgi.input")
+        if stream is None or length <= 0:
+            return b""
+        body: bytes = stream.read(length)
+        return body
+
+    def respond(self, response: Problem) -> None:
+        reason = _PARTICIPANT_REASONS.get(response.status, "")
+        self.start_response(f"{response.status} {reason}", response.headers)
+        self.body = [response.body]
+
+    def run_branch(self, branch: RemoteBranch, body: bytes) -> int:
+        environ = self.environ
+        environ[SCOPE_KEY] = branch
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+
+        def keep(status: str, headers: Headers, exc_info: ExcInfo | None = None) -> Write:
+            self.kept = (status, headers)
+            return _discard  # the legacy write() is not supported in a branch
+
+        result = self.app(environ, keep)
+        try:
+            self.chunks = b"".join(result)
+        finally:
+            _close(result)
+        try:
+            return int(self.kept[0][:3])
+        except ValueError:
+            return 500
+
+    def send_branch(self, extra: Headers) -> None:
+        status, headers = self.kept
+        self.start_response(status, [*headers, *extra])
+        self.body = [self.chunks]
+
+
+_PARTICIPANT_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    503: "Service Unavailable",
+}
+
+# -- protocol helpers ----------------------------------------------------------------------
+
+
+def declared_length(headers: Headers) -> int | None:
     for name, value in headers:
         if name.lower() == "content-length":
             return int(value) if value.strip().isdigit() else None
     return None
 
 
+def status_line(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Unknown"
+
+
 def _discard(data: bytes) -> None:
     """The ``write`` callable once the response was replaced: the handler's body is dropped."""
 
 
-def _settle(
-    ex: Exchange, cause: str | None = None, error: BaseException | None = None
-) -> Problem | None:
-    """Commit or abort the request's transaction; the problem to send if the commit failed
-    or the handler's failure was a branch's lock wait.
+def _close(result: Iterable[bytes]) -> None:
+    close = getattr(result, "close", None)  # PEP 3333: close() if it has one
+    if close is not None:
+        close()
 
-    The twin of ``interlock.asgi._settle``: ``cause`` given, the request ends without a
-    response (abort); otherwise the status decides.
-    """
-    txn = ex.txn
-    txn.settled = True
-    answer: Problem | None = None
-    commit = False
-    if not txn.active:
-        cause = "handler"  # it called commit() or abort() itself
-    elif cause is None:
-        commit, cause = commits(ex.status or 500), "status"
+
+def _start(
+    start_response: StartResponse, problem: Problem, request_id: str, exc_info: ExcInfo | None
+) -> None:
+    headers = [*problem.headers, ("X-Request-ID", request_id)]
+    if exc_info is None:
+        start_response(status_line(problem.status), headers)
+    else:
+        start_response(status_line(problem.status), headers, exc_info)
+
+
+def _tagging(start_response: StartResponse, value: str) -> StartResponse:
+    """``start_response`` adding ``X-Cache: value`` to the response's headers."""
+
+    def tagged(status: str, headers: Headers, exc_info: ExcInfo | None = None) -> Write:
+        if exc_info is None:
+            return start_response(status, [*headers, ("X-Cache", value)])
+        return start_response(status, [*headers, ("X-Cache", value)], exc_info)
+
+    return tagged
+
+
+def _capture(app: WSGIApp, environ: WSGIEnviron, max_body: int) -> Captured:
+    """Run ``app`` on a copy of the request, with an empty body; its response."""
+    captured = Captured()
+    environ["wsgi.input"] = io.BytesIO(b"")
+
+    def keep(status: str, headers: Headers, exc_info: ExcInfo | None = None) -> Write:
+        captured.status = int(status[:3])
+        captured.headers = [(n.lower(), v) for n, v in headers]
+        return captured.body.extend
+
+    result = app(environ, keep)
     try:
-        if commit:
-            try:
-                txn.transaction.commit()
-            except Exception as exc:  # aborted, in doubt, heuristic: all mapped to a problem
-                answer = failure_problem(ex, txn, exc)
-        elif txn.active:
-            blocked = txn.transaction.abort_for(error if error is not None else ex.handler_error)
-            if blocked is not None:
-                answer = failure_problem(ex, txn, blocked)
+        for chunk in result:
+            captured.body += chunk
+            if len(captured.body) > max_body:
+                captured.truncated = True
+                break
     finally:
-        applied = 0
-        for cache, tag in txn.take_due():  # filled by on_commit: only after a commit
-            try:
-                cache.invalidate_tag(tag)
-                applied += 1
-            except Exception as exc:  # committed all the same; the log line says so
-                record(ex, invalidate_error=type(exc).__name__)
-        settled(ex, txn, cause, applied)
-    return answer
+        _close(result)
+    return captured
 
 
-def _blocked(ex: Exchange, exc: BaseException) -> Problem | None:
-    """The 503 answering ``exc`` if it is a branch's lock wait, before the response
-    started; the transaction is aborted either way once it is known not to commit."""
-    if ex.status is not None or not isinstance(exc, Exception):
-        return None
-    if ex.txn is None or ex.txn.settled:
-        return None
-    answer = _settle(ex, abort_cause(ex), exc)
-    if answer is not None:
-        ex.status, ex.error = answer.status, None
-    return answer
+def _client_gone(environ: WSGIEnviron) -> bool:
+    """True if the client's connection reads end-of-file: it went away.
+
+    WSGI has no disconnect event; servers that expose the connection (gunicorn, the
+    Werkzeug server) let us peek at it without consuming anything. Others: never gone.
+    """
+    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    if not isinstance(sock, socket.socket):
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except ConnectionError:
+        return True
+    except (OSError, ValueError):  # TLS sockets take no flags; a descriptor select refuses
+        return False
 
 
 def _flask_exception(sender: Any, exception: BaseException, **extra: Any) -> None:
@@ -342,7 +439,7 @@ def _flask_exception(sender: Any, exception: BaseException, **extra: Any) -> Non
 
     tools = flask.request.environ.get("interlock")
     if isinstance(tools, RequestTools):
-        tools._exchange.handler_error = exception
+        tools.note_handler_error(exception)
 
 
 def _watch_flask() -> None:
@@ -351,37 +448,8 @@ def _watch_flask() -> None:
         flask.got_request_exception.connect(_flask_exception)
 
 
-def _release(lease: Any) -> None:
-    try:
-        lease.release()
-    except LockLost as exc:
-        _context.record("lock", lost=True, lost_reason=lease.lost_reason or str(exc))
-    except BackendError as exc:
-        _context.record("lock", release_error=type(exc).__name__)
-
-
-def _answers_crash(ex: Exchange, exc: BaseException, environ: Environ) -> bool:
-    """True if the middleware answers ``exc`` with its own 500.
-
-    Only before the response started, and not when the Werkzeug debugger is around us
-    (it marks the environ): the debugger shows the traceback instead.
-    """
-    if ex.status is not None or not isinstance(exc, Exception):
-        return False
-    return "werkzeug.debug.preserve_context" not in environ
-
-
-def _send_problem(
-    start_response: StartResponse, problem: Problem, request_id: str, *exc_info: Any
-) -> list[bytes]:
-    reason = HTTPStatus(problem.status).phrase
-    headers = [*problem.headers, ("X-Request-ID", request_id)]
-    start_response(f"{problem.status} {reason}", headers, *exc_info)
-    return [problem.body]
-
-
 def _serve_metrics(
-    interlock: Interlock, multiprocess: bool, environ: Environ, start_response: StartResponse
+    interlock: Interlock, multiprocess: bool, environ: WSGIEnviron, start_response: StartResponse
 ) -> list[bytes]:
     body, content_type = exposition(interlock.registry, environ.get("HTTP_ACCEPT"), multiprocess)
     start_response(
@@ -399,7 +467,7 @@ def metrics_app(interlock: Interlock) -> WSGIApp:
     """A standalone WSGI app serving ``interlock``'s metrics."""
     multiprocess = multiprocess_mode()
 
-    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    def app(environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
         return _serve_metrics(interlock, multiprocess, environ, start_response)
 
     return app

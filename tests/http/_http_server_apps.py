@@ -16,6 +16,14 @@ from interlock.logs import configure_logging
 
 configure_logging("server-test")
 
+
+def _wait_for_gate(gate: str, timeout: float = 10) -> None:
+    """Block until the file ``gate`` exists (the test's signal that its client left)."""
+    deadline = time.monotonic() + timeout
+    while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 if os.environ.get("INTERLOCK_TEST_APP") == "wsgi":
     from flask import Flask
 
@@ -41,6 +49,15 @@ if os.environ.get("INTERLOCK_TEST_APP") == "wsgi":
                 time.sleep(0.01)
 
         return flask.response_class(chunks())
+
+    @flask.post("/order/<int:item_id>")
+    def order(item_id: int) -> Any:
+        from flask import request
+
+        tx = request.environ["interlock"].transaction("order")
+        tx.redis("orders").set(("order", item_id), "placed")
+        _wait_for_gate(request.args.get("gate", ""))
+        return "placed", 201
 
     flask.wsgi_app = InterlockWSGIMiddleware(  # type: ignore[method-assign]
         flask.wsgi_app,
@@ -90,6 +107,17 @@ else:
         await asyncio.sleep(0.5)
         return PlainTextResponse("page", headers={"cache-control": "max-age=60"})
 
+    async def order(request: Request) -> Response:
+        tx = request.scope["interlock"].transaction("order")
+        tx.redis("orders").set(("order", request.path_params["item_id"]), "placed")
+        deadline = time.monotonic() + 10
+        gate = request.query_params.get("gate", "")
+        seen = 0
+        while gate and seen < 2 and time.monotonic() < deadline:  # a turn more once open:
+            seen += os.path.exists(gate)  # the server handles the reset
+            await asyncio.sleep(0.01)
+        return PlainTextResponse("placed", status_code=201)
+
     async def runs(request: Request) -> Response:
         return JSONResponse(ran)
 
@@ -101,6 +129,7 @@ else:
                 Route("/queue/{item_id}", queue, methods=["POST"]),
                 Route("/stream/{item_id}", stream),
                 Route("/cached/{item_id}", cached),
+                Route("/order/{item_id:int}", order, methods=["POST"]),
                 Route("/runs", runs),
             ]
         ),

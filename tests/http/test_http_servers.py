@@ -18,6 +18,11 @@ import pytest
 HERE = Path(__file__).resolve().parent
 
 
+def _pythonpath() -> str:
+    """The apps' folder, then the caller's path (a worktree's package before the installed one)."""
+    return os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -71,7 +76,7 @@ def _request_lines(out: str) -> list[dict[str, object]]:
 @pytest.fixture
 def uvicorn_server() -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(HERE), "INTERLOCK_TEST_APP": "asgi"}
+    env = {**os.environ, "PYTHONPATH": _pythonpath(), "INTERLOCK_TEST_APP": "asgi"}
     process = subprocess.Popen(
         [
             sys.executable,
@@ -142,7 +147,7 @@ def test_gunicorn_two_workers_multiprocess_metrics(tmp_path: Path) -> None:
     )
     env = {
         **os.environ,
-        "PYTHONPATH": str(HERE),
+        "PYTHONPATH": _pythonpath(),
         "INTERLOCK_TEST_APP": "wsgi",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
@@ -282,7 +287,7 @@ def test_gunicorn_disconnect_mid_stream_is_the_same_499(tmp_path: Path) -> None:
     """WSGI has no disconnect event: a response the server stopped sending (its write to
     the gone client failed, it closed the iterable early) is the same 499 line."""
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(HERE), "INTERLOCK_TEST_APP": "wsgi"}
+    env = {**os.environ, "PYTHONPATH": _pythonpath(), "INTERLOCK_TEST_APP": "wsgi"}
     gunicorn = Path(sys.executable).with_name("gunicorn")
     process = subprocess.Popen(
         [str(gunicorn), "-w", "1", "-b", f"127.0.0.1:{port}", "_http_server_apps:wsgi_app"],
@@ -308,3 +313,65 @@ def test_gunicorn_disconnect_mid_stream_is_the_same_499(tmp_path: Path) -> None:
     assert line["http.response.status_code"] == 499
     assert line["interlock.http.client_disconnected"] is True
     assert line["interlock.http.started_status"] == 200
+
+
+def _order_outcomes(base: str, tmp_path: Path) -> None:
+    """One order whose client stays, one whose client leaves before the status is sent."""
+    with httpx.Client(base_url=base, timeout=10) as client:
+        stayed = client.post("/order/1", headers={"x-request-id": "stayer"})
+        assert stayed.status_code == 201
+    gate = tmp_path / "gate"
+    leaver = _raw_request(
+        base,
+        b"POST /order/2?gate=%s HTTP/1.1\r\nHost: x\r\nX-Request-ID: order-leaver\r\n"
+        b"Content-Length: 0\r\n\r\n" % str(gate).encode(),
+    )
+    _leave(leaver)
+    gate.touch()  # the handler answers 201 now, to a client that is gone
+    with httpx.Client(base_url=base, timeout=10) as client:
+        _wait_for(client, 'status="499"')
+
+
+def _assert_leaver_not_committed(out: str) -> None:
+    lines = {line["http.request.id"]: line for line in _request_lines(out)}
+    stayer, leaver = lines["stayer"], lines["order-leaver"]
+    assert (stayer["interlock.txn.outcome"], stayer["interlock.txn.cause"]) == (
+        "committed",
+        "status",
+    )
+    assert leaver["interlock.txn.outcome"] == "aborted", leaver
+    assert leaver["interlock.txn.cause"] == "disconnect"
+    assert leaver["http.response.status_code"] == 499
+    assert leaver["interlock.http.client_disconnected"] is True
+
+
+def test_uvicorn_a_client_gone_before_the_status_does_not_commit(
+    uvicorn_server: tuple[str, subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    """Issue 12: the handler never reads ``receive()``, so only the middleware can notice
+    that the client left; its 201 must not commit the request transaction (it did)."""
+    base, process = uvicorn_server
+    _order_outcomes(base, tmp_path)
+    _assert_leaver_not_committed(_stop(process))
+
+
+def test_gunicorn_a_client_gone_before_the_status_does_not_commit(tmp_path: Path) -> None:
+    """The same rule under WSGI (it committed: only ASGI had it)."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": _pythonpath(), "INTERLOCK_TEST_APP": "wsgi"}
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    process = subprocess.Popen(
+        [str(gunicorn), "-w", "1", "-b", f"127.0.0.1:{port}", "_http_server_apps:wsgi_app"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_up(base + "/metrics", process)
+        _order_outcomes(base, tmp_path)
+    finally:
+        out = _stop(process)
+    _assert_leaver_not_committed(out)

@@ -55,7 +55,12 @@ class Service:
                 "warning",
             ],
             cwd=HERE,
-            env={**os.environ, "PYTHONPATH": str(HERE), "IL_SECRET": SECRET, **env},
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+                "IL_SECRET": SECRET,
+                **env,
+            },
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )

@@ -8,27 +8,24 @@ in order. An ``http.disconnect`` read ahead ends the wait at once: the lock acqu
 cancelled (a lease handed over meanwhile is passed on) and the handler is not run. Body
 chunks read ahead are held only up to ``READ_AHEAD_BYTES``; past that the watch stops
 reading (and a disconnect during the rest of that wait goes unnoticed until the
-application reads).
+application reads). :meth:`probe` does one such read when the response's status is known,
+so that a client already gone does not get its request transaction committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+from interlock.http._exchange import ClientGone as ClientGone
 from interlock.http._exchange import Exchange
+from interlock.http.types import Message, Receive
 
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
 T = TypeVar("T")
 
 READ_AHEAD_BYTES = 64 * 1024
-
-
-class ClientGone(Exception):
-    """The client disconnected while the request was waiting."""
 
 
 class ClientWatch:
@@ -82,20 +79,39 @@ class ClientWatch:
             await asyncio.wait({reading})
             if reading.exception() is not None:
                 return  # kept as pending: the application's next receive() raises it
-            self._pending = None
-            message = reading.result()
-            self._buffer.append(message)
-            self._held += len(message.get("body", b""))
-            if message["type"] == "http.disconnect":
-                self._seen(message)
+            if self._keep(reading.result()):
                 waiter.cancel()
                 return
+
+    async def probe(self) -> None:
+        """Notice a client already gone, without waiting for one to leave.
+
+        Reads ahead one message if none is pending and lets it arrive if it already can:
+        a server that knows its client is gone answers ``http.disconnect`` at once. The
+        read stays pending otherwise, for the application or :meth:`close`.
+        """
+        reading = self._read_ahead()
+        if reading is None:
+            return
+        await asyncio.sleep(0)  # one turn of the loop: a ready answer completes the read
+        if reading.done() and not reading.cancelled() and reading.exception() is None:
+            self._keep(reading.result())
 
     def close(self) -> None:
         """The request is over: stop reading ahead."""
         if self._pending is not None and not self._pending.done():
             self._pending.cancel()
         self._pending = None
+
+    def _keep(self, message: Message) -> bool:
+        """Hold a message read ahead for the application; True if it is a disconnect."""
+        self._pending = None
+        self._buffer.append(message)
+        self._held += len(message.get("body", b""))
+        if message["type"] != "http.disconnect":
+            return False
+        self._seen(message)
+        return True
 
     def _read_ahead(self) -> asyncio.Task[Message] | None:
         if self._pending is None and self._held < READ_AHEAD_BYTES and not self._ex.disconnected:

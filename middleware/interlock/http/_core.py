@@ -2,12 +2,13 @@
 
 Everything here is a plain decision or bookkeeping step without network I/O: which rule
 applies, the answer to a lock that could not be taken, the route label, and the end of a
-request. Its helpers: ``_http_exchange`` (the per-request state and the handler's tools),
-``_http_metrics`` (the HTTP metrics), ``_http_wire`` (request ids, trace context, text),
-``_http_rules``, ``_http_routes``, ``_http_cache`` (response-cache decisions),
-``_http_responses`` (problems, the metrics page) and ``_http_log`` (the log line).
-``interlock.asgi`` and ``interlock.wsgi`` are short drivers around it; per-request state
-lives in an :class:`Exchange`, never on the middleware.
+request. Its helpers: ``_exchange`` (the per-request state),
+``_metrics`` (the HTTP metrics), ``_wire`` (request ids, trace context, text),
+``_rules``, ``_routes``, ``_cache`` (response-cache decisions),
+``_responses`` (problems, the metrics page) and ``_log`` (the log line).
+The steps that do I/O (lock, transaction) are ``interlock._async.http`` (generated into
+``_sync.http``); ``interlock.asgi`` and ``interlock.wsgi`` translate their protocol around
+both. Per-request state lives in an :class:`Exchange`, never on the middleware.
 """
 
 from __future__ import annotations
@@ -15,21 +16,29 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from interlock import _context
 from interlock.errors import BackendUnavailable, LockTimeout
 from interlock.http._cache import CachePlan, plan
 from interlock.http._exchange import Exchange as Exchange
-from interlock.http._exchange import RequestTools as RequestTools
 from interlock.http._log import write_line
 from interlock.http._metrics import HttpMetrics
 from interlock.http._responses import Problem, multiprocess_mode, problem
 from interlock.http._routes import UNMATCHED, RouteTemplate, route_path
 from interlock.http._rules import CacheRule, LockRule
 from interlock.http._wire import new_ids, normalise_method, parse_request_id, parse_traceparent
+from interlock.metrics import Metrics
 
 LOGGER = "interlock.http"
+
+
+class Instrumented(Protocol):
+    """An ``Interlock`` or ``AsyncInterlock``: what the core uses of it."""
+
+    metrics: Metrics
+
+
 _BASE_HEADERS = ("x-request-id", "traceparent", "user-agent")
 
 
@@ -49,7 +58,7 @@ class HttpCore:
 
     def __init__(
         self,
-        interlock: Any,
+        interlock: Instrumented,
         *,
         locks: Sequence[LockRule] = (),
         cache: Sequence[CacheRule] = (),
@@ -64,7 +73,6 @@ class HttpCore:
             raise TypeError(
                 f"interlock={interlock!r} must be an Interlock or AsyncInterlock instance"
             )
-        self.interlock = interlock
         self.metrics = metrics
         self.lock_rules: tuple[LockRule, ...] = _typed(locks, LockRule, "locks")
         self.cache_rules: tuple[CacheRule, ...] = _typed(cache, CacheRule, "cache")
