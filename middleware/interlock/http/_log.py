@@ -9,7 +9,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from interlock.http._wire import clean, utf8
-from interlock.logs._configure import ECS_FIELDS, EcsJsonFormatter, QueueingHandler, redact_query
+from interlock.logs._formatter import EcsJsonFormatter
+from interlock.logs._record import ECS_FIELDS
+from interlock.logs._redact import redact_query
+from interlock.logs._writer import QueueingHandler
 
 if TYPE_CHECKING:
     from interlock.http._exchange import Exchange

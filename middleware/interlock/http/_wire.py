@@ -9,7 +9,7 @@ import random
 import re
 
 from interlock.http._rules import HTTP_METHODS
-from interlock.logs._configure import safe_text
+from interlock.logs._values import safe_text
 
 OTHER_METHOD = "_OTHER"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=@-]{1,128}")

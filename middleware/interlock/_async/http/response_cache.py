@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 from interlock import _context
 from interlock._async.cache.cache import AsyncCache
 from interlock._async.client import AsyncInterlock
+from interlock.cache import CacheKwargs
 from interlock.errors import BackendError
 from interlock.http._cache import CachePlan, PassList, answer, entry_or_pass, valid_entry
 from interlock.http._core import HttpCore
@@ -168,15 +169,15 @@ class AsyncResponseCache:
         await target.respond(*answer(entry, ex.method, inm, decision.result, time.time()))
 
 
-def cache_options(rules: Sequence[CacheRule]) -> dict[str, dict[str, float]]:
+def cache_options(rules: Sequence[CacheRule]) -> dict[str, CacheKwargs]:
     """The cache options per cache name; rules sharing a name must agree on them.
 
     Raises:
         ValueError: two rules share a cache name but not ``stale_ttl``.
     """
-    options: dict[str, dict[str, float]] = {}
+    options: dict[str, CacheKwargs] = {}
     for rule in rules:
-        wanted = {"stale_ttl": rule.stale_ttl, "negative_ttl": 0.0}
+        wanted: CacheKwargs = {"stale_ttl": rule.stale_ttl, "negative_ttl": 0.0}
         if options.setdefault(rule.name, wanted) != wanted:
             raise ValueError(
                 f"cache rules sharing the cache name {rule.name!r} have different stale_ttl; "
