@@ -73,6 +73,7 @@ class FaultSpec:
     latency: float = 0.0
     jitter: float = 0.0
     restart: str | None = None
+    argv: tuple[str, ...] | None = None
     ready: tuple[str, int] | None = None
     ready_timeout: float = 30.0
 
@@ -252,6 +253,13 @@ def _fault(table: _Table, index: int, proxies: dict[str, ProxySpec]) -> FaultSpe
             options["jitter"] = table.seconds("jitter", 0.0)
     if kind == "server-restart":
         options["restart"] = table.get("restart", str)
+        argv = table.get("argv", list)
+        if argv is not None and (not argv or not all(isinstance(a, str) for a in argv)):
+            raise table.fail("argv", f"must be a non-empty list of strings, not {argv!r}")
+        if argv is not None and options["restart"] is not None:
+            raise table.fail("argv", "and restart both given: use one (argv runs without a "
+                             "shell, restart is a shell command)")  # fmt: skip
+        options["argv"] = None if argv is None else tuple(argv)
         options["ready"] = _address(table, "ready", table.text("ready"))
         options["ready_timeout"] = table.seconds("ready_timeout", 30.0, positive=True)
     spec = FaultSpec(table.text("name", f"{kind}-{index}"), kind, target, **options)

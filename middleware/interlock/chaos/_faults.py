@@ -15,6 +15,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -31,6 +32,11 @@ SERVER_KINDS = ("server-restart",)
 FAULT_KINDS = PROCESS_KINDS + NETWORK_KINDS + SERVER_KINDS
 
 _POLL = 0.02
+# Starts argv[1:] in a new session and exits at once: the restarted server is not the
+# runner's child (it outlives the run, as the killed one did, and leaves no zombie).
+_DETACH = (
+    "import os, sys\nif os.fork() == 0:\n    os.setsid()\n    os.execvp(sys.argv[1], sys.argv[1:])"
+)
 
 
 class FaultError(RuntimeError):
@@ -200,8 +206,10 @@ class RestartServer:
     """Kill a server (SIGKILL: no clean shutdown), keep it down ``duration`` s, start it again.
 
     It starts again with ``restart`` (a shell command: ``systemctl start redis``, a
-    ``docker start``, or the server's own command line) or, without one, by re-executing
-    the command line and working directory the killed process had (read from ``/proc``).
+    ``docker start``, or the server's own command line), or by re-executing ``argv`` (no
+    shell) in the working directory the killed process had, or, with neither, the command
+    line read from ``/proc`` (not for servers that rewrite their process title, as Redis
+    does: give ``argv``).
     It is back when ``ready`` (``host:port``) accepts connections, within ``ready_timeout``.
     Whether data survives is the server's own persistence (Redis: ``appendonly``).
     """
@@ -210,24 +218,27 @@ class RestartServer:
 
     def __init__(
         self, target: str, source: PidSource, duration: float, *, ready: tuple[str, int],
-        restart: str | None = None, ready_timeout: float = 30.0,
+        restart: str | None = None, argv: list[str] | None = None, ready_timeout: float = 30.0,
     ) -> None:  # fmt: skip
+        if restart is not None and argv is not None:
+            raise ConfigError(f"{target}: give restart (a shell command) or argv, not both")
         self.target, self.source, self.duration = target, source, duration
         self.ready, self.restart, self.ready_timeout = ready, restart, ready_timeout
-        self._argv: list[str] | None = None
+        self._argv: list[str] | None = list(argv) if argv is not None else None
         self._cwd: str | None = None
         self._down = False
-        self.started: subprocess.Popen[bytes] | None = None  # what end() ran
+        self.restarted_with = ""  # what end() ran
 
     def inject(self) -> str:
         pid = self.source.resolve()
         if self.restart is None:
             try:
-                raw = Path(f"/proc/{pid}/cmdline").read_bytes()
                 self._cwd = os.readlink(f"/proc/{pid}/cwd")
+                raw = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError as exc:
                 raise FaultError(f"cannot read the command line of pid {pid}: {exc}") from exc
-            self._argv = [part.decode() for part in raw.split(b"\0") if part]
+            if self._argv is None:  # NUL-terminated arguments; empty ones are arguments too
+                self._argv = [part.decode() for part in raw.removesuffix(b"\0").split(b"\0")]
         _signal(pid, signal.SIGKILL)
         self._down = True
         _wait(lambda: not alive(pid), 10.0, f"pid {pid} to die")
@@ -239,15 +250,16 @@ class RestartServer:
             return ""
         self._down = False
         if self.restart is not None:
-            argv, shell, how = [self.restart], True, self.restart
+            argv, how = ["/bin/sh", "-c", self.restart], self.restart
         elif self._argv:
-            argv, shell, how = self._argv, False, shlex.join(self._argv)
+            argv, how = self._argv, shlex.join(self._argv)
         else:
             raise FaultError(f"no command line to restart {self.target} with")
-        self.started = subprocess.Popen(
-            argv[0] if shell else argv, shell=shell, cwd=self._cwd, start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        subprocess.run(
+            [sys.executable, "-c", _DETACH, *argv], cwd=self._cwd, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=10,
         )  # fmt: skip
+        self.restarted_with = how
         _wait(lambda: _connectable(self.ready), self.ready_timeout, f"{self.ready} to accept")
         return f"restarted: {how}"
 

@@ -116,7 +116,8 @@ def build_fault(spec: FaultSpec, proxies: dict[str, FaultProxy]) -> Fault:
     if spec.ready is None:
         raise ConfigError(f"{spec.name}: a server-restart fault needs ready = 'host:port'")
     return RestartServer(spec.target, source, spec.duration, ready=spec.ready,
-                         restart=spec.restart, ready_timeout=spec.ready_timeout)  # fmt: skip
+                         restart=spec.restart, ready_timeout=spec.ready_timeout,
+                         argv=None if spec.argv is None else list(spec.argv))  # fmt: skip
 
 
 def _matches(expected: AlertExpectation, alert: AlertState) -> bool:
