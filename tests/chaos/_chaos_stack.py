@@ -30,6 +30,9 @@ from services._process import free_port, wait_until
 ROOT = Path(__file__).resolve().parents[2]
 RULES = sorted((ROOT / "prometheus" / "rules").glob("*.yml"))
 TIME_SCALE = 1 / 60
+# INTERLOCK_CHAOS_LONG=1: faults last six times longer (Redis down 30 s, a pause of 18 s)
+LONG = os.environ.get("INTERLOCK_CHAOS_LONG", "").lower() not in ("", "0", "false", "no")
+FAULT_SCALE = 6 if LONG else 1
 HOLDER = Path(__file__).with_name("_chaos_holder.py")
 
 

@@ -3,7 +3,8 @@
 Each test runs ``interlock chaos run`` (in process, through the CLI) against throwaway
 services and asserts on the ``report.json`` it writes. Prometheus loads the generated rules
 on a time scale (:mod:`_chaos_stack`: a minute becomes a second), so the production
-expressions are what fires. Bounded: each test ends within about 30 s.
+expressions are what fires. Bounded: each test takes about 20 s;
+``INTERLOCK_CHAOS_LONG=1`` makes the faults six times longer.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ target = "redis"
 pid = $pid
 argv = $argv
 ready = "127.0.0.1:$port"
-duration = 5
+duration = $down
 
 [[expect.alerts]]
 alert = "InterlockCacheDegraded"
@@ -93,12 +94,12 @@ expect = "== 1"
 kind = "pause"
 target = "lock-holder"
 pid = $pid
-duration = 3
+duration = $pause
 
 [[expect.alerts]]
 alert = "InterlockLockLost"
 labels = { lock = "account" }
-fire_within = 10
+fire_within = $fire_within
 resolve_within = 15
 
 [[expect.invariants]]
@@ -146,7 +147,8 @@ def test_redis_killed_cache_fails_open_locks_fail_closed_and_recover(
             tmp_path, [demo_url.removeprefix("http://")]
         ) as prometheus:  # fmt: skip
             code, report = _run(tmp_path, REDIS_KILLED, prometheus, demo=demo_url,
-                                pid=fresh_redis.pid, argv=argv, port=fresh_redis.port)  # fmt: skip
+                                pid=fresh_redis.pid, argv=argv, port=fresh_redis.port,
+                                down=5 * stack.FAULT_SCALE)  # fmt: skip
     finally:
         if fresh_redis.pid is not None and not alive(fresh_redis.pid):
             _kill_restarted(fresh_redis)
@@ -176,7 +178,8 @@ def test_holder_paused_past_ttl_loses_the_lock_and_its_fenced_write_is_refused(
             with stack.prometheus(tmp_path, [f"127.0.0.1:{port}"]) as prometheus:
                 code, report = _run(tmp_path, HOLDER_PAUSED, prometheus, pid=proc.pid,
                                     port=port, holder_status=status,
-                                    taker_status=taken)  # fmt: skip
+                                    taker_status=taken, pause=3 * stack.FAULT_SCALE,
+                                    fire_within=3 * stack.FAULT_SCALE + 7)  # fmt: skip
     [result] = report["experiments"]
     assert "InterlockLockLost" in result["alerts_fired"]
     assert "InterlockLockLost" in result["alerts_resolved"]

@@ -19,7 +19,7 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 6048
 _DURATION = re.compile(r"(\d+)(ms|[smhdwy])")
 _RANGE = re.compile(r"\[((?:\d+(?:ms|[smhdwy]))+)(?::((?:\d+(?:ms|[smhdwy]))*))?\]")
 _OFFSET = re.compile(r"\boffset\s+((?:\d+(?:ms|[smhdwy]))+)")
-_FOR = re.compile(r"^(\s*for:\s*)((?:\d+(?:ms|[smhdwy]))+)\s*$", re.MULTILINE)
+_FOR = re.compile(r"^([ \t]*for:[ \t]*)((?:\d+(?:ms|[smhdwy]))+)[ \t]*$", re.MULTILINE)
 
 
 def duration_seconds(text: str) -> float:
