@@ -163,7 +163,12 @@ class _Run:
                                        "nothing was injected")  # fmt: skip
                 return False
             time.sleep(self.exp.settings.poll)  # pacing the probes
-        already = sorted({e.alert for e in self.exp.alerts for a in self.alerts_now()
+        try:
+            alerts = self.alerts_now()
+        except ProbeError as exc:
+            self.result.aborted = f"alerts cannot be read ({exc}); nothing was injected"
+            return False
+        already = sorted({e.alert for e in self.exp.alerts for a in alerts
                           if _matches(e, a) and a.state == "firing"})  # fmt: skip
         if already:
             self.result.aborted = (f"expected alerts already firing before the method: "
