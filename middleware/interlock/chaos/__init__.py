@@ -1,6 +1,7 @@
-"""Fault injection: latency and backend errors on chosen operations. Off unless configured.
+"""Fault injection: in-process rules, real faults, and declarative experiments. Off unless used.
 
-A chaos spec is a comma-separated list of rules ``kind:target:probability[:seconds]``:
+**In-process rules.** A chaos spec is a comma-separated list of rules
+``kind:target:probability[:seconds]``:
 
 * ``latency:lock_acquire:0.1:0.05`` — delay 10 % of lock acquisitions by 50 ms;
 * ``error:GET:0.01`` — fail 1 % of plain ``GET`` commands with ``BackendUnavailable``;
@@ -12,20 +13,64 @@ Targets are backend operations: Lua script names (``lock_acquire``, ``lock_relea
 ``INTERLOCK_CHAOS``; each injected fault counts in
 ``interlock_chaos_injected_total{kind,target}`` (the target label is the rule's target, so it
 stays bounded). Use it in staging and demos to watch dashboards and alerts react.
+
+**Real faults** (:data:`FAULT_KINDS`): SIGKILL or SIGSTOP/SIGCONT of a process
+(:class:`KillProcess`, :class:`PauseProcess`), link faults through the TCP
+:class:`FaultProxy` (:class:`NetworkFault`), a server killed and restarted
+(:class:`RestartServer`). Each injection is counted in the same metric and logged as
+``chaos-injected`` / ``chaos-ended`` event lines (:class:`FaultRecorder`).
+
+**Experiments**: :func:`load_experiment` reads a TOML experiment (steady state, method,
+rollbacks, expected alerts and invariants), :func:`run_experiment` runs it and
+:func:`write_reports` writes ``report.json`` and ``report.html``; ``interlock chaos run``
+does all three (docs/chaos.md).
 """
 
 from __future__ import annotations
 
+from interlock.chaos._experiment import Experiment, load_experiment, parse_experiment
+from interlock.chaos._faults import (
+    FAULT_KINDS,
+    Fault,
+    FaultError,
+    KillProcess,
+    NetworkFault,
+    PauseProcess,
+    PidSource,
+    RestartServer,
+)
 from interlock.chaos._plan import (
     KINDS,
     ChaosPlan,
     ChaosRule,
     parse_chaos,
 )
+from interlock.chaos._proxy import FaultProxy
+from interlock.chaos._record import FaultRecorder
+from interlock.chaos._report import write_reports
+from interlock.chaos._runner import ExperimentResult, run_experiment
+from interlock.chaos._timescale import scale_rules
 
 __all__ = [
+    "FAULT_KINDS",
     "KINDS",
     "ChaosPlan",
     "ChaosRule",
+    "Experiment",
+    "ExperimentResult",
+    "Fault",
+    "FaultError",
+    "FaultProxy",
+    "FaultRecorder",
+    "KillProcess",
+    "NetworkFault",
+    "PauseProcess",
+    "PidSource",
+    "RestartServer",
+    "load_experiment",
     "parse_chaos",
+    "parse_experiment",
+    "run_experiment",
+    "scale_rules",
+    "write_reports",
 ]

@@ -36,9 +36,11 @@ _CHUNK = 65536
 class FaultProxy:
     """Forward a local port to ``upstream``, with faults switched on and off at run time."""
 
-    def __init__(self, host: str, port: int, *, seed: int | None = None) -> None:
+    def __init__(
+        self, host: str, port: int, *, seed: int | None = None, listen_port: int = 0
+    ) -> None:
         self.upstream = (host, port)
-        self.port = 0
+        self.port = listen_port  # 0: a free port, known after start()
         self._random = random.Random(seed)
         self._delay = 0.0
         self._jitter = 0.0
@@ -55,7 +57,7 @@ class FaultProxy:
 
     def start(self) -> FaultProxy:
         self._thread.start()
-        self._server = self._call(asyncio.start_server(self._accept, "127.0.0.1", 0))
+        self._server = self._call(asyncio.start_server(self._accept, "127.0.0.1", self.port))
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -1,6 +1,7 @@
 """The ``interlock`` command.
 
 Subcommands:
+    chaos   run chaos experiments, scale rule files (``interlock.cli._chaos``)
     demo    run the example shop with its load generator and a live summary
     check   is the backend fit for locks, cache and transactions? (``interlock.cli._check``)
     top     live view of held locks and their waiters (``interlock.cli._top``)
@@ -19,6 +20,7 @@ from interlock import __version__
 
 # each adds its subcommand with ``register(subparsers)``
 _COMMAND_MODULES = (
+    "interlock.cli._chaos",
     "interlock.cli._check",
     "interlock.cli._logs",
     "interlock.cli._top",

@@ -23,7 +23,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from interlock import AsyncInterlock, CacheRule, InterlockMiddleware, LockRule, TransactionAborted
+from interlock import (
+    AsyncInterlock,
+    BackendUnavailable,
+    CacheRule,
+    InterlockMiddleware,
+    LockRule,
+    TransactionAborted,
+    TransactionInDoubt,
+)
 
 PRODUCTS = 50
 SKUS = [f"sku-{i}" for i in range(20)]
@@ -104,11 +112,16 @@ def create_app(ail: AsyncInterlock) -> Any:
         except TransactionAborted as exc:  # e.g. an order held a staged write: try again
             conflict = {"error": "restock conflicted with orders", "reason": exc.reason}
             return JSONResponse(conflict, status_code=409, headers={"retry-after": "1"})
+        except (BackendUnavailable, TransactionInDoubt) as exc:  # Redis down: idempotent, retry
+            return _unavailable(exc)
         return JSONResponse({"restocked": len(SKUS)})
 
     async def purge(request: Request) -> Response:
-        await ail.cache("http").invalidate_tag("catalog")
-        await ail.cache("http-products").invalidate_tag("catalog")
+        try:
+            await ail.cache("http").invalidate_tag("catalog")
+            await ail.cache("http-products").invalidate_tag("catalog")
+        except BackendUnavailable as exc:  # the cache is degraded: the purge did not happen
+            return _unavailable(exc)
         return JSONResponse({"purged": "catalog"})
 
     app = Starlette(
@@ -123,6 +136,11 @@ def create_app(ail: AsyncInterlock) -> Any:
         ]
     )
     return InterlockMiddleware(app, interlock=ail, locks=LOCKS, cache=CACHE)
+
+
+def _unavailable(exc: Exception) -> Response:
+    body = {"error": "backend unavailable, try again", "type": type(exc).__name__}
+    return JSONResponse(body, status_code=503, headers={"retry-after": "1"})
 
 
 async def restock_all(ail: AsyncInterlock) -> None:
