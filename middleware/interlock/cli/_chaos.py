@@ -59,7 +59,7 @@ def _logging(target: str) -> Iterator[None]:
     if target == "none":
         yield
         return
-    from interlock.logs._configure import configure_logging, unconfigure_logging
+    from interlock.logs import configure_logging, unconfigure_logging
 
     with contextlib.ExitStack() as stack:
         stream = sys.stdout if target == "-" else stack.enter_context(
