@@ -105,7 +105,9 @@ class RecoveryWorker:
                 if lease is not None and lease.lost:
                     lease = None
                 if lease is None:
-                    lease = self._lead(ttl)
+                    lease, free = self._lead(ttl)
+                    if lease is None and free:  # refused though free: Redis just restarted
+                        delay = min(delay, PENDING_RETRY)
                     if lease is not None:
                         event(
                             logging.INFO,
@@ -138,18 +140,20 @@ class RecoveryWorker:
             except Exception:  # lost already; the next leader takes over after the TTL
                 logger.debug("releasing the recovery lease failed", exc_info=True)
 
-    def _lead(self, ttl: float) -> Lease | None:
-        """The leader's lease if this process wins it now; ``None`` while another holds it.
+    def _lead(self, ttl: float) -> tuple[Lease | None, bool]:
+        """The leader's lease if this process wins it now (``None`` while another holds
+        it), and whether the lock was free.
 
         A standby reads the holder first and only tries to acquire a free lock: a refused
         attempt would count as a lock timeout (``interlock_lock_acquire_seconds``) every
-        interval in every standby process.
+        interval in every standby process. A free lock can still be refused, for
+        ``RESTART_GRACE_S`` after Redis restarted: the loop then tries again soon.
         """
         lock = self._lock(LEADER_LOCK, ttl=ttl)
         reply = lock.service.backend.run(INFO, lock.keys[:1], [])
         if info_from_reply(lock.name, lock.key, reply) is not None:
-            return None
-        return lock.acquire(blocking=False)
+            return None, False
+        return lock.acquire(blocking=False), True
 
     def close(self) -> None:
         """Stop the loop (it releases the lease) and wait up to 10 s for it."""
