@@ -41,8 +41,8 @@ __all__ = [
 ]
 
 _REMOTE = {
-    "AsyncPyMySQLConnection": "interlock.txn._xa_session",
-    "AsyncPyMySQLCursor": "interlock.txn._xa_session",
+    "AsyncPyMySQLConnection": "interlock._xa._session",
+    "AsyncPyMySQLCursor": "interlock._xa._session",
     "AsyncRemoteParticipant": "interlock._async.txn.participants.remote",
     "AsyncRemoteRecovery": "interlock._async.txn.participants.remote",
     "AsyncRemoteResource": "interlock._async.txn.participants.remote",

@@ -1,7 +1,7 @@
 """MySQL/MariaDB in two-phase commit: an XA branch on the app's connection, and a recovery
 resource.
 
-The branch runs its statements through a session (:mod:`interlock.txn._xa_session`), which
+The branch runs its statements through a session (:mod:`interlock._xa._session`), which
 knows the driver: under asyncio an aiomysql or asyncmy connection is awaited on the loop
 and a PyMySQL one is driven on a thread of its own; the blocking API calls PyMySQL
 directly. Calls on one branch are serialized, because a timed-out prepare may still be
@@ -9,7 +9,7 @@ running when the abort arrives.
 
 Inside the branch, just before ``XA END``, a marker row ``(gtrid, bqual)`` goes into
 ``interlock_xa_branches``: it exists afterwards exactly when the branch committed
-(:mod:`interlock.txn._xa_markers`). Recovery (``XaRecovery``) uses its own blocking PyMySQL
+(:mod:`interlock._xa._markers`). Recovery (``XaRecovery``) uses its own blocking PyMySQL
 connection, on a thread under asyncio.
 """
 
@@ -20,9 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from interlock._concurrency import AsyncMutex, async_run_blocking
-from interlock.errors import ConfigError, HeuristicOutcome
-from interlock.txn._records import BranchRef, PreparedBranch
-from interlock.txn._xa import (
+from interlock._xa import (
     MARKER_INSERT,
     MARKER_RETENTION,
     MARKER_SELECT,
@@ -36,7 +34,9 @@ from interlock.txn._xa import (
     server_errno,
     xa_xid,
 )
-from interlock.txn._xa_session import async_mysql_session, where
+from interlock._xa._session import async_mysql_session, where
+from interlock.errors import ConfigError, HeuristicOutcome
+from interlock.txn._records import BranchRef, PreparedBranch
 from interlock.txn._xid import split_branch
 
 logger = logging.getLogger("interlock.txn")

@@ -1,7 +1,9 @@
-"""MySQL/MariaDB XA: the pieces shared by the branch and recovery.
+"""MySQL/MariaDB XA, hand-written for its drivers (PyMySQL, aiomysql, asyncmy).
+
+The pieces shared by the branch and recovery.
 
 A branch (``interlock._async.txn.participants.mysql.AsyncMySQLParticipant`` and its generated sync
-twin) runs on the app's connection through a session (``_xa_session``: PyMySQL, aiomysql
+twin) runs on the app's connection through a session (``_session``: PyMySQL, aiomysql
 or asyncmy); :class:`XaRecovery` lists and resolves our prepared branches over its own
 blocking PyMySQL autocommit connection (on a thread in async code).
 
@@ -11,13 +13,13 @@ tells recovery the fate of a branch that vanished (MySQL keeps no other record).
 are deleted after a retention period. Without the table (``interlock txn migrate`` or a
 registered recovery resource creates it) branches still work; fates read ``unknown``.
 
-This module re-exports them: server details in ``_xa_server``, commit markers in
-``_xa_markers``, :class:`XaRecovery` in ``_xa_recovery``.
+This module re-exports them: server details in ``_server``, commit markers in
+``_markers``, :class:`XaRecovery` in ``_recovery``.
 """
 
 from __future__ import annotations
 
-from interlock.txn._xa_markers import (
+from interlock._xa._markers import (
     MARKER_DDL,
     MARKER_DELETE,
     MARKER_EXPIRED,
@@ -28,8 +30,8 @@ from interlock.txn._xa_markers import (
     PURGE_EVERY,
     marker_fate,
 )
-from interlock.txn._xa_recovery import XaRecovery
-from interlock.txn._xa_server import (
+from interlock._xa._recovery import XaRecovery
+from interlock._xa._server import (
     ACCESS_DENIED,
     LOCK_WAIT_TIMEOUT,
     NO_SUCH_TABLE,

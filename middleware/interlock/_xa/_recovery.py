@@ -14,16 +14,14 @@ from typing import Any
 
 import pymysql
 
-from interlock.errors import ConfigError
-from interlock.txn._records import PreparedBranch
-from interlock.txn._xa_markers import (
+from interlock._xa._markers import (
     MARKER_DDL,
     MARKER_DELETE,
     MARKER_EXPIRED,
     MARKER_SELECT,
     PURGE_EVERY,
 )
-from interlock.txn._xa_server import (
+from interlock._xa._server import (
     ACCESS_DENIED,
     LOCK_WAIT_TIMEOUT,
     NO_SUCH_TABLE,
@@ -31,6 +29,8 @@ from interlock.txn._xa_server import (
     server_errno,
     xa_xid,
 )
+from interlock.errors import ConfigError
+from interlock.txn._records import PreparedBranch
 from interlock.txn._xid import FORMAT_ID, owned_by, parse_gtrid
 
 logger = logging.getLogger("interlock.txn")
