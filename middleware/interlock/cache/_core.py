@@ -1,10 +1,5 @@
-"""The distributed cache: the pure parts shared by :class:`AsyncCache` and :class:`Cache`.
-
-The drivers live in ``interlock/_async/cache/cache.py`` (``_sync`` is generated); the atomic
-steps are the Lua scripts in ``interlock.cache._scripts``; the stored format is in
-``interlock.cache._entry``. What lives here has no I/O: options, key layout, result names,
-the early-refresh (XFetch) and jitter math. See docs/cache.md.
-"""
+"""The pure cache helpers (documented on :mod:`interlock.cache`): options, entry keys, jitter,
+the cached-function wrappers."""
 
 from __future__ import annotations
 

@@ -1,13 +1,4 @@
-"""The ``interlock`` command.
-
-Subcommands:
-    chaos   run chaos experiments, scale rule files (``interlock.cli._chaos``)
-    demo    run the example shop with its load generator and a live summary
-    check   is the backend fit for locks, cache and transactions? (``interlock.cli._check``)
-    top     live view of held locks and their waiters (``interlock.cli._top``)
-    txn     transaction tools (``interlock.cli._txn``)
-    log-config  a uvicorn or gunicorn log config writing JSON lines (``interlock.cli._logs``)
-"""
+"""The ``interlock`` command's parser and entry point (subcommands: see :mod:`interlock.cli`)."""
 
 from __future__ import annotations
 

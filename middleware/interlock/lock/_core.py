@@ -1,10 +1,5 @@
-"""Distributed locks: the pure parts shared by the sync and async drivers.
-
-The drivers are :class:`interlock.AsyncLock` / :class:`interlock.Lock` (generated from
-``interlock/_async/lock/lock.py``); the atomic steps are the Lua scripts in
-``interlock.lock._scripts``. What lives here has no I/O: key layout, holder info, the
-decoding of script replies and the renewal schedule.
-"""
+"""The pure lock helpers (documented on :mod:`interlock.lock`): key layout, holder info,
+reply decoding, renewal schedule and time budgets."""
 
 from __future__ import annotations
 

@@ -1,27 +1,5 @@
-"""JSON log lines with ECS field names (schema: docs/logging.md).
-
-``configure_logging(service="shop")`` is the one call most apps need: every record of
-every logger becomes one line of JSON on stdout, written by a background thread so a
-slow consumer never blocks the event loop. :class:`EcsJsonFormatter` is a
-python-json-logger formatter usable with any handler.
-
-Each line is valid JSON whatever the record holds: newlines and quotes are escaped,
-invalid UTF-8 and lone surrogates become U+FFFD, and values JSON cannot encode are
-written as strings. Credentials never reach a line: fields named like
-``Authorization``, ``Cookie``, ``Set-Cookie`` are replaced by ``[REDACTED]``, and so are
-the values of configured query parameters in ``url.query`` / ``url.full``.
-
-Records emitted while a request is served carry its ``http.request.id``, ``trace.id``
-and ``span.id``, so application logs and interlock's request line correlate.
-
-Under uvicorn or gunicorn, the servers' own loggers are configured by the server, not the
-app: :func:`uvicorn_log_config` and :func:`gunicorn_log_config` make their lines JSON too.
-
-``configure_logging(..., elasticsearch="http://localhost:9200")`` also ships every line
-to the Elasticsearch data stream ``logs-interlock-default`` through
-:class:`ElasticsearchSink` (bulk requests from a background thread; bounded queue;
-retries with backoff; drops counted).
-"""
+"""``configure_logging`` and its handlers (the package docstring of :mod:`interlock.logs` is
+the guide)."""
 
 from __future__ import annotations
 
