@@ -137,13 +137,13 @@ def lookup(
         return revalidate("min-fresh")  # §5.2.1.3
     if freshness.fresh:
         return Lookup(Action.FRESH, "fresh", freshness)
+    swr, _ = stale_windows(directives, policy)  # none when must-revalidate & co. forbid it
+    if swr and freshness.staleness <= swr and not request.only_if_cached:
+        return Lookup(Action.STALE_WHILE_REVALIDATE, "stale-while-revalidate", freshness)
     if _stale_forbidden(directives):
         return revalidate("must-revalidate")
     if request.max_stale is not None and freshness.staleness <= request.max_stale:
         return Lookup(Action.STALE, "max-stale", freshness)  # §5.2.1.2
-    swr, _ = stale_windows(directives, policy)
-    if swr and freshness.staleness <= swr and not request.only_if_cached:
-        return Lookup(Action.STALE_WHILE_REVALIDATE, "stale-while-revalidate", freshness)
     return revalidate("stale")
 
 
