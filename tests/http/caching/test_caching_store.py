@@ -17,8 +17,31 @@ def test_heuristically_cacheable_statuses_with_a_validator_are_stored__rfc9110_1
     assert store([("etag", '"v"')], status).store
 
 
-@pytest.mark.parametrize("status", [200, 203, 204, 300, 301, 302, 303, 307, 308, 400, 404,
-                                    405, 410, 414, 500, 501, 502, 503, 504, 599])
+@pytest.mark.parametrize(
+    "status",
+    [
+        200,
+        203,
+        204,
+        300,
+        301,
+        302,
+        303,
+        307,
+        308,
+        400,
+        404,
+        405,
+        410,
+        414,
+        500,
+        501,
+        502,
+        503,
+        504,
+        599,
+    ],
+)
 def test_any_status_with_explicit_freshness_is_reused_while_fresh__rfc9111_3(status: int) -> None:
     assert reused([FRESH], status=status)
     assert not reused([("cache-control", "max-age=2")], status=status, after=5)
@@ -33,8 +56,9 @@ def test_partial_content_is_never_stored_as_a_full_response__rfc9111_3_3() -> No
     assert store([FRESH, ("content-range", "bytes 0-9/100")], 206).reason == "partial"
 
 
-@pytest.mark.parametrize(("status", "reason"), [(100, "interim"), (103, "interim"),
-                                                (304, "not-modified")])
+@pytest.mark.parametrize(
+    ("status", "reason"), [(100, "interim"), (103, "interim"), (304, "not-modified")]
+)
 def test_non_final_and_304_responses_are_not_stored__rfc9111_3(status: int, reason: str) -> None:
     assert store([FRESH], status).reason == reason
 
@@ -84,8 +108,9 @@ def test_authorized_requests_are_not_shared_by_default__rfc9111_3_5() -> None:
     assert store([FRESH], request=[("authorization", "Basic x")]).reason == "authorization"
 
 
-@pytest.mark.parametrize("value", ["public", "s-maxage=60", "must-revalidate, max-age=60",
-                                   "public, max-age=60"])
+@pytest.mark.parametrize(
+    "value", ["public", "s-maxage=60", "must-revalidate, max-age=60", "public, max-age=60"]
+)
 def test_authorized_responses_marked_shareable_are_stored__rfc9111_3_5(value: str) -> None:
     decision = store([("cache-control", value), ("etag", '"a"')],
                      request=[("authorization", "Basic x")])  # fmt: skip
@@ -132,9 +157,20 @@ def test_expired_on_arrival_without_validator_or_window_is_not_stored__rfc9111_4
     assert store([("cache-control", "max-age=0, stale-while-revalidate=60")]).store
 
 
-@pytest.mark.parametrize("name", ["connection", "keep-alive", "proxy-authenticate",
-                                  "proxy-authentication-info", "proxy-authorization",
-                                  "proxy-connection", "te", "transfer-encoding", "upgrade"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authentication-info",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+    ],
+)
 def test_hop_by_hop_and_proxy_fields_are_not_stored__rfc9111_3_1(name: str) -> None:
     kept = stored([FRESH, (name, "x")]).headers
     assert all(n != name for n, _ in kept)
@@ -146,8 +182,18 @@ def test_fields_listed_in_connection_are_not_stored__rfc9111_3_1() -> None:
     assert "a" not in kept and "b" not in kept and kept["c"] == "3"
 
 
-@pytest.mark.parametrize("name", ["content-location", "content-type", "etag", "expires",
-                                  "x-frame-options", "content-security-policy", "x-test"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "content-location",
+        "content-type",
+        "etag",
+        "expires",
+        "x-frame-options",
+        "content-security-policy",
+        "x-test",
+    ],
+)
 def test_end_to_end_fields_are_stored__rfc9111_3_1(name: str) -> None:
     assert (name, "v") in stored([FRESH, (name, "v")]).headers
 

@@ -34,10 +34,11 @@ from interlock.http.caching._syntax import (
     unquote,
 )
 
-_ELEMENT = re.compile(r"""([!#$%&'*+\-.^_`|~0-9A-Za-z]+)(?:=([!#$%&'*+\-.^_`|~0-9A-Za-z]+|"(?:[^"\\]|\\.)*"))?""")  # noqa: E501
-_LEADING_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# The argument of a directive written without one; a malformed element's argument.
-NO_ARGUMENT: None = None
+_TCHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+# token [ "=" ( token / quoted-string ) ], RFC 9111 §5.2
+_ELEMENT = re.compile(rf"""({_TCHARS})(?:=({_TCHARS}|"(?:[^"\\]|\\.)*"))?""")
+_LEADING_TOKEN = re.compile(_TCHARS)
+# The argument recorded for an element that starts with a name but is not well-formed.
 MALFORMED = "\x00malformed"
 
 
@@ -212,9 +213,7 @@ def targeted(members: dict[str, Member]) -> ResponseDirectives:
     )
 
 
-def response_directives(
-    headers: Headers, targets: tuple[str, ...] = ()
-) -> ResponseDirectives:
+def response_directives(headers: Headers, targets: tuple[str, ...] = ()) -> ResponseDirectives:
     """The directives a cache obeying the targeted fields ``targets`` (in order, e.g.
     ``("cdn-cache-control",)``) applies: the first target with a valid, non-empty
     Dictionary, else ``Cache-Control`` (RFC 9213 §2.2)."""

@@ -161,8 +161,10 @@ def _refusal(
         return "private"
     if has_field(request_headers, "authorization") and not explicitly_shareable(directives):
         return "authorization"
-    explicit = directives.public or directives.explicit_lifetime or (
-        not directives.targeted and has_field(headers, "expires")
+    explicit = (
+        directives.public
+        or directives.explicit_lifetime
+        or (not directives.targeted and has_field(headers, "expires"))
     )
     if policy.statuses is not None:
         if status not in policy.statuses:

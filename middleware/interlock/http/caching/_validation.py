@@ -45,9 +45,7 @@ def fill_headers(request_headers: Headers) -> list[tuple[str, str]]:
     return [(n, v) for n, v in request_headers if n.lower() not in CLIENT_VALIDATORS]
 
 
-def revalidation_headers(
-    request_headers: Headers, stored: StoredResponse
-) -> list[tuple[str, str]]:
+def revalidation_headers(request_headers: Headers, stored: StoredResponse) -> list[tuple[str, str]]:
     """The fields of the conditional request validating ``stored`` (§4.3.1): the fill
     headers plus ``If-None-Match`` with its entity tag and ``If-Modified-Since`` with its
     ``Last-Modified`` (both when it has both: RFC 9110 gives If-None-Match precedence)."""

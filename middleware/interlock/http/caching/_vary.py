@@ -39,9 +39,7 @@ def normalise(name: str, lines: list[str]) -> str:
     trimmed and joined by ``,``, whitespace around ``;``/``=`` dropped; for the
     ``Accept*`` fields, members sorted (and lower-cased, except ``Accept``'s parameters)."""
     members = [
-        _AROUND_PUNCTUATION.sub(r"\1", member)
-        for line in lines
-        for member in _members(line)
+        _AROUND_PUNCTUATION.sub(r"\1", member) for line in lines for member in _members(line)
     ]
     if name in _CASELESS_SETS:
         members = sorted(member.lower() for member in members)
