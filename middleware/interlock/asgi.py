@@ -106,7 +106,9 @@ class InterlockMiddleware:
             await self.app(scope, receive, send)
             return
         core = self.core
-        if core.is_metrics_request(scope["method"], scope["path"], scope.get("root_path", "")):
+        if core.metrics_path is not None and core.is_metrics_request(
+            scope["method"], scope["path"], scope.get("root_path", "")
+        ):
             await _serve_metrics(self.interlock, core.multiprocess, scope, send)
             return
         responder = _Responder(self, scope)
@@ -143,14 +145,23 @@ class _Responder:
         self.client = ClientWatch(receive, self.ex)
         self.send = send
         try:
-            await self._run()
+            if self.ex.lock is None and self.middleware.response_cache is None:
+                await self.middleware.app(self.scope, self.client.receive, self._send_response)
+            else:
+                await self._run()
         except BaseException as exc:
             if not await self._answer_failure(exc):
                 raise  # servers log it (the response is complete), test clients may raise it
         finally:
-            await self._end()
+            self.client.close()
+            try:
+                if not self.cycle.idle:
+                    await self.cycle.end()
+            finally:
+                self._finish()
 
     async def _run(self) -> None:
+        """With a lock rule or the response cache: the lock first, then the cache."""
         if self.ex.lock is not None:
             try:
                 refusal = await self.client.wait(self.cycle.acquire())
@@ -178,17 +189,14 @@ class _Responder:
             await self._send_problem(internal_error(ex.request_id))
         return False
 
-    async def _end(self) -> None:
-        self.client.close()
-        try:
-            await self.cycle.end()
-        finally:
-            ex = self.ex
-            if ex.route is None:
-                ex.route = self.middleware.routes.template(self.scope, self.root_path)
-                if ex.route is None and self.middleware.django:
-                    ex.route = django_template(ex.rpath)
-            self.cycle.finish()
+    def _finish(self) -> None:
+        """The route label (the framework has routed by now), the metrics, the log line."""
+        ex = self.ex
+        if ex.route is None:
+            ex.route = self.middleware.routes.template(self.scope, self.root_path)
+            if ex.route is None and self.middleware.django:
+                ex.route = django_template(ex.rpath)
+        self.cycle.finish()
 
     async def _send_response(self, message: Message) -> None:
         """The application's ``send``: the request id added, the transaction decided
@@ -197,10 +205,14 @@ class _Responder:
             return  # the handler's response was replaced by a problem
         kind = message["type"]
         if kind == "http.response.start":
-            started = await self._start(message)
-            if started is None:
-                return
-            message = started
+            self.ex.status = message["status"]
+            if self.cycle.undecided:
+                started = await self._start(message)
+                if started is None:
+                    return
+                message = started
+            else:
+                message = self._with_request_id(message)
         try:
             await self.send(message)
         except OSError:  # the server could not deliver it: the client is gone
@@ -208,13 +220,13 @@ class _Responder:
             raise
         if kind == "http.response.body" and not message.get("more_body", False):
             self.ex.finished_body = True
-            await self.cycle.release()
+            if self.cycle.holding:
+                await self.cycle.release()
 
     async def _start(self, message: Message) -> Message | None:
-        """The ``http.response.start`` to send, or ``None`` if a problem was sent instead."""
-        self.ex.status = message["status"]
-        if self.cycle.undecided:
-            await self.client.probe()  # a client already gone does not get a commit
+        """The ``http.response.start`` to send once the open transaction is decided, or
+        ``None`` if a problem was sent instead."""
+        await self.client.probe()  # a client already gone does not get a commit
         refusal = await self.cycle.decide()
         if refusal is not None:
             self.replaced = True
@@ -222,9 +234,14 @@ class _Responder:
             self.ex.finished_body = True
             await self.cycle.release()
             return None
+        return self._with_request_id(message)
+
+    def _with_request_id(self, message: Message) -> Message:
         headers = list(message.get("headers", ()))
-        if not any(name.lower() == _REQUEST_ID for name, _ in headers):
-            headers.append((_REQUEST_ID, self.request_id))
+        for name, _ in headers:
+            if name == _REQUEST_ID or name.lower() == _REQUEST_ID:
+                return {**message, "headers": headers}
+        headers.append((_REQUEST_ID, self.request_id))
         return {**message, "headers": headers}
 
     async def _send_problem(self, problem: Problem) -> None:

@@ -105,6 +105,16 @@ class AsyncRequestCycle:
             await self.release()
 
     @property
+    def holding(self) -> bool:
+        """The rule's lease is held (not released yet)."""
+        return self._held is not None
+
+    @property
+    def idle(self) -> bool:
+        """Nothing left for :meth:`end` to do: no lease held, no transaction undecided."""
+        return self._held is None and self._undecided() is None
+
+    @property
     def undecided(self) -> bool:
         """A request transaction is open and not decided yet."""
         return self._undecided() is not None
