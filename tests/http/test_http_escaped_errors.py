@@ -12,6 +12,7 @@ still answer 500, and a response that already started is not answered twice.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -104,6 +105,46 @@ def test_lock_timeout_is_the_lock_rules_problem() -> None:
     problem = escaped_problem(LockTimeout("audit", "k", 2.0, {}), "rid-1")
     assert problem is not None
     assert json.loads(problem.body)["lock"] == "audit"
+
+
+@pytest.mark.anyio
+async def test_a_handlers_lock_timeout_is_the_lock_rules_423(namespace: str,
+                                                             logs: LogCapture) -> None:  # fmt: skip
+    async def audit(request: Request) -> PlainTextResponse:
+        async with request.scope["interlock"].lock("audit", "k", timeout=0.05):
+            return PlainTextResponse("audited")
+
+    async with AsyncInterlock("mem://", namespace=namespace, recovery=False) as ail:
+        app = Starlette(routes=[Route("/audit", audit)])
+        app.add_middleware(InterlockMiddleware, interlock=ail)
+        async with ail.lock("audit", "k"):  # held by another task
+            response = await asyncio.create_task(asgi_request(app, "GET", "/audit"))
+    assert response.status == 423 and response.headers["retry-after"] == "1"
+    assert response.json()["type"] == PROBLEM + "lock-timeout"
+    assert response.json()["lock"] == "audit"
+    (line,) = logs.requests()
+    assert (line["http.response.status_code"], line["log.level"]) == (423, "warning")
+    assert line["error.type"] == "LockTimeout"
+
+
+@pytest.mark.anyio
+async def test_starlette_wrapped_by_hand_keeps_its_own_500(namespace: str,
+                                                           logs: LogCapture) -> None:  # fmt: skip
+    """The documented limit: outside ``ServerErrorMiddleware`` the 500 is sent before the
+    middleware sees the exception (docs/middleware.md: use ``app.add_middleware``)."""
+
+    async def audit(request: Request) -> PlainTextResponse:
+        raise BackendUnavailable("Redis unavailable during lock_acquire")
+
+    async with AsyncInterlock("mem://", namespace=namespace, recovery=False) as ail:
+        app = InterlockMiddleware(Starlette(routes=[Route("/audit", audit)]), interlock=ail)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/audit")
+    assert response.status_code == 500 and response.text == "Internal Server Error"
+    (line,) = logs.requests()
+    assert (line["http.response.status_code"], line["log.level"]) == (500, "error")
+    assert line["error.type"] == "BackendUnavailable"  # the cause is logged all the same
 
 
 # -- Redis down: BackendUnavailable from a handler's own lock ---------------------------------
