@@ -14,8 +14,9 @@ request transaction, the response cache and the participant endpoints are the sh
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Iterable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from interlock._async.client import AsyncInterlock
 from interlock._async.http.cycle import AsyncRequestCycle
@@ -90,6 +91,7 @@ class InterlockMiddleware:
         )
         self.routes = AsgiRoutes()
         self.django = is_django_app(app)
+        _watch_django()  # Django answers a view's exception itself: see _django_exception
         self.response_cache = (
             AsyncResponseCache(interlock, self.core) if self.core.cache_rules else None
         )
@@ -441,6 +443,26 @@ def _outer_error_page(scope: Scope) -> bool:
         return True
     handlers = getattr(app, "exception_handlers", None)
     return isinstance(handlers, dict) and (500 in handlers or Exception in handlers)
+
+
+def _django_exception(sender: Any, request: Any = None, **extra: Any) -> None:
+    """Django answers a view's exception with its own 500 before the middleware sees it;
+    its ``got_request_exception`` signal, sent from the ``except`` block that does so
+    (asgiref re-raises the exception in the thread that runs it), hands it over, so that
+    a branch's lock wait or one of interlock's own errors still gets its documented
+    problem (a 503 ``transaction-blocked``, ``backend-unavailable``, ...)."""
+    exception = sys.exc_info()[1]
+    scope = getattr(request, "scope", None)  # an ASGIRequest's
+    tools = scope.get("interlock") if isinstance(scope, dict) else None
+    if exception is not None and isinstance(tools, AsyncRequestTools):
+        tools.note_handler_error(exception)
+
+
+def _watch_django() -> None:
+    if "django" in sys.modules:
+        from django.core.signals import got_request_exception
+
+        got_request_exception.connect(_django_exception, dispatch_uid="interlock.asgi")
 
 
 async def _serve_metrics(

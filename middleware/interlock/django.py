@@ -208,7 +208,8 @@ class BlockingTransaction:
         txn = self._request_txn.transaction
         start = txn.next_branch()
         participant = PostgresParticipant(conn, resource, last_resource)
-        participant.begin(start.xid, start.decision_table if last_resource else None)
+        table = start.decision_table if last_resource else None
+        participant.begin(start.xid, table, start.lock_wait)  # row lock waits capped
         txn.add_branch(_Threaded(participant), resource, participant.kind, start.bqual)
         return conn
 
@@ -219,7 +220,7 @@ class BlockingTransaction:
         txn = self._request_txn.transaction
         start = txn.next_branch()
         participant = MySQLParticipant(conn, resource, start.xid)
-        participant.begin(start.durability)
+        participant.begin(start.durability, start.lock_wait)
         txn.add_branch(_Threaded(participant), resource, participant.kind, start.bqual)
         return conn
 

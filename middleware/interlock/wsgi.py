@@ -85,6 +85,7 @@ class InterlockWSGIMiddleware:
         )
         self.django = is_django_app(app)
         _watch_flask()  # Flask keeps a view's exception to itself: see _flask_exception
+        _watch_django()  # so does Django: see _django_exception
         self.environ_keys = [
             (name, "HTTP_" + name.upper().replace("-", "_")) for name in sorted(self.core.wanted)
         ]
@@ -434,7 +435,8 @@ def _client_gone(environ: WSGIEnviron) -> bool:
 def _flask_exception(sender: Any, exception: BaseException, **extra: Any) -> None:
     """Flask answers a view's exception with its own 500 before the middleware sees it;
     its ``got_request_exception`` signal hands the exception over, so that a branch's lock
-    wait still turns the 500 into a 503 ``transaction-blocked``."""
+    wait or one of interlock's own errors still turns the 500 into its documented problem
+    (a 503 ``transaction-blocked``, ``backend-unavailable``, ...)."""
     import flask
 
     tools = flask.request.environ.get("interlock")
@@ -446,6 +448,23 @@ def _watch_flask() -> None:
     flask = sys.modules.get("flask")
     if flask is not None:
         flask.got_request_exception.connect(_flask_exception)
+
+
+def _django_exception(sender: Any, request: Any = None, **extra: Any) -> None:
+    """Django's ``got_request_exception``: as :func:`_flask_exception`. Django sends it
+    from the ``except`` block that turns the view's exception into its 500, so the
+    exception is the one being handled."""
+    exception = sys.exc_info()[1]
+    tools = getattr(request, "META", {}).get("interlock")  # WSGIRequest.META is the environ
+    if exception is not None and isinstance(tools, RequestTools):
+        tools.note_handler_error(exception)
+
+
+def _watch_django() -> None:
+    if "django" in sys.modules:
+        from django.core.signals import got_request_exception
+
+        got_request_exception.connect(_django_exception, dispatch_uid="interlock.wsgi")
 
 
 def _serve_metrics(

@@ -10,7 +10,9 @@ from django.urls import include, path, re_path
 from interlock.django import tools
 
 # What the tool views use, set by tests/http/test_django_tools.py: "pg" (a blocking
-# psycopg connection), "apg" (an async one, for async views under ASGI), "table", "asgi".
+# psycopg connection), "apg" (an async one, for async views under ASGI), "table", "asgi";
+# by test_http_txn_blocked.py: "stock" (a _blocked.Stock), "conn" (its blocking connection),
+# "timeout" (the transaction's).
 STATE: dict[str, Any] = {}
 
 
@@ -61,6 +63,20 @@ async def async_order(request: HttpRequest, n: int) -> HttpResponse:
     return JsonResponse({"fence": fence, "value": value, "request_id": t.request_id})
 
 
+def audit(request: HttpRequest) -> HttpResponse:
+    """Takes a lock by hand: Redis down, ``BackendUnavailable`` leaves the view."""
+    with tools(request).lock("audit", "k"):
+        return HttpResponse("audited")
+
+
+def blocked_order(request: HttpRequest) -> HttpResponse:
+    """Updates the stock row inside the request's transaction (a sync view)."""
+    stock, conn = STATE["stock"], STATE["conn"]
+    tx = tools(request).transaction("order", timeout=STATE["timeout"])
+    stock.use(tx.postgres(conn) if stock.kind == "postgres" else tx.mysql(conn))
+    return JsonResponse({"ok": True})
+
+
 def product(request: HttpRequest, product_id: int) -> HttpResponse:
     return JsonResponse({"product": product_id})
 
@@ -73,4 +89,6 @@ urlpatterns = [
     path("products/<int:product_id>", product),
     path("orders/sync/<int:n>", sync_order),
     path("orders/async/<int:n>", async_order),
+    path("audit", audit),
+    path("order", blocked_order),
 ]

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from _blocked import SERVER_WAIT, Stock
 from interlock import AsyncInterlock, Interlock, InterlockMiddleware, InterlockWSGIMiddleware
-from interlock.testing import LogCapture, metric_value
+from interlock.testing import LogCapture, asgi_request, metric_value, wsgi_request
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mysql]
 TIMEOUT = 2.0
@@ -124,4 +124,69 @@ def test_wsgi_answers_503_transaction_blocked(
         aborts = metric_value(il, "interlock_txn_aborts_total", txn="order", reason="lock_timeout")
     conn.close()
     _check(response, response.get_json(), elapsed, logs, stock)
+    assert aborts == 1
+
+
+# -- Django: its own 500 for the view's exception became ours (issue 11 item 5 follow-up) -----
+
+
+@pytest.fixture
+def django_stock(stock: Stock) -> Iterator[Stock]:
+    """The stock and the app's blocking connection, as the Django views find them."""
+    from _http_django_setup import configure
+
+    configure()
+    import _http_django_urls
+
+    conn = stock.connect()
+    _http_django_urls.STATE.update(stock=stock, conn=conn, timeout=TIMEOUT)
+    try:
+        yield stock
+    finally:
+        _http_django_urls.STATE.clear()
+        conn.close()
+
+
+class _Raw:
+    """An ``interlock.testing`` response with the attributes ``_check`` reads."""
+
+    def __init__(self, response: Any) -> None:
+        self.status_code = response.status
+        self.headers = response.headers
+
+
+@pytest.mark.anyio
+async def test_django_asgi_answers_503_transaction_blocked(
+    django_stock: Stock, namespace: str, logs: LogCapture
+) -> None:
+    """A sync view under ASGI: Django answered its own 500 before the middleware saw the
+    exception; its ``got_request_exception`` signal hands it over."""
+    from django.core.asgi import get_asgi_application
+
+    async with AsyncInterlock("mem://", namespace=namespace, recovery=False) as ail:
+        app = InterlockMiddleware(get_asgi_application(), interlock=ail)
+        with django_stock.held():
+            started = time.monotonic()
+            response = await asgi_request(app, "POST", "/order")
+            elapsed = time.monotonic() - started
+        assert response.status == 503, response.body[:300]  # was Django's own 500 page
+        aborts = metric_value(ail, "interlock_txn_aborts_total", txn="order", reason="lock_timeout")
+    _check(_Raw(response), response.json(), elapsed, logs, django_stock)
+    assert aborts == 1
+
+
+def test_django_wsgi_answers_503_transaction_blocked(
+    django_stock: Stock, namespace: str, logs: LogCapture
+) -> None:
+    from django.core.wsgi import get_wsgi_application
+
+    with Interlock("mem://", namespace=namespace, recovery=False) as il:
+        app = InterlockWSGIMiddleware(get_wsgi_application(), interlock=il)
+        with django_stock.held():
+            started = time.monotonic()
+            response = wsgi_request(app, "POST", "/order")
+            elapsed = time.monotonic() - started
+        assert response.status == 503, response.body[:300]  # was Django's own 500 page
+        aborts = metric_value(il, "interlock_txn_aborts_total", txn="order", reason="lock_timeout")
+    _check(_Raw(response), response.json(), elapsed, logs, django_stock)
     assert aborts == 1

@@ -24,7 +24,8 @@ from interlock.http._cache import CachePlan, plan
 from interlock.http._exchange import Exchange as Exchange
 from interlock.http._log import write_line
 from interlock.http._metrics import HttpMetrics
-from interlock.http._responses import Problem, multiprocess_mode, problem
+from interlock.http._problems import backend_unavailable, lock_timeout
+from interlock.http._responses import Problem, multiprocess_mode
 from interlock.http._routes import UNMATCHED, RouteTemplate, route_path
 from interlock.http._rules import CacheRule, LockRule
 from interlock.http._wire import new_ids, normalise_method, parse_request_id, parse_traceparent
@@ -164,27 +165,13 @@ class HttpCore:
                 wait_ms=round(exc.timeout * 1000, 3),
                 holder={k: holder.get(k) for k in ("request_id", "trace_id", "host", "pid")},
             )
-            return problem(
-                rule.status,
-                "lock-timeout",
-                "Resource is locked",
-                f"another request holds the {rule.name!r} lock for this resource; retry later",
-                request_id=ex.request_id,
-                retry_after=rule.retry_after,
-                lock=rule.name,
+            return lock_timeout(
+                ex.request_id, rule.name, status=rule.status, retry_after=rule.retry_after
             )
         _context.record("lock", name=rule.name, result="unavailable", error=type(exc).__name__)
         if rule.fail_open and isinstance(exc, BackendUnavailable):
             return None
-        return problem(
-            503,
-            "backend-unavailable",
-            "Coordination backend unavailable",
-            "the lock service cannot be reached; retry later",
-            request_id=ex.request_id,
-            retry_after=rule.retry_after,
-            lock=rule.name,
-        )
+        return backend_unavailable(ex.request_id, retry_after=rule.retry_after, lock=rule.name)
 
     # -- request end ---------------------------------------------------------------------
 
@@ -217,7 +204,9 @@ class HttpCore:
         route = self.route_of(ex)
         status = 499 if ex.disconnected else ex.status or 500  # gone before the end: 499
         self._metrics.finished(ex.method_label, route, status, elapsed, now, ex.trace_id)
-        level = logging.ERROR if ex.error is not None else logging.INFO
+        level = logging.INFO
+        if ex.error is not None:  # a crash, or a failure answered as documented
+            level = logging.WARNING if ex.error_answered else logging.ERROR
         if self.logger.isEnabledFor(level):
             write_line(self.logger, ex, route, status, elapsed, level)
 

@@ -41,6 +41,7 @@ class Exchange:
     tags: list[str] = field(default_factory=list)
     finished: bool = False
     handler_error: BaseException | None = None  # what the framework answered with its 500
+    error_answered: bool = False  # ``error`` got its documented problem: logged at WARNING
 
 
 class ClientGone(Exception):

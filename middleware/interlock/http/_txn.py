@@ -11,29 +11,21 @@ Cache tag invalidations made through ``tools.cache(name).invalidate_tag(tag)`` w
 transaction is open are deferred with ``tx.on_commit`` and applied by the driver after the
 commit, before the response is sent; an abort drops them.
 
-This module holds the pure parts both drivers share: the commit rule, the log fields and the
-problem documents. The handler's view of the transaction and the steps that commit or abort
-it are in ``interlock._async.http`` (generated into ``interlock._sync.http``).
+This module holds the pure parts both drivers share: the commit rule and the log fields
+(the problem documents are ``interlock.http._problems``). The handler's view of the
+transaction and the steps that commit or abort it are in ``interlock._async.http``
+(generated into ``interlock._sync.http``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from interlock.errors import (
-    DurabilityError,
-    HeuristicOutcome,
-    TransactionAborted,
-    TransactionBlocked,
-    TransactionInDoubt,
-)
-from interlock.http._responses import Problem, problem
+from interlock.http._problems import transaction_failed
+from interlock.http._responses import Problem
 
 if TYPE_CHECKING:
     from interlock.http._exchange import Exchange
-
-RETRY_AFTER = 1.0  # seconds, on a 503 for a transaction that failed for a passing cause
-BLOCKED_RETRY_AFTER = 5.0  # seconds, on a 503 for a row held by another (prepared) branch
 
 
 def commits(status: int) -> bool:
@@ -90,72 +82,6 @@ def settled(ex: Exchange, txn: DecidedTransaction, cause: str, applied: int) -> 
 
 def failure_problem(ex: Exchange, txn: DecidedTransaction, exc: BaseException) -> Problem:
     """The response that replaces the handler's when the commit failed, or when the
-    handler's failure was a branch's lock wait (:class:`TransactionBlocked`)."""
-    extra: dict[str, Any] = {"txn": txn.name, "xid": txn.xid}
-    if isinstance(exc, TransactionInDoubt):
-        return problem(
-            503,
-            "transaction-in-doubt",
-            "Transaction outcome unknown",
-            "the transaction could not be confirmed; recovery will resolve it. Check the "
-            "outcome before retrying",
-            request_id=ex.request_id,
-            **extra,
-        )
-    if isinstance(exc, HeuristicOutcome):
-        return problem(
-            500,
-            "transaction-heuristic",
-            "Transaction partly undone",
-            "the transaction committed, but a participant was resolved against it by hand",
-            request_id=ex.request_id,
-            **extra,
-        )
-    if isinstance(exc, DurabilityError):
-        return problem(
-            503,
-            "transaction-aborted",
-            "Transaction aborted",
-            "the server's transaction decision log cannot promise durable commits (a "
-            "configuration error, logged at ERROR as txn-log-not-durable); nothing was changed",
-            request_id=ex.request_id,
-            reason="durability",
-            **extra,
-        )
-    if isinstance(exc, TransactionBlocked):
-        return problem(
-            503,
-            "transaction-blocked",
-            "Transaction blocked",
-            f"a row this request needs on {exc.resource} stayed locked by another transaction "
-            "(most likely a prepared branch awaiting recovery) until the transaction's "
-            "deadline; nothing was changed; retry later",
-            request_id=ex.request_id,
-            retry_after=BLOCKED_RETRY_AFTER,
-            reason=exc.reason,
-            resource=exc.resource,
-            **extra,
-        )
-    if isinstance(exc, TransactionAborted) and exc.reason == "vote_no":
-        return problem(
-            409,
-            "transaction-aborted",
-            "Transaction aborted",
-            "a participant refused to commit (a constraint, a bound or a conflicting "
-            "transaction); nothing was changed",
-            request_id=ex.request_id,
-            reason=exc.reason,
-            **extra,
-        )
-    reason = exc.reason if isinstance(exc, TransactionAborted) else "error"
-    return problem(
-        503,
-        "transaction-aborted",
-        "Transaction aborted",
-        "the transaction could not commit in time or a participant failed; nothing was "
-        "changed; retry later",
-        request_id=ex.request_id,
-        retry_after=RETRY_AFTER,
-        reason=reason,
-        **extra,
-    )
+    handler's failure was a branch's lock wait (``TransactionBlocked``); the mapping
+    is ``interlock.http._problems``."""
+    return transaction_failed(exc, ex.request_id, txn=txn.name, xid=txn.xid)

@@ -5,13 +5,16 @@
 ``RequestCycle`` by the WSGI one); the driver moves the bytes and calls these steps:
 :meth:`~RequestCycle.acquire` before the handler, :meth:`~RequestCycle.decide`
 when the response's status is known (before anything reaches the client),
-:meth:`~RequestCycle.failed` when the handler raised before it answered,
+:meth:`~RequestCycle.failed` when the handler raised,
 :meth:`~RequestCycle.release` once the body is complete, and
 :meth:`~RequestCycle.end` when the request is over, whatever happened.
 
 The request's transaction commits when its response starts with a 2xx/3xx status and
 the client is still there; it aborts on any other status, an exception, no response, or a
 client seen gone before the status (docs/middleware.md, *Request-scoped transactions*).
+One of interlock's own exceptions leaving the handler before the response started (or
+answered by its framework's 500) is answered with its documented problem
+(``interlock.http._problems``), the same under both drivers.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from interlock._concurrency import shielded
 from interlock.errors import BackendError, LockLost, LockTimeout
 from interlock.http._core import HttpCore
 from interlock.http._exchange import Exchange
+from interlock.http._problems import escaped_problem
 from interlock.http._responses import Problem
 from interlock.http._txn import abort_cause, commits, failure_problem, record, settled
 
@@ -75,25 +79,34 @@ class RequestCycle:
 
     def decide(self) -> Problem | None:
         """The status is known (``ex.status``): commit or abort the request's transaction
-        before anything reaches the client; the problem to send instead if it failed."""
+        before anything reaches the client; the problem to send instead if it failed, or
+        if the framework answered one of interlock's documented failures with its 500."""
+        ex = self.ex
         txn = self._undecided()
-        if txn is None:
-            return None
-        problem = self._settle(txn)
+        problem = self._settle(txn) if txn is not None else None
+        failure = ex.handler_error if (ex.status or 500) >= 500 else None
+        if failure is not None:  # nothing committed: a problem now answers the failure
+            problem = problem or self._escaped(failure)
+            if problem is not None:
+                ex.error, ex.error_answered = failure, True
         if problem is not None:
-            self.ex.status = problem.status
+            ex.status = problem.status
         return problem
 
     def failed(self, exc: BaseException) -> Problem | None:
         """The handler raised ``exc``: abort the transaction if nothing was answered yet;
-        the 503 to answer if ``exc`` was a branch's lock wait."""
-        self.ex.error = exc
-        txn = self._undecided()
-        if txn is None or self.ex.status is not None or not isinstance(exc, Exception):
+        the problem to answer if ``exc`` is one of interlock's documented failures
+        (``interlock.http._problems``) or a branch's lock wait. ``None`` once the response
+        started (the stream is cut; the log line says why) and for any other error."""
+        ex = self.ex
+        ex.error = exc
+        if ex.status is not None or not isinstance(exc, Exception):
             return None
-        problem = self._settle(txn, abort_cause(self.ex), exc)
-        if problem is not None:  # a branch's lock wait: a 503, not a crash
-            self.ex.status, self.ex.error = problem.status, None
+        txn = self._undecided()
+        problem = self._settle(txn, abort_cause(ex), exc) if txn is not None else None
+        problem = problem or self._escaped(exc)
+        if problem is not None:  # documented: a problem, not a crash
+            ex.status, ex.error_answered = problem.status, True
         return problem
 
     def end(self) -> None:
@@ -126,6 +139,12 @@ class RequestCycle:
             self.core.finish(self.ex)
         finally:
             _context.leave(self._token)
+
+    def _escaped(self, exc: BaseException) -> Problem | None:
+        txn = self.tools.txn
+        if txn is None:
+            return escaped_problem(exc, self.ex.request_id)
+        return escaped_problem(exc, self.ex.request_id, txn=txn.name, xid=txn.xid)
 
     def _undecided(self) -> RequestTransaction | None:
         txn = self.tools.txn
