@@ -208,7 +208,7 @@ class _Responder:
         kind = message["type"]
         if kind == "http.response.start":
             self.ex.status = message["status"]
-            if self.cycle.undecided:
+            if self.cycle.deciding:
                 started = await self._start(message)
                 if started is None:
                     return
@@ -228,7 +228,8 @@ class _Responder:
     async def _start(self, message: Message) -> Message | None:
         """The ``http.response.start`` to send once the open transaction is decided, or
         ``None`` if a problem was sent instead."""
-        await self.client.probe()  # a client already gone does not get a commit
+        if self.cycle.undecided:
+            await self.client.probe()  # a client already gone does not get a commit
         refusal = await self.cycle.decide()
         if refusal is not None:
             self.replaced = True

@@ -129,6 +129,12 @@ class RequestCycle:
         return self._held is None and self._undecided() is None
 
     @property
+    def deciding(self) -> bool:
+        """:meth:`decide` has work: an undecided transaction, or a handler failure that
+        the framework answered with its own 500."""
+        return self.ex.handler_error is not None or self._undecided() is not None
+
+    @property
     def undecided(self) -> bool:
         """A request transaction is open and not decided yet."""
         return self._undecided() is not None
