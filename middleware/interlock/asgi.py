@@ -125,6 +125,18 @@ class _Responder:
     ``http.response.start`` until the request transaction is decided.
     """
 
+    __slots__ = (
+        "client",
+        "cycle",
+        "ex",
+        "middleware",
+        "replaced",
+        "request_id",
+        "root_path",
+        "scope",
+        "send",
+    )
+
     def __init__(self, middleware: InterlockMiddleware, scope: Scope) -> None:
         self.middleware = middleware
         self.scope = scope

@@ -125,13 +125,15 @@ class AsyncRequestCycle:
     @property
     def idle(self) -> bool:
         """Nothing left for :meth:`end` to do: no lease held, no transaction undecided."""
-        return self._held is None and self._undecided() is None
+        txn = self.tools.txn
+        return self._held is None and (txn is None or txn.settled)
 
     @property
     def deciding(self) -> bool:
         """:meth:`decide` has work: an undecided transaction, or a handler failure that
         the framework answered with its own 500."""
-        return self.ex.handler_error is not None or self._undecided() is not None
+        txn = self.tools.txn
+        return self.ex.handler_error is not None or (txn is not None and not txn.settled)
 
     @property
     def undecided(self) -> bool:
