@@ -41,6 +41,7 @@ class Exchange:
     tags: list[str] = field(default_factory=list)
     finished: bool = False
     handler_error: BaseException | None = None  # what the framework answered with its 500
+    traceparent: str | None = None  # passed on to the application (docs/tracing.md)
 
 
 class ClientGone(Exception):
