@@ -36,9 +36,9 @@ class LockInfo:
         acquired_at: Unix time (seconds) when the holder got the lease.
         ttl_remaining: seconds until the lease expires unless renewed.
         request_id: the holder's request id, when it held the lock for a request.
-        trace_id: the holder's trace id, likewise (or of its active OpenTelemetry span).
-        span_id: the holder's span id (the request's, or the active span's), with
-            OpenTelemetry installed: a waiter's span links to it (docs/tracing.md).
+        trace_id: the holder's trace id, likewise (or its OpenTelemetry span's).
+        span_id: the holder's ``interlock.lock.acquire`` span (or the span active when it
+            acquired), when it traced: a waiter's span links to it (docs/tracing.md).
     """
 
     name: str
@@ -83,19 +83,18 @@ def new_token() -> str:
 def holder_arg() -> str:
     """ARGV describing this holder: ``host|pid|request id|trace id``.
 
-    With OpenTelemetry installed the trace field is ``trace id:span id`` (the request's,
-    else the active span's), so a waiter can link to the holder's span.
+    Inside a recording OpenTelemetry span (the acquire's own, when tracing is on) the trace
+    field is that span's ``trace id:span id``, so a waiter's span can link to it.
     """
+    ids = _tracing.active_ids() if _tracing.AVAILABLE else None
     ctx = _context.current()
+    if ids is not None:
+        rid = "" if ctx is None else (ctx.request_id or "").replace("|", "_")
+        return f"{_HOST}|{os.getpid()}|{rid}|{ids[0]}:{ids[1]}"
     if ctx is None or not (ctx.request_id or ctx.trace_id):
-        ids = _tracing.active_ids() if _tracing.AVAILABLE else None
-        if ids is None:
-            return f"{_HOST}|{os.getpid()}||"
-        return f"{_HOST}|{os.getpid()}||{ids[0]}:{ids[1]}"
+        return f"{_HOST}|{os.getpid()}||"
     rid = (ctx.request_id or "").replace("|", "_")
     tid = (ctx.trace_id or "").replace("|", "_")
-    if ctx.span_id and _tracing.AVAILABLE:
-        tid = f"{tid}:{ctx.span_id}"
     return f"{_HOST}|{os.getpid()}|{rid}|{tid}"
 
 
