@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - exercised by installs without the extr
     otel_trace = None  # type: ignore[assignment]
 
 AVAILABLE = otel_trace is not None  # opentelemetry-api is installed
+_GLOBAL_SLOT = AVAILABLE and hasattr(otel_trace, "_TRACER_PROVIDER")
 Attributes = Mapping[str, Any]
 _VERSION = "0"
 _HEX = frozenset("0123456789abcdef")
@@ -163,6 +164,10 @@ class Tracer:
             return None
         provider = self._provider
         if provider is None:
+            # get_tracer_provider() reads os.environ on each call while none is set: the
+            # API's own slot says so for less (it is set once, never unset)
+            if _GLOBAL_SLOT and otel_trace._TRACER_PROVIDER is None:
+                return None
             provider = otel_trace.get_tracer_provider()
         cached = self._cached
         if cached is not None and cached[0] is provider:
