@@ -40,6 +40,9 @@ VARIANTS = [
     "interlock (metrics)",
     LOGGED,
     "interlock (metrics + log line, synchronous writes)",
+    "interlock (metrics + lock)",
+    "interlock (metrics, OTel SDK)",
+    "interlock (metrics + lock, OTel SDK)",
 ]
 
 
@@ -69,13 +72,33 @@ def build(variant: str) -> Any:
 
         Instrumentator(registry=CollectorRegistry()).instrument(app)
     elif variant.startswith("interlock"):
-        from interlock import AsyncInterlock, InterlockMiddleware
+        from interlock import AsyncInterlock, InterlockMiddleware, LockRule
 
         logger = "bench.silent"
         if "log line" in variant:
             logger = "bench.sync" if "synchronous" in variant else "bench.queued"
-        app.add_middleware(InterlockMiddleware, interlock=AsyncInterlock("mem://"), logger=logger)
+        traced = {"tracer_provider": otel_provider()} if "OTel SDK" in variant else {}
+        interlock = AsyncInterlock("mem://", **traced)
+        locks = [LockRule("/items/{item_id}", name="items", key="{item_id}")]
+        locks = locks if "+ lock" in variant else []
+        app.add_middleware(InterlockMiddleware, interlock=interlock, logger=logger, locks=locks)
     return app
+
+
+def otel_provider() -> Any:
+    """An OpenTelemetry SDK provider whose spans are exported, synchronously, to nowhere:
+    the cost of making and ending them (``"interlock (..., OTel SDK)"`` variants; the other
+    interlock variants run with opentelemetry-api installed and no SDK configured)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+    class Discard(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(Discard()))
+    return provider
 
 
 def configure_log_sinks() -> list[Any]:

@@ -23,12 +23,15 @@ class RequestContext:
         trace_id: W3C trace id (32 hex digits).
         span_id: W3C span id (16 hex digits).
         events: what interlock did during the request (lock, cache, txn), for the log line.
+        otel_parent: the OpenTelemetry context interlock's spans start under when no span
+            is active (interlock's middleware outside the OpenTelemetry one; docs/tracing.md).
     """
 
     request_id: str | None = None
     trace_id: str | None = None
     span_id: str | None = None
     events: dict[str, Any] = field(default_factory=dict)
+    otel_parent: Any = None
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("interlock.request", default=None)

@@ -152,6 +152,8 @@ class _Responder:
         )
         self.cycle = AsyncRequestCycle(middleware.interlock, middleware.core, self.ex)
         scope["interlock"] = self.cycle.tools
+        if self.ex.traceparent is not None:  # the trace interlock started (docs/tracing.md)
+            scope["headers"] = [*scope["headers"], (b"traceparent", self.ex.traceparent.encode())]
         self.request_id = self.ex.request_id.encode()
         self.replaced = False  # a failed commit answered instead of the handler
 

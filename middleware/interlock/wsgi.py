@@ -125,6 +125,8 @@ class _Responder:
         self.ex = middleware.core.begin(method, path, root_path, query, headers, client)
         self.cycle = RequestCycle(middleware.interlock, middleware.core, self.ex)
         environ["interlock"] = self.cycle.tools
+        if self.ex.traceparent is not None:  # the trace interlock started (docs/tracing.md)
+            environ["HTTP_TRACEPARENT"] = self.ex.traceparent
         self.body: Iterable[bytes] = ()
         self.replacement: list[bytes] | None = None  # a failed commit's problem
         self.length: int | None = None  # the Content-Length the response declared

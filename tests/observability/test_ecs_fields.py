@@ -79,7 +79,11 @@ def written_fields() -> dict[str, set[str]]:
         if "_sync" in path.parts:  # generated from _async
             continue
         where = str(path.relative_to(PACKAGE))
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        spans = _span_attribute_nodes(tree)
+        for node in ast.walk(tree):
+            if id(node) in spans:
+                continue
             if isinstance(node, ast.Call):
                 func = node.func
                 name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
@@ -105,6 +109,26 @@ def written_fields() -> dict[str, set[str]]:
                 if isinstance(text, str) and _DOTTED.match(text):
                     add(text, where)
     return found
+
+
+def _span_attribute_nodes(tree: ast.AST) -> set[int]:
+    """The dict literals that are span attributes (docs/tracing.md), not log fields: in
+    functions named ``*_attributes`` / ``*_span``, and arguments of ``tracer.span(...)``,
+    ``tracer.start(...)`` and ``span.update/event/link(...)``."""
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.endswith(
+            ("_attributes", "_span")
+        ):
+            skipped.update(id(n) for n in ast.walk(node))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            method, receiver = node.func.attr, ast.unparse(node.func.value)
+            if (method in ("span", "start") and receiver.endswith("tracer")) or (
+                method in ("update", "event", "link") and receiver.endswith("span")
+            ):
+                for arg in node.args:
+                    skipped.update(id(n) for n in ast.walk(arg))
+    return skipped
 
 
 def documented_types() -> dict[str, str]:

@@ -15,6 +15,7 @@ from interlock._async.txn.manager import AsyncTransactionManager
 from interlock._async.txn.transaction import AsyncTransaction
 from interlock._config import Settings, load_settings
 from interlock._keys import base_key
+from interlock._tracing import Tracer
 from interlock.backends._redis_url import redact_url
 from interlock.cache._core import CacheKwargs, cache_options
 from interlock.chaos._plan import ChaosPlan, parse_chaos
@@ -50,6 +51,9 @@ class AsyncInterlock:
             middleware's lifespan start-up); ``False`` leaves recovery to explicit
             ``transactions.start_recovery()`` / ``recover()`` calls. See
             docs/transactions.md, *Recovery*.
+        tracer_provider: the OpenTelemetry ``TracerProvider`` of interlock's spans; by
+            default the global one the app configured (docs/tracing.md). Without
+            ``opentelemetry-api`` (``pip install 'interlock[otel]'``) no spans are made.
         **options: ``socket_timeout``, ``connect_timeout``, ``lock_ttl``,
             ``lock_timeout``, ``label_cap``, ``chaos`` (see ``interlock._config.Settings``
             and ``interlock.chaos``).
@@ -68,6 +72,7 @@ class AsyncInterlock:
         decision_log: object = None,
         durability: str = "strict",
         recovery: bool = True,
+        tracer_provider: object | None = None,
         **options: Any,
     ) -> None:
         self.settings: Settings = load_settings(url, namespace=namespace, **options)
@@ -75,11 +80,12 @@ class AsyncInterlock:
             registry = CollectorRegistry()
         self.registry: CollectorRegistry | None = registry
         self.metrics = Metrics(registry, self.settings.label_cap)
+        self.tracer = Tracer(tracer_provider)
         self.backend: AsyncBackend = backend or create_backend(self.settings)
         if self.settings.chaos:
             plan = ChaosPlan(parse_chaos(self.settings.chaos))
             self.backend = AsyncChaosBackend(self.backend, plan, self.metrics)
-        self.locks = AsyncLockService(self.backend, self.settings, self.metrics)
+        self.locks = AsyncLockService(self.backend, self.settings, self.metrics, self.tracer)
         self.transactions = AsyncTransactionManager(
             self.backend,
             self.namespace,
@@ -88,6 +94,7 @@ class AsyncInterlock:
             decision_log=decision_log,
             durability=durability,
             recovery=recovery,
+            tracer=self.tracer,
         )
         self._caches: dict[str, tuple[AsyncCache, dict[str, Any]]] = {}
 
@@ -204,8 +211,9 @@ class AsyncInterlock:
         known = self._caches.get(name)
         if known is None:
             created = AsyncCache(
-                self.backend, self.settings, self.metrics, name, cache_options(**options)
-            )
+                self.backend, self.settings, self.metrics, name, cache_options(**options),
+                self.tracer,
+            )  # fmt: skip
             known = self._caches.setdefault(name, (created, dict(options)))
         cache, first = known
         if options and options != first:

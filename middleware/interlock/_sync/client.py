@@ -16,6 +16,7 @@ from interlock._sync.txn.manager import TransactionManager
 from interlock._sync.txn.transaction import Transaction
 from interlock._config import Settings, load_settings
 from interlock._keys import base_key
+from interlock._tracing import Tracer
 from interlock.backends._redis_url import redact_url
 from interlock.cache._core import CacheKwargs, cache_options
 from interlock.chaos._plan import ChaosPlan, parse_chaos
@@ -51,6 +52,9 @@ class Interlock:
             middleware's lifespan start-up); ``False`` leaves recovery to explicit
             ``transactions.start_recovery()`` / ``recover()`` calls. See
             docs/transactions.md, *Recovery*.
+        tracer_provider: the OpenTelemetry ``TracerProvider`` of interlock's spans; by
+            default the global one the app configured (docs/tracing.md). Without
+            ``opentelemetry-api`` (``pip install 'interlock[otel]'``) no spans are made.
         **options: ``socket_timeout``, ``connect_timeout``, ``lock_ttl``,
             ``lock_timeout``, ``label_cap``, ``chaos`` (see ``interlock._config.Settings``
             and ``interlock.chaos``).
@@ -69,6 +73,7 @@ class Interlock:
         decision_log: object = None,
         durability: str = "strict",
         recovery: bool = True,
+        tracer_provider: object | None = None,
         **options: Any,
     ) -> None:
         self.settings: Settings = load_settings(url, namespace=namespace, **options)
@@ -76,11 +81,12 @@ class Interlock:
             registry = CollectorRegistry()
         self.registry: CollectorRegistry | None = registry
         self.metrics = Metrics(registry, self.settings.label_cap)
+        self.tracer = Tracer(tracer_provider)
         self.backend: Backend = backend or create_backend(self.settings)
         if self.settings.chaos:
             plan = ChaosPlan(parse_chaos(self.settings.chaos))
             self.backend = ChaosBackend(self.backend, plan, self.metrics)
-        self.locks = LockService(self.backend, self.settings, self.metrics)
+        self.locks = LockService(self.backend, self.settings, self.metrics, self.tracer)
         self.transactions = TransactionManager(
             self.backend,
             self.namespace,
@@ -89,6 +95,7 @@ class Interlock:
             decision_log=decision_log,
             durability=durability,
             recovery=recovery,
+            tracer=self.tracer,
         )
         self._caches: dict[str, tuple[Cache, dict[str, Any]]] = {}
 
@@ -205,8 +212,9 @@ class Interlock:
         known = self._caches.get(name)
         if known is None:
             created = Cache(
-                self.backend, self.settings, self.metrics, name, cache_options(**options)
-            )
+                self.backend, self.settings, self.metrics, name, cache_options(**options),
+                self.tracer,
+            )  # fmt: skip
             known = self._caches.setdefault(name, (created, dict(options)))
         cache, first = known
         if options and options != first:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from interlock import _context
+from interlock import _context, _tracing
 from interlock.errors import BackendUnavailable, LockTimeout
 from interlock.http._cache import CachePlan, plan
 from interlock.http._exchange import Exchange as Exchange
@@ -38,6 +38,7 @@ class Instrumented(Protocol):
     """An ``Interlock`` or ``AsyncInterlock``: what the core uses of it."""
 
     metrics: Metrics
+    tracer: _tracing.Tracer
 
 
 _BASE_HEADERS = ("x-request-id", "traceparent", "user-agent")
@@ -75,6 +76,7 @@ class HttpCore:
                 f"interlock={interlock!r} must be an Interlock or AsyncInterlock instance"
             )
         self.metrics = metrics
+        self.tracer: _tracing.Tracer = interlock.tracer
         self.lock_rules: tuple[LockRule, ...] = _typed(locks, LockRule, "locks")
         self.cache_rules: tuple[CacheRule, ...] = _typed(cache, CacheRule, "cache")
         self.label_routes = tuple(RouteTemplate.compile(r) for r in routes)
@@ -126,6 +128,8 @@ class HttpCore:
             started, method, method_label, path, route_path(path, root_path), query,
             headers, client_ip, request_id, trace_id, span_id, parent_id, context,
         )  # fmt: skip
+        if self.tracer.enabled:
+            join_trace(ex, incoming)
         for rule in self.lock_rules:
             if rule.applies(method):
                 params = rule.route.match(ex.rpath)
@@ -209,6 +213,25 @@ class HttpCore:
             level = logging.WARNING if ex.error_answered else logging.ERROR
         if self.logger.isEnabledFor(level):
             write_line(self.logger, ex, route, status, elapsed, level)
+
+
+def join_trace(ex: Exchange, incoming: tuple[str, str, bool] | None) -> None:
+    """One trace with OpenTelemetry (docs/tracing.md, *One trace*): inside an active span
+    (an OpenTelemetry middleware outside ours, a span the app opened) the request's ids
+    are that span's; otherwise interlock's spans start under the caller's span
+    (``traceparent``), or under the request's own ids, which it then passes on to the
+    application as its ``traceparent`` (an OpenTelemetry middleware inside joins them)."""
+    active = _tracing.active_ids()
+    if active is not None:
+        ex.trace_id, ex.span_id = active
+        ex.parent_id = None
+        ex.context.trace_id, ex.context.span_id = active
+        return
+    if incoming is not None and ex.parent_id is not None:
+        ex.context.otel_parent = _tracing.remote_parent(ex.trace_id, ex.parent_id, incoming[2])
+        return
+    ex.context.otel_parent = _tracing.remote_parent(ex.trace_id, ex.span_id, True)
+    ex.traceparent = f"00-{ex.trace_id}-{ex.span_id}-01"
 
 
 def _typed(items: Sequence[Any], kind: type, option: str) -> tuple[Any, ...]:

@@ -42,6 +42,7 @@ class Exchange:
     finished: bool = False
     handler_error: BaseException | None = None  # what the framework answered with its 500
     error_answered: bool = False  # ``error`` got its documented problem: logged at WARNING
+    traceparent: str | None = None  # passed on to the application (docs/tracing.md)
 
 
 class ClientGone(Exception):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from interlock import _context
+from interlock import _context, _tracing
 from interlock._keys import tagged
 
 FENCE_IDLE_MS = 60_000  # fence counters of idle locks expire; server time keeps fences rising
@@ -31,7 +31,9 @@ class LockInfo:
         acquired_at: Unix time (seconds) when the holder got the lease.
         ttl_remaining: seconds until the lease expires unless renewed.
         request_id: the holder's request id, when it held the lock for a request.
-        trace_id: the holder's trace id, likewise.
+        trace_id: the holder's trace id, likewise (or its OpenTelemetry span's).
+        span_id: the holder's ``interlock.lock.acquire`` span (or the span active when it
+            acquired), when it traced: a waiter's span links to it (docs/tracing.md).
     """
 
     name: str
@@ -43,6 +45,7 @@ class LockInfo:
     ttl_remaining: float
     request_id: str | None
     trace_id: str | None
+    span_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +55,7 @@ class LockInfo:
             "acquired_at": self.acquired_at,
             "request_id": self.request_id,
             "trace_id": self.trace_id,
+            "span_id": self.span_id,
         }
 
 
@@ -72,8 +76,16 @@ def new_token() -> str:
 
 
 def holder_arg() -> str:
-    """ARGV describing this holder: ``host|pid|request id|trace id``."""
+    """ARGV describing this holder: ``host|pid|request id|trace id``.
+
+    Inside a recording OpenTelemetry span (the acquire's own, when tracing is on) the trace
+    field is that span's ``trace id:span id``, so a waiter's span can link to it.
+    """
+    ids = _tracing.active_ids() if _tracing.AVAILABLE else None
     ctx = _context.current()
+    if ids is not None:
+        rid = "" if ctx is None else (ctx.request_id or "").replace("|", "_")
+        return f"{_HOST}|{os.getpid()}|{rid}|{ids[0]}:{ids[1]}"
     if ctx is None or not (ctx.request_id or ctx.trace_id):
         return f"{_HOST}|{os.getpid()}||"
     rid = (ctx.request_id or "").replace("|", "_")
@@ -87,6 +99,7 @@ def parse_lock(value: bytes | None) -> dict[str, Any]:
         return {}
     parts = value.decode(errors="replace").split("|")
     parts += [""] * (8 - len(parts))
+    trace_id, _, span_id = parts[7].partition(":")
     return {
         "fence": int(parts[1] or 0),
         "acquired_at": int(parts[2] or 0) / 1000,
@@ -94,7 +107,8 @@ def parse_lock(value: bytes | None) -> dict[str, Any]:
         "host": parts[4],
         "pid": int(parts[5] or 0),
         "request_id": parts[6] or None,
-        "trace_id": parts[7] or None,
+        "trace_id": trace_id or None,
+        "span_id": span_id or None,
     }
 
 
@@ -113,6 +127,7 @@ def info_from_reply(name: str, key: str, reply: Sequence[Any]) -> LockInfo | Non
         ttl_remaining=max(0, int(reply[0])) / 1000,
         request_id=fields["request_id"],
         trace_id=fields["trace_id"],
+        span_id=fields["span_id"],
     )
 
 

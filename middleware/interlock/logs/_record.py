@@ -14,7 +14,7 @@ from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 
-from interlock import _context
+from interlock import _context, _tracing
 from interlock.logs._values import add_field
 
 # A record attribute holding fields that are already flat, valid and JSON-ready (set by
@@ -27,7 +27,8 @@ STANDARD = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 
 
 def add_context(data: dict[str, Any]) -> None:
-    """Add the ``http.request.id``, ``trace.id`` and ``span.id`` of the current request."""
+    """Add the ``http.request.id``, ``trace.id`` and ``span.id`` of the current request;
+    with OpenTelemetry, the ids of the active span instead, when one is (docs/tracing.md)."""
     ctx = _context.current()
     if ctx is not None:
         if ctx.request_id:
@@ -36,6 +37,10 @@ def add_context(data: dict[str, Any]) -> None:
             data["trace.id"] = ctx.trace_id
         if ctx.span_id:
             data["span.id"] = ctx.span_id
+    if _tracing.AVAILABLE:
+        active = _tracing.active_ids()
+        if active is not None:
+            data["trace.id"], data["span.id"] = active
 
 
 def add_extras(data: dict[str, Any], fields: dict[str, Any]) -> None:

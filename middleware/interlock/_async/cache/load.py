@@ -17,6 +17,7 @@ from typing import Any
 
 from interlock._async.cache.store import ACQUIRED, FOUND, AsyncCacheStore, Tags
 from interlock._concurrency import AsyncEvent, AsyncFlight, async_call, async_shielded
+from interlock._tracing import Tracer
 from interlock.cache._core import FILL_WINDOW_S, CacheOptions, EntryKeys, Job
 from interlock.cache._entry import FRESH, STALE, Envelope, build_entry
 from interlock.cache._local import Health, NearCache
@@ -25,6 +26,7 @@ from interlock.lock._core import new_token
 
 LoadFunction = Callable[[], Any]
 Outcome = tuple[Any, str]  # (value, result for interlock_cache_requests_total)
+LOAD_SPAN = "interlock.cache.load"  # docs/tracing.md
 
 
 class Load:
@@ -61,6 +63,7 @@ class AsyncLoader:
         near: NearCache | None,
         health: Health,
         observe_load: Callable[[float], None],
+        tracer: Tracer | None = None,
     ) -> None:
         self.options = options
         self.store = store
@@ -69,6 +72,7 @@ class AsyncLoader:
         self.flights: dict[str, Load] = {}
         self.lease_ms = int(max(options.lock_wait, 1.0) * 1000)
         self._observe_load = observe_load
+        self.tracer = tracer or Tracer()
 
     # -- sharing flights -----------------------------------------------------------------
 
@@ -120,7 +124,8 @@ class AsyncLoader:
     async def _load_only(self, load: Load, loader: LoadFunction, key: str) -> Outcome:
         try:
             started = time.monotonic()
-            value = await async_call(loader)
+            with self.tracer.span(LOAD_SPAN, self._attributes(True)):
+                value = await async_call(loader)
             self._observe_load(time.monotonic() - started)
             return value, "bypass"
         finally:
@@ -209,7 +214,8 @@ class AsyncLoader:
         """
         started = time.monotonic()
         try:
-            value = await async_call(job.loader)
+            with self.tracer.span(LOAD_SPAN, self._attributes(token is None)):
+                value = await async_call(job.loader)
         except BaseException:
             if token and not keep_lease_on_error:
                 await async_shielded(self._release(job.keys, token))
@@ -244,6 +250,9 @@ class AsyncLoader:
         if written and self.near is not None:
             self.near.remember(job.keys.encoded, value, Envelope(data), epoch)
         return value
+
+    def _attributes(self, degraded: bool) -> dict[str, Any]:
+        return {"interlock.cache.name": self.store.name, "interlock.cache.degraded": degraded}
 
     async def _release(self, keys: EntryKeys, token: str) -> bool:
         try:

@@ -31,6 +31,7 @@ from interlock.metrics import Metrics
 
 T = TypeVar("T")
 Entry = dict[str, Any]  # the stored response (interlock.http._cache.entry_or_pass)
+HTTP_CACHE_SPAN = "interlock.http.cache"  # docs/tracing.md
 
 
 class Captured:
@@ -83,6 +84,14 @@ class AsyncResponseCache:
             await target.pass_through(None)
             return
         ex.cache = decision
+        with self.interlock.tracer.span(HTTP_CACHE_SPAN) as span:
+            try:
+                await self._handle(ex, decision, target)
+            finally:
+                if span.recording:
+                    span.update(_span_attributes(ex, decision))
+
+    async def _handle(self, ex: Exchange, decision: CachePlan, target: AsyncCacheTarget) -> None:
         rule = decision.rule
         if decision.bypass is not None:
             count(self.interlock.metrics, rule, "bypass", decision.bypass)
@@ -199,6 +208,21 @@ def served_result(recorded: str, ran_here: bool) -> str:
     if ran_here and recorded not in ("bypass", "error"):
         return "miss"
     return recorded
+
+
+def _span_attributes(ex: Exchange, decision: CachePlan) -> dict[str, Any]:
+    """The ``interlock.http.cache`` span's attributes, once the request was answered."""
+    section = ex.context.events.get("cache") or {}
+    result = section.get("result")
+    if decision.bypass is None and result not in ("bypass", "error"):
+        result = decision.result  # what the response's X-Cache says
+    return {
+        "http.request.method": ex.method,
+        "http.route": decision.rule.route.template,
+        "interlock.cache.name": decision.rule.name,
+        "interlock.http.cache.result": result,
+        "interlock.http.cache.reason": section.get("reason"),
+    }
 
 
 def _cache_result(ex: Exchange) -> str:

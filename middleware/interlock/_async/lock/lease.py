@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from interlock._concurrency import async_shielded
+from interlock._tracing import NO_SPAN, Span
 from interlock.backends._script import Arg
 from interlock.errors import LockLost
 from interlock.lock._core import FENCE_IDLE_MS
@@ -34,6 +35,7 @@ class AsyncLease:
         token: random owner token stored in the lock.
         ttl: lease time-to-live in seconds (renewed automatically when ``auto_renew``).
         wait: seconds spent waiting for the lock.
+        span: the ``interlock.lock.hold`` span, ended at release (docs/tracing.md).
     """
 
     __slots__ = (
@@ -50,6 +52,7 @@ class AsyncLease:
         "keys",
         "lost_reason",
         "name",
+        "span",
         "token",
         "ttl",
         "wait",
@@ -80,6 +83,7 @@ class AsyncLease:
         self.depth = 1
         self.done = False
         self.lost_reason: str | None = None
+        self.span: Span = NO_SPAN
 
     @property
     def ttl_ms(self) -> int:
@@ -97,6 +101,8 @@ class AsyncLease:
             return
         self.lost_reason = reason
         self._service.metrics.for_lock(self.name).lost(reason)
+        self.span.event("interlock.lock.lost", {"interlock.lock.reason": reason})
+        self.span.error("LockLost", f"lease lost: {reason}")
         logger.warning(
             "lock lost",
             extra={
@@ -159,6 +165,7 @@ class AsyncLease:
         try:  # the next waiter is handed the lock in this call: bookkeeping comes after
             released = await service.backend.run(RELEASE, self.keys, args)
         except BaseException as exc:
+            self.span.end(exc)
             if not isinstance(exc, Exception):  # cancelled mid-release: finish it anyway
                 await async_shielded(service.backend.run(RELEASE, self.keys, args))
             raise
@@ -168,6 +175,7 @@ class AsyncLease:
             metrics.hold.observe(held_for)
         if released != 1:
             self.mark_lost("expired" if self.lost_reason is None else self.lost_reason)
+        self.span.end()
         if self.lost_reason is not None:
             self.check()
 

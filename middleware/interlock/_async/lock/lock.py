@@ -22,6 +22,7 @@ from interlock._concurrency import (
     async_shielded,
 )
 from interlock._keys import encode_key, validate_name
+from interlock._tracing import Span
 from interlock.backends._script import Arg
 from interlock.errors import (
     BackendUnavailable,
@@ -46,6 +47,7 @@ from interlock.lock._core import (
 from interlock.lock._scripts import ACQUIRE, CANCEL, AcquireReply
 
 logger = logging.getLogger("interlock.lock")
+ACQUIRE_SPAN, HOLD_SPAN = "interlock.lock.acquire", "interlock.lock.hold"  # docs/tracing.md
 _UNSET: Any = object()
 __all__ = ["AsyncLease", "AsyncLock", "OnLost"]
 
@@ -134,16 +136,20 @@ class AsyncLock:
         metrics = self.service.metrics.for_lock(self.name)
         started = time.monotonic()
         outcome = metrics.error
-        try:
-            lease = await self._acquire(new_token(), blocking, wait, started, held_key)
-            outcome = metrics.acquired if lease is not None else metrics.timeout
-        except LockTimeout:
-            outcome = metrics.timeout
-            raise
-        finally:
-            outcome.observe(time.monotonic() - started)
+        with self.service.tracer.span(ACQUIRE_SPAN, self._attributes(blocking, wait)) as span:
+            try:
+                lease = await self._acquire(new_token(), blocking, wait, started, held_key)
+                outcome = metrics.acquired if lease is not None else metrics.timeout
+            except LockTimeout as exc:
+                outcome = metrics.timeout
+                _timed_out_span(span, exc)
+                raise
+            finally:
+                outcome.observe(time.monotonic() - started)
+            _acquired_span(span, lease, time.monotonic() - started)
         if lease is None:
             return None
+        lease.span = self.service.tracer.start(HOLD_SPAN, _held_attributes(lease))
         self.service.held[held_key] = lease
         self.service.track(lease)
         metrics.held.inc()
@@ -192,6 +198,7 @@ class AsyncLock:
                     contended = True
                     metrics.contended.inc()
                     metrics.waiting.inc()
+                    _contended_span(service.tracer.current(), reply)
                 if not queued:  # the next attempt joins the queue
                     queued = True
                     continue
@@ -253,6 +260,16 @@ class AsyncLock:
         await waiter.wait(pause)
         waiter.clear()
         return service.handoff(token)
+
+    def _attributes(self, blocking: bool, wait: float | None) -> dict[str, Any]:
+        return {
+            "interlock.lock.name": self.name,
+            "interlock.lock.key": self.key,
+            "interlock.lock.blocking": blocking,
+            "interlock.lock.timeout": wait if blocking else None,
+            "interlock.lock.ttl": self.ttl,
+            "interlock.lock.contended": False,
+        }
 
     def _timed_out(self, wait: float | None, refusal: list[Any]) -> LockTimeout:
         return LockTimeout(self.name, self.key, wait or 0.0, parse_lock(refusal[2]))
@@ -334,3 +351,48 @@ class AsyncLock:
         if not stack:
             del self._entered[owner]
         await self.exit_lease(lease, exc_info[1] is not None)
+
+
+# -- spans (docs/tracing.md) ---------------------------------------------------------------
+
+
+def _acquired_span(span: Span, lease: AsyncLease | None, waited: float) -> None:
+    span.set("interlock.lock.waited_ms", round(waited * 1000, 3))
+    if lease is None:
+        span.set("interlock.lock.result", "timeout")  # blocking=False: held elsewhere
+        return
+    span.update({"interlock.lock.result": "acquired", "interlock.lock.fence": lease.fence})
+
+
+def _timed_out_span(span: Span, exc: LockTimeout) -> None:
+    holder = exc.holder
+    span.update(
+        {
+            "interlock.lock.result": "timeout",
+            "interlock.lock.contended": True,
+            "interlock.lock.waited_ms": round(exc.timeout * 1000, 3),
+            "interlock.lock.holder.host": holder.get("host") or None,
+            "interlock.lock.holder.pid": holder.get("pid") or None,
+            "interlock.lock.holder.fence": holder.get("fence") or None,
+            "interlock.lock.holder.request_id": holder.get("request_id"),
+            "interlock.lock.holder.trace_id": holder.get("trace_id"),
+        }
+    )
+
+
+def _contended_span(span: Span, refusal: list[Any]) -> None:
+    """The first refusal: the acquire waits; link it to the holder's span, if known."""
+    if not span.recording:
+        return
+    span.set("interlock.lock.contended", True)
+    holder = parse_lock(refusal[2])
+    span.link(holder.get("trace_id"), holder.get("span_id"), {"interlock.lock.link": "holder"})
+
+
+def _held_attributes(lease: AsyncLease) -> dict[str, Any]:
+    return {
+        "interlock.lock.name": lease.name,
+        "interlock.lock.key": lease.key,
+        "interlock.lock.fence": lease.fence,
+        "interlock.lock.ttl": lease.ttl,
+    }

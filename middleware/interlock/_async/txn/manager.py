@@ -34,6 +34,7 @@ from interlock._async.txn.transaction import AsyncTransaction, TransactionContex
 from interlock._async.txn.worker import AsyncRecoveryWorker
 from interlock._concurrency import AsyncMutex
 from interlock._keys import validate_name
+from interlock._tracing import Tracer
 from interlock.errors import ConfigError
 from interlock.metrics import Metrics
 from interlock.txn._records import RecoveryReport
@@ -56,6 +57,22 @@ DEFAULT_INTERVAL = 10.0  # seconds between recovery passes
 # Seconds before the first pass of a worker that started by itself: the app is usually
 # still registering its other resources (a pass without them reports their branches).
 START_DELAY = 1.0
+
+
+RECOVER_SPAN = "interlock.txn.recover"  # docs/tracing.md
+
+
+def recovery_attributes(report: RecoveryReport) -> dict[str, Any]:
+    """What one recovery pass did, as span attributes."""
+    return {
+        "interlock.txn.recover.committed": len(report.committed),
+        "interlock.txn.recover.aborted": len(report.aborted),
+        "interlock.txn.recover.pending": len(report.pending),
+        "interlock.txn.recover.heuristics": len(report.heuristics),
+        "interlock.txn.recover.forgotten": len(report.forgotten),
+        "interlock.txn.recover.errors": len(report.errors),
+        "interlock.txn.recover.in_doubt": sum(report.in_doubt.values()),
+    }
 
 
 class AsyncTransactionManager:
@@ -86,6 +103,7 @@ class AsyncTransactionManager:
         durability: str = "strict",
         coordinator_id: str | None = None,
         recovery: bool = True,
+        tracer: Tracer | None = None,
     ) -> None:
         if not isinstance(recovery, bool):
             raise ConfigError(
@@ -95,6 +113,7 @@ class AsyncTransactionManager:
         self.backend = backend
         self.namespace = namespace
         self.metrics = metrics
+        self.tracer = tracer or Tracer()
         self.durability = validate_durability(durability)
         self.coordinator_id = validate_coordinator_id(
             coordinator_id or os.environ.get("INTERLOCK_COORDINATOR_ID") or default_coordinator_id()
@@ -131,6 +150,7 @@ class AsyncTransactionManager:
                 metrics=self.metrics,
                 decisions=DecisionContext(self.log, self._completed),
                 ready=self.ready,
+                tracer=self.tracer,
             ),
             backend=self.backend,
             durability=self.durability,
@@ -248,9 +268,16 @@ class AsyncTransactionManager:
         if isinstance(safety, bool) or not isinstance(safety, int | float) or not safety >= 0:
             raise ConfigError(f"safety={safety!r} is invalid; pass seconds ≥ 0")
         async with self._recovery_mutex:
+            return await self._recover(safety)
+
+    async def _recover(self, safety: float) -> RecoveryReport:
+        with self.tracer.span(RECOVER_SPAN, {"interlock.txn.safety": safety}) as span:
             await self.ready()
             await self.flush_completed()
-            return await self._recovery.run(safety)
+            report = await self._recovery.run(safety)
+            if span.recording:
+                span.update(recovery_attributes(report))
+            return report
 
     async def in_doubt(self) -> dict[str, Any]:
         """What recovery would look at now: logged decisions and prepared branches."""

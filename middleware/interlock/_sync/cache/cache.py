@@ -24,6 +24,7 @@ from interlock._sync.cache.store import CacheStore, Tags
 from interlock._sync.cache.write import Writer
 from interlock._config import Settings
 from interlock._keys import validate_name
+from interlock._tracing import Tracer
 from interlock.cache._core import (
     RESULTS,
     CachedFunction,
@@ -40,6 +41,7 @@ from interlock.cache._local import CLOSED, CircuitBreaker, Health, NearCache
 from interlock.errors import BackendError
 from interlock.metrics import Metrics
 
+GET_OR_LOAD_SPAN = "interlock.cache.get_or_load"  # docs/tracing.md
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -60,8 +62,10 @@ class Cache:
         metrics: Metrics,
         name: str,
         options: CacheOptions,
+        tracer: Tracer | None = None,
     ) -> None:
         self.name = validate_name("cache", name)
+        self._tracer = tracer or Tracer()
         self.options = options
         self._namespace = settings.namespace
         self._backend = backend
@@ -92,6 +96,7 @@ class Cache:
             self._near,
             self._health,
             metrics.cache_load.labels(cache=load_label).observe,
+            self._tracer,
         )
         self._refresher = Refresher(name, self._loader)
         self._writer = Writer(
@@ -159,22 +164,32 @@ class Cache:
             ttl: fresh lifetime in seconds (default: the cache's ``ttl``).
             tags: tags to invalidate the entry by (see :meth:`invalidate_tag`).
         """
+        with self._tracer.span(GET_OR_LOAD_SPAN) as span:
+            if span.recording:
+                span.update({"interlock.cache.name": self.name, "interlock.cache.key": encode(key)})
+            value, result = self._get_or_load(key, loader, ttl, tags)
+            span.set("interlock.cache.result", result)
+        return self._done(result, value)
+
+    def _get_or_load(
+        self, key: object, loader: LoadFunction, ttl: float | None, tags: Sequence[str | int]
+    ) -> Outcome:
         encoded = encode(key)
         near = self._near
         if near is not None:
             held = self._link.lookup(near, encoded, self._store, self._health)
             if held is not None:
-                return self._done("negative_hit" if held.negative else "near_hit", held.value)
+                return held.value, "negative_hit" if held.negative else "near_hit"
         keys = entry_keys(self._namespace, self.name, key, encoded)
         entry = keys.entry
         wanted = self._tags(tags) if tags else ()
         life = self.options.ttl if ttl is None else call_ttl(self.options, ttl, bool(wanted))
         breaker = self._breaker
         if breaker.state is not CLOSED and not breaker.allow():
-            return self._report(self._loader.bypass(entry, wanted, loader))
+            return self._loader.bypass(entry, wanted, loader)
         if entry in self._loader.flights:
             job = Job(keys, wanted, life, loader, b"", {})
-            return self._report(self._loader.follow(job))
+            return self._loader.follow(job)
         epoch = near.epoch if near is not None else 0
         try:
             if wanted:
@@ -186,7 +201,7 @@ class Cache:
                 verdict = self._store.judge(keys, data, versions)
         except BackendError as exc:
             self._health.failed(exc)
-            return self._report(self._loader.bypass(entry, wanted, loader))
+            return self._loader.bypass(entry, wanted, loader)
         if breaker.failures or breaker.state is not CLOSED:
             self._health.ok()
         envelope = verdict.envelope
@@ -200,14 +215,14 @@ class Cache:
                 )
             if near is not None:
                 near.remember(encoded, verdict.value, envelope, epoch)
-            return self._done("negative_hit" if envelope.negative else "hit", verdict.value)
+            return verdict.value, "negative_hit" if envelope.negative else "hit"
         if envelope is not None and verdict.state is STALE:
             self._refresher.refresh(Job(keys, wanted, life, loader, envelope.header, versions))
-            return self._done("stale", verdict.value)
+            return verdict.value, "stale"
         value, result = self._loader.shared(
             Job(keys, wanted, life, loader, verdict.rejected, versions)
         )
-        return self._done("error" if verdict.state is CORRUPT else result, value)
+        return value, "error" if verdict.state is CORRUPT else result
 
     # -- writes --------------------------------------------------------------------------
 
@@ -276,10 +291,6 @@ class Cache:
 
     def _tags(self, tags: object) -> Tags:
         return tag_keys(self._namespace, self.name, tags)
-
-    def _report(self, outcome: Outcome) -> Any:
-        value, result = outcome
-        return self._done(result, value)
 
     def _done(self, result: str, value: Any) -> Any:
         self._results[result].inc()

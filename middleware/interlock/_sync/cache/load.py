@@ -18,6 +18,7 @@ from typing import Any
 
 from interlock._sync.cache.store import ACQUIRED, FOUND, CacheStore, Tags
 from interlock._concurrency import Event, Flight, call, shielded
+from interlock._tracing import Tracer
 from interlock.cache._core import FILL_WINDOW_S, CacheOptions, EntryKeys, Job
 from interlock.cache._entry import FRESH, STALE, Envelope, build_entry
 from interlock.cache._local import Health, NearCache
@@ -26,6 +27,7 @@ from interlock.lock._core import new_token
 
 LoadFunction = Callable[[], Any]
 Outcome = tuple[Any, str]  # (value, result for interlock_cache_requests_total)
+LOAD_SPAN = "interlock.cache.load"  # docs/tracing.md
 
 
 class Load:
@@ -62,6 +64,7 @@ class Loader:
         near: NearCache | None,
         health: Health,
         observe_load: Callable[[float], None],
+        tracer: Tracer | None = None,
     ) -> None:
         self.options = options
         self.store = store
@@ -70,6 +73,7 @@ class Loader:
         self.flights: dict[str, Load] = {}
         self.lease_ms = int(max(options.lock_wait, 1.0) * 1000)
         self._observe_load = observe_load
+        self.tracer = tracer or Tracer()
 
     # -- sharing flights -----------------------------------------------------------------
 
@@ -121,7 +125,8 @@ class Loader:
     def _load_only(self, load: Load, loader: LoadFunction, key: str) -> Outcome:
         try:
             started = time.monotonic()
-            value = call(loader)
+            with self.tracer.span(LOAD_SPAN, self._attributes(True)):
+                value = call(loader)
             self._observe_load(time.monotonic() - started)
             return value, "bypass"
         finally:
@@ -210,7 +215,8 @@ class Loader:
         """
         started = time.monotonic()
         try:
-            value = call(job.loader)
+            with self.tracer.span(LOAD_SPAN, self._attributes(token is None)):
+                value = call(job.loader)
         except BaseException:
             if token and not keep_lease_on_error:
                 shielded(self._release(job.keys, token))
@@ -245,6 +251,9 @@ class Loader:
         if written and self.near is not None:
             self.near.remember(job.keys.encoded, value, Envelope(data), epoch)
         return value
+
+    def _attributes(self, degraded: bool) -> dict[str, Any]:
+        return {"interlock.cache.name": self.store.name, "interlock.cache.degraded": degraded}
 
     def _release(self, keys: EntryKeys, token: str) -> bool:
         try:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from interlock._concurrency import shielded
+from interlock._tracing import NO_SPAN, Span
 from interlock.backends._script import Arg
 from interlock.errors import LockLost
 from interlock.lock._core import FENCE_IDLE_MS
@@ -35,6 +36,7 @@ class Lease:
         token: random owner token stored in the lock.
         ttl: lease time-to-live in seconds (renewed automatically when ``auto_renew``).
         wait: seconds spent waiting for the lock.
+        span: the ``interlock.lock.hold`` span, ended at release (docs/tracing.md).
     """
 
     __slots__ = (
@@ -51,6 +53,7 @@ class Lease:
         "keys",
         "lost_reason",
         "name",
+        "span",
         "token",
         "ttl",
         "wait",
@@ -81,6 +84,7 @@ class Lease:
         self.depth = 1
         self.done = False
         self.lost_reason: str | None = None
+        self.span: Span = NO_SPAN
 
     @property
     def ttl_ms(self) -> int:
@@ -98,6 +102,8 @@ class Lease:
             return
         self.lost_reason = reason
         self._service.metrics.for_lock(self.name).lost(reason)
+        self.span.event("interlock.lock.lost", {"interlock.lock.reason": reason})
+        self.span.error("LockLost", f"lease lost: {reason}")
         logger.warning(
             "lock lost",
             extra={
@@ -160,6 +166,7 @@ class Lease:
         try:  # the next waiter is handed the lock in this call: bookkeeping comes after
             released = service.backend.run(RELEASE, self.keys, args)
         except BaseException as exc:
+            self.span.end(exc)
             if not isinstance(exc, Exception):  # cancelled mid-release: finish it anyway
                 shielded(service.backend.run(RELEASE, self.keys, args))
             raise
@@ -169,6 +176,7 @@ class Lease:
             metrics.hold.observe(held_for)
         if released != 1:
             self.mark_lost("expired" if self.lost_reason is None else self.lost_reason)
+        self.span.end()
         if self.lost_reason is not None:
             self.check()
 

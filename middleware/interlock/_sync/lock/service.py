@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from interlock._sync.backend.base import Backend
 from interlock._concurrency import Event, Worker
 from interlock._config import Settings
+from interlock._tracing import Tracer
 from interlock.backends._script import Arg, Script
 from interlock.errors import BackendError
 from interlock.lock._core import renew_due
@@ -34,10 +35,17 @@ if TYPE_CHECKING:
 class LockService:
     """Per-instance lock machinery: wake-ups, held leases, the renewer."""
 
-    def __init__(self, backend: Backend, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        settings: Settings,
+        metrics: Metrics,
+        tracer: Tracer | None = None,
+    ) -> None:
         self.backend = backend
         self.settings = settings
         self.metrics = metrics
+        self.tracer = tracer or Tracer()
         self.channel = f"{settings.namespace}:wake:{uuid.uuid4().hex}"
         self.listening = False
         self.held: dict[tuple[str, str, int], Lease] = {}

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable  # noqa: F401, RUF100 (sync twin: unused)
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from interlock import _context
@@ -32,6 +32,7 @@ from interlock._sync.txn.branch import Branch, OnePhase
 from interlock._sync.txn.decide import DecisionContext, commit_last, last_resource, log_decision
 from interlock._concurrency import call, call_all, shielded
 from interlock._keys import validate_name
+from interlock._tracing import Span, Tracer
 from interlock.errors import (
     ConfigError,
     DurabilityError,
@@ -47,6 +48,10 @@ from interlock.txn._state import State, Vote, abort_error, abort_reason, advance
 from interlock.txn._xid import new_gtrid
 
 DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
+# span names (docs/tracing.md)
+TXN_SPAN, PREPARE_SPAN = "interlock.txn", "interlock.txn.prepare"
+DECIDE_SPAN, COMMIT_SPAN = "interlock.txn.decide", "interlock.txn.commit"
+ABORT_SPAN = "interlock.txn.abort"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +64,7 @@ class CoordinatorContext:
         metrics: the instance's metrics (``interlock_txn_*``).
         decisions: the decision log and the queue of completed decisions to remove.
         ready: the start-up check, run before the first decision.
+        tracer: the instance's spans (``interlock.txn`` and its phases, docs/tracing.md).
     """
 
     namespace: str
@@ -66,6 +72,7 @@ class CoordinatorContext:
     metrics: Metrics
     decisions: DecisionContext
     ready: Callable[[], None]
+    tracer: Tracer = field(default_factory=Tracer)
 
 
 class Coordinator:
@@ -85,6 +92,11 @@ class Coordinator:
         self._branches: list[Branch] = []
         self._on_commit: list[Callable[[], Any]] = []
         self._label = context.metrics.label("interlock_txn_total", "txn", self.name)
+        self._span: Span = context.tracer.start(
+            TXN_SPAN,
+            {"interlock.txn.name": self.name, "interlock.txn.xid": self.xid,
+             "interlock.txn.timeout": self.timeout},
+        )  # fmt: skip
 
     def _require(self, state: State) -> None:
         if self.state is not state:
@@ -94,6 +106,16 @@ class Coordinator:
 
     def _move(self, state: State) -> None:
         self.state = advance(self.state, state)
+        if state is State.IN_DOUBT:
+            self._span.set("interlock.txn.outcome", "in_doubt")
+            self._span.error("TransactionInDoubt")
+            self._span.end()
+
+    def _phase(self, name: str, branches: list[Branch]) -> Any:
+        """The span of one phase, a child of the transaction's (docs/tracing.md)."""
+        return self._coordination.tracer.span(
+            name, participant_attributes(branches), parent=self._span
+        )
 
     # -- commit ----------------------------------------------------------------------------
 
@@ -118,10 +140,15 @@ class Coordinator:
             return
         last = last_resource(self._branches, self._coordination.decisions.log)
         others = [b for b in self._branches if b is not last]
-        self._prepare(others)
+        with self._phase(PREPARE_SPAN, others) as span:
+            try:
+                self._prepare(others)
+            finally:
+                span.set("interlock.txn.votes", [(b.vote or Vote.TIMEOUT).value for b in others])
         self._decide_commit(others, last)
         self._move(State.COMMITTING)
-        shielded(self._phase_two(others))
+        with self._phase(COMMIT_SPAN, others):
+            shielded(self._phase_two(others))
 
     def _ready(self) -> None:
         """The start-up check; when it fails nothing is decided: roll the branches back."""
@@ -187,10 +214,13 @@ class Coordinator:
         started = time.monotonic()
         winner: Decision | None
         try:
-            if last is None:
-                winner = log_decision(decisions, decision)
-            else:
-                winner = commit_last(decisions, last, decision)
+            with self._phase(DECIDE_SPAN, [last] if last is not None else []) as span:
+                span.set("interlock.txn.last_resource", last.resource if last else None)
+                if last is None:
+                    winner = log_decision(decisions, decision)
+                else:
+                    winner = commit_last(decisions, last, decision)
+                span.set("interlock.txn.decision", winner.outcome if winner else "vote_no")
         except TransactionInDoubt:
             self._move(State.IN_DOUBT)
             raise
@@ -247,7 +277,9 @@ class Coordinator:
             raise self._aborted_error("timeout", None)
         started = time.monotonic()
         try:
-            committed = participant.commit_one_phase(branch.xid)
+            with self._phase(COMMIT_SPAN, [branch]) as span:
+                span.set("interlock.txn.one_phase", True)
+                committed = participant.commit_one_phase(branch.xid)
         except Exception as exc:
             self._move(State.IN_DOUBT)
             raise in_doubt(
@@ -290,9 +322,11 @@ class Coordinator:
         self._move(State.ABORTING)
         self.reason = reason
         started = time.monotonic()
-        results = call_all(
-            [b.abort for b in self._branches], max(self.timeout, 1.0), cancel=False
-        )
+        with self._phase(ABORT_SPAN, self._branches) as span:
+            span.set("interlock.txn.reason", reason)
+            results = call_all(
+                [b.abort for b in self._branches], max(self.timeout, 1.0), cancel=False
+            )
         self._observe("abort", started)
         left = [
             b.resource
@@ -357,9 +391,25 @@ class Coordinator:
             **{"event.duration": int((time.time() - self.started) * 1e9)},
         )
         _context.record("txn", name=self.name, xid=self.xid, outcome=outcome, reason=reason)
+        span = self._span
+        if span.recording:
+            span.update(participant_attributes(self._branches))
+            span.update({"interlock.txn.outcome": outcome, "interlock.txn.reason": reason})
+            if outcome == "aborted" and reason != "client":
+                span.error("TransactionAborted", f"aborted: {reason}")
+            span.end()
 
     def _aborted_error(self, reason: str, cause: BaseException | None) -> TransactionAborted:
         refused = [b.resource for b in self._branches if b.vote is not Vote.YES]
         return abort_error(
             self.name, self.xid, reason, timeout=self.timeout, refused=refused, cause=cause
         )
+
+
+def participant_attributes(branches: list[Branch]) -> dict[str, Any]:
+    """The 2PC participants of a span: how many, their resource names and kinds."""
+    return {
+        "interlock.txn.participants": len(branches),
+        "interlock.txn.resources": [b.resource for b in branches],
+        "interlock.txn.kinds": [b.kind for b in branches],
+    }

@@ -35,6 +35,7 @@ from interlock._sync.txn.transaction import Transaction, TransactionContext
 from interlock._sync.txn.worker import RecoveryWorker
 from interlock._concurrency import Mutex
 from interlock._keys import validate_name
+from interlock._tracing import Tracer
 from interlock.errors import ConfigError
 from interlock.metrics import Metrics
 from interlock.txn._records import RecoveryReport
@@ -57,6 +58,22 @@ DEFAULT_INTERVAL = 10.0  # seconds between recovery passes
 # Seconds before the first pass of a worker that started by itself: the app is usually
 # still registering its other resources (a pass without them reports their branches).
 START_DELAY = 1.0
+
+
+RECOVER_SPAN = "interlock.txn.recover"  # docs/tracing.md
+
+
+def recovery_attributes(report: RecoveryReport) -> dict[str, Any]:
+    """What one recovery pass did, as span attributes."""
+    return {
+        "interlock.txn.recover.committed": len(report.committed),
+        "interlock.txn.recover.aborted": len(report.aborted),
+        "interlock.txn.recover.pending": len(report.pending),
+        "interlock.txn.recover.heuristics": len(report.heuristics),
+        "interlock.txn.recover.forgotten": len(report.forgotten),
+        "interlock.txn.recover.errors": len(report.errors),
+        "interlock.txn.recover.in_doubt": sum(report.in_doubt.values()),
+    }
 
 
 class TransactionManager:
@@ -87,6 +104,7 @@ class TransactionManager:
         durability: str = "strict",
         coordinator_id: str | None = None,
         recovery: bool = True,
+        tracer: Tracer | None = None,
     ) -> None:
         if not isinstance(recovery, bool):
             raise ConfigError(
@@ -96,6 +114,7 @@ class TransactionManager:
         self.backend = backend
         self.namespace = namespace
         self.metrics = metrics
+        self.tracer = tracer or Tracer()
         self.durability = validate_durability(durability)
         self.coordinator_id = validate_coordinator_id(
             coordinator_id or os.environ.get("INTERLOCK_COORDINATOR_ID") or default_coordinator_id()
@@ -132,6 +151,7 @@ class TransactionManager:
                 metrics=self.metrics,
                 decisions=DecisionContext(self.log, self._completed),
                 ready=self.ready,
+                tracer=self.tracer,
             ),
             backend=self.backend,
             durability=self.durability,
@@ -249,9 +269,16 @@ class TransactionManager:
         if isinstance(safety, bool) or not isinstance(safety, int | float) or not safety >= 0:
             raise ConfigError(f"safety={safety!r} is invalid; pass seconds ≥ 0")
         with self._recovery_mutex:
+            return self._recover(safety)
+
+    def _recover(self, safety: float) -> RecoveryReport:
+        with self.tracer.span(RECOVER_SPAN, {"interlock.txn.safety": safety}) as span:
             self.ready()
             self.flush_completed()
-            return self._recovery.run(safety)
+            report = self._recovery.run(safety)
+            if span.recording:
+                span.update(recovery_attributes(report))
+            return report
 
     def in_doubt(self) -> dict[str, Any]:
         """What recovery would look at now: logged decisions and prepared branches."""
