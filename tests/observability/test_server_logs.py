@@ -25,11 +25,18 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
 
 
-def _serve_and_stop(command: list[str], port: int) -> list[dict[str, Any]]:
-    """Start the server, send REQUESTS requests, stop it; every output line, parsed."""
-    server = subprocess.Popen(
-        command, cwd=HERE, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+def _startups(*paths: Path) -> int:
+    return sum(path.read_bytes().count(b"Application startup complete") for path in paths)
+
+
+def _serve_and_stop(
+    command: list[str], port: int, tmp_path: Path, started: int = 1
+) -> list[dict[str, Any]]:
+    """Start the server, send REQUESTS requests, wait until ``started`` workers said
+    "Application startup complete", stop it; every output line, parsed."""
+    out_path, err_path = tmp_path / "stdout", tmp_path / "stderr"
+    with out_path.open("wb") as out_file, err_path.open("wb") as err_file:
+        server = subprocess.Popen(command, cwd=HERE, env=_env(), stdout=out_file, stderr=err_file)
     try:
         deadline = time.monotonic() + 30
         sent = 0
@@ -42,12 +49,16 @@ def _serve_and_stop(command: list[str], port: int) -> list[dict[str, Any]]:
                     sent += 1
             except OSError:
                 time.sleep(0.1)  # not listening yet
+        while _startups(out_path, err_path) < started:
+            assert time.monotonic() < deadline, f"{started} workers did not start within 30 s"
+            time.sleep(0.05)  # every worker up before the stop (its lines are asserted on)
         server.send_signal(signal.SIGTERM)
-        out, err = server.communicate(timeout=30)
+        server.wait(timeout=30)
     finally:
         if server.poll() is None:
             server.kill()
-            server.communicate(timeout=10)
+            server.wait(timeout=10)
+    out, err = out_path.read_bytes(), err_path.read_bytes()
     lines = []
     for stream, text in (("stdout", out), ("stderr", err)):
         for line in text.decode().splitlines():
@@ -70,7 +81,7 @@ def test_uvicorn_with_workers_writes_only_json_lines(tmp_path: Path) -> None:
     lines = _serve_and_stop(
         [sys.executable, "-m", "uvicorn", "_server_log_app:app", "--host", "127.0.0.1",
          "--port", str(port), "--workers", "2", "--log-config", str(config)],
-        port,
+        port, tmp_path, started=2,
     )  # fmt: skip
 
     messages = [line["message"] for line in _by_logger(lines, "uvicorn.error")]
@@ -90,7 +101,7 @@ def test_uvicorn_without_access_lines(tmp_path: Path) -> None:
     lines = _serve_and_stop(
         [sys.executable, "-m", "uvicorn", "_server_log_app:app", "--host", "127.0.0.1",
          "--port", str(port), "--log-config", str(config), "--no-access-log"],
-        port,
+        port, tmp_path,
     )  # fmt: skip
 
     assert _by_logger(lines, "uvicorn.access") == []
@@ -108,7 +119,7 @@ def test_gunicorn_with_uvicorn_workers_writes_only_json_lines(tmp_path: Path) ->
     lines = _serve_and_stop(
         [sys.executable, "-m", "gunicorn", "-c", str(conf), "-k", "uvicorn.workers.UvicornWorker",
          "-w", "2", "-b", f"127.0.0.1:{port}", "_server_log_app:app"],
-        port,
+        port, tmp_path, started=2,
     )  # fmt: skip
 
     messages = [line["message"] for line in _by_logger(lines, "gunicorn.error")]
