@@ -2,7 +2,7 @@
 """Run every benchmark and record its figures in benchmarks/RESULTS.md.
 
 Usage: .venv/bin/python benchmarks/run.py [locks] [handoff] [wakeup] [cache] [middleware] [txn]
-                                         [mysql_async]
+                                         [mysql_async] [django_cache]
 (no names: all of them). Each benchmark starts its own throwaway services; run them on a
 quiet machine, one at a time, as this script does.
 """
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ALL = ["locks", "handoff", "wakeup", "cache", "middleware", "txn", "mysql_async"]
+ALL = ["locks", "handoff", "wakeup", "cache", "middleware", "txn", "mysql_async", "django_cache"]
 
 
 def main(argv: list[str]) -> int:

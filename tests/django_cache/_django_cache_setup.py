@@ -1,7 +1,7 @@
 """Django settings for the cache backend tests (a superset of tests/http's, so both
-folders can run in one process): Django's ``cache`` test app, an in-memory SQLite test
-database for its model-instance tests, and a placeholder ``CACHES`` that each test
-class overrides."""
+folders can run in one process): Django's ``cache`` test app, ``django.contrib.sessions``
+(the ``cached_db`` session engine's table), an in-memory SQLite test database for both,
+and a placeholder ``CACHES`` that each test class overrides."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def configure() -> None:
             SECRET_KEY="interlock-tests",
             DEBUG=False,
             MIDDLEWARE=[],
-            INSTALLED_APPS=["cache"],
+            INSTALLED_APPS=["cache", "django.contrib.sessions"],
             USE_TZ=True,
             DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
             CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},

@@ -13,7 +13,7 @@ from ._support import COMPOSE_FILE, PROMETHEUS_DIR, ROOT, load_yaml, run, run_ok
 
 REQUIRED_SERVICES = {
     "app", "redis", "postgres", "mariadb", "prometheus", "alertmanager", "grafana",
-    "elasticsearch", "logstash", "kibana", "es-setup", "kibana-setup",
+    "elasticsearch", "logstash", "kibana", "es-setup", "kibana-setup", "tempo",
 }  # fmt: skip
 ONE_SHOT = {"es-setup", "kibana-setup"}
 # Browser-facing ports of docs/observability.md.
@@ -104,7 +104,7 @@ def test_app_runs_the_demo_where_prometheus_scrapes_it() -> None:
     assert job["static_configs"][0]["targets"] == ["app:8000"]
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     assert re.search(r"^FROM python:3\.11[\w.-]*-slim", dockerfile, re.MULTILINE)
-    assert "pip install '.[redis,postgres,mysql,demo]'" in dockerfile
+    assert "pip install '.[redis,postgres,mysql,demo,otlp]'" in dockerfile
     cmd = re.search(r"^CMD (\[.*\])$", dockerfile, re.MULTILINE)
     assert cmd and " ".join(json.loads(cmd.group(1))) == command
 
@@ -126,7 +126,7 @@ def test_every_published_port_binds_loopback_and_is_overridable() -> None:
             match = re.fullmatch(r"127\.0\.0\.1:\$\{(INTERLOCK_[A-Z_]+_PORT):-(\d+)\}:(\d+)", port)
             assert match, f"{name}: {port!r} must be 127.0.0.1:${{INTERLOCK_..._PORT:-N}}:N"
             assert match.group(2) == match.group(3), f"{name}: {port!r}"
-    assert published >= 10
+    assert published >= 13
 
 
 def test_the_demo_waits_only_for_what_it_uses() -> None:

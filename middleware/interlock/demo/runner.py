@@ -16,6 +16,8 @@ from typing import IO, Any
 from interlock import AsyncInterlock, DurabilityError
 from interlock.demo.shop import create_app, restock_all
 from interlock.demo.summary import Snapshot, render
+from interlock.demo.tracing import DemoTracing
+from interlock.demo.tracing import configure as configure_tracing
 from interlock.logs import configure_logging, unconfigure_logging
 
 DEMO_NAMESPACE = "demo"
@@ -107,10 +109,6 @@ def _logging(target: str, ail: AsyncInterlock) -> Iterator[str]:
 
 
 async def _main(options: DemoOptions, out: IO[str]) -> int:
-    import uvicorn
-
-    from interlock.demo.load import LoadGenerator
-
     url = options.redis or "mem://"
     try:
         sock = _listen(options.host, options.port)
@@ -118,7 +116,6 @@ async def _main(options: DemoOptions, out: IO[str]) -> int:
         where = f"{options.host}:{options.port}"
         print(f"interlock demo: cannot listen on {where}: {exc.strerror}; try --port", file=out)
         return 1
-    port = sock.getsockname()[1]
     durability = "strict"
     try:
         async with AsyncInterlock(url, namespace=DEMO_NAMESPACE) as probe:
@@ -131,11 +128,37 @@ async def _main(options: DemoOptions, out: IO[str]) -> int:
         sock.close()
         print(f"interlock demo: backend {url} is not usable: {exc}", file=out)
         return 1
-    async with AsyncInterlock(url, namespace=DEMO_NAMESPACE, durability=durability) as ail:
+    tracing, tracing_shown = configure_tracing()
+    try:
+        return await _serve(options, out, sock, url, durability, tracing, tracing_shown)
+    finally:
+        if tracing is not None:
+            await asyncio.to_thread(tracing.shutdown)  # exports what is buffered
+
+
+async def _serve(
+    options: DemoOptions,
+    out: IO[str],
+    sock: socket.socket,
+    url: str,
+    durability: str,
+    tracing: DemoTracing | None,
+    tracing_shown: str,
+) -> int:
+    import uvicorn
+
+    from interlock.demo.load import LoadGenerator
+
+    port = sock.getsockname()[1]
+    provider = tracing.provider if tracing is not None else None
+    async with AsyncInterlock(
+        url, namespace=DEMO_NAMESPACE, durability=durability, tracer_provider=provider
+    ) as ail:
         with _logging(options.log_file, ail) as log_target:
             await restock_all(ail)
+            app = create_app(ail)
             config = uvicorn.Config(
-                create_app(ail),
+                tracing.wrap(app) if tracing is not None else app,
                 log_config=None,
                 access_log=False,
                 lifespan="off",
@@ -161,6 +184,7 @@ async def _main(options: DemoOptions, out: IO[str]) -> int:
                 f"interlock demo: shop on {base}  (metrics {base}/metrics, backend {url},"
                 f" namespace {DEMO_NAMESPACE})\n"
                 f"  load generator: {'on' if load else 'off'}, JSON request logs: {log_target}\n"
+                f"  tracing: {tracing_shown}\n"
                 f"  its locks: {top_command(url)}\n"
                 "  Ctrl-C to stop",
                 file=out,
