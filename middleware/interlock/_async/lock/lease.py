@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 from interlock._concurrency import async_shielded
 from interlock.backends._script import Arg
 from interlock.errors import LockLost
-from interlock.lock._core import FENCE_IDLE_MS
 from interlock.lock._scripts import EXTEND, RELEASE
 
 if TYPE_CHECKING:
@@ -50,6 +49,7 @@ class AsyncLease:
         "keys",
         "lost_reason",
         "name",
+        "script_keys",
         "token",
         "ttl",
         "wait",
@@ -69,6 +69,7 @@ class AsyncLease:
         self.name = lock.name
         self.key = lock.key
         self.keys = lock.keys
+        self.script_keys = lock.script_keys
         self.token = token
         self.fence = fence
         self.ttl = lock.ttl
@@ -155,12 +156,12 @@ class AsyncLease:
         service = self._service
         service.forget(self)
         held_for = time.monotonic() - self.acquired
-        args: list[Arg] = [self.token, FENCE_IDLE_MS]
+        args: list[Arg] = [self.token]
         try:  # the next waiter is handed the lock in this call: bookkeeping comes after
-            released = await service.backend.run(RELEASE, self.keys, args)
+            released = await service.backend.run(RELEASE, self.script_keys, args)
         except BaseException as exc:
             if not isinstance(exc, Exception):  # cancelled mid-release: finish it anyway
-                await async_shielded(service.backend.run(RELEASE, self.keys, args))
+                await async_shielded(service.backend.run(RELEASE, self.script_keys, args))
             raise
         finally:
             metrics = service.metrics.for_lock(self.name)
