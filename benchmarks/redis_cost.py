@@ -20,6 +20,7 @@ One throwaway redis-server, every contender in the same run (sync clients):
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 import uuid
@@ -176,24 +177,28 @@ def lock_cost(url: str, kind: str, cycles: int, locks: int) -> dict[str, Any]:
             release(one, acquire(one))
 
     total, per_command = measured(admin, where, cycle)
-    names = [f"k-{uuid.uuid4().hex[:8]}-{i}" for i in range(locks)]
+    run = f"k{uuid.uuid4().hex[:8]}-"  # this run's locks only: earlier runs' bookkeeping lingers
+    names = [f"{run}{i}" for i in range(locks)]
     for name in names:  # each lock's steady state: its fence bookkeeping is there
         release(name, acquire(name))
     time.sleep(1.1)  # what lapses within a second (python-redis-lock's signal keys) is gone
-    bookkeeping = [bytes(k) for k in scan(admin, prefix) if one.encode() not in bytes(k)]
+    mine = run.encode()
+    bookkeeping = [bytes(k) for k in scan(admin, prefix) if mine in bytes(k)]
     used_before = dataset(admin)
     handles: list[Any] = []
     acquire_us, _ = measured(admin, where, lambda: handles.extend(acquire(n) for n in names))
     used_after = dataset(admin)
-    held_keys = [bytes(k) for k in scan(admin, prefix) if one.encode() not in bytes(k)]
+    held_keys = [bytes(k) for k in scan(admin, prefix) if mine in bytes(k)]
     usage = [admin.memory_usage(k, samples=0) or 0 for k in held_keys]
     sample = {
-        k.decode(): admin.memory_usage(k, samples=0) for k in held_keys if names[0].encode() in k
+        k.decode(): admin.memory_usage(k, samples=0)
+        for k in held_keys
+        if names[0].encode() + b"}" in k
     }
     release_us, _ = measured(
         admin, where, lambda: [release(n, h) for n, h in zip(names, handles, strict=True)]
     )
-    left = [k for k in scan(admin, prefix) if one.encode() not in bytes(k)]
+    left = [k for k in scan(admin, prefix) if mine in bytes(k)]
     ttls = [admin.pttl(k) for k in left]
     close()
     return {
@@ -212,44 +217,42 @@ def lock_cost(url: str, kind: str, cycles: int, locks: int) -> dict[str, Any]:
 
 
 def cache_cost(url: str, ops: int) -> dict[str, float]:
+    """Server µs per cache operation; each phase classified (MONITOR) on a sample of itself."""
     from interlock import Interlock
 
     admin = _client(url)
     il = Interlock(url, namespace="costcache", registry=None)
     cache = il.cache("products", ttl=600.0)
     doc = {"id": 42, "name": "widget", "price": 9.99, "tags": ["a", "b"]}
-    for i in range(200):
-        cache.get_or_load(f"warm-{i}", lambda: doc)
-        cache.get_or_load("hot", lambda: doc)
-        cache.invalidate_tag(f"warm-{i}")
-    where = classify(
-        admin, url, lambda: [cache.get_or_load(f"c-{i}", lambda: doc) for i in range(5)]
-    )
-    hit, _ = measured(
-        admin, where, lambda: [cache.get_or_load("hot", lambda: doc) for _ in range(ops)]
-    )
-    run = uuid.uuid4().hex[:8]
-    fill, fill_per = measured(
-        admin, where, lambda: [cache.get_or_load(f"{run}-{i}", lambda: doc) for i in range(ops)]
-    )
     shelf = ["shelf"]
+    cache.get_or_load("hot", lambda: doc)
     cache.get_or_load("tagged", lambda: doc, tags=shelf)
-    tag_hit, _ = measured(
-        admin,
-        where,
-        lambda: [cache.get_or_load("tagged", lambda: doc, tags=shelf) for _ in range(ops)],
-    )
-    invalidate, _ = measured(
-        admin, where, lambda: [cache.invalidate_tag("shelf") for _ in range(ops)]
-    )
+    run = uuid.uuid4().hex[:8]
+    fills = iter(range(10**9))
+
+    def hit() -> None:
+        cache.get_or_load("hot", lambda: doc)
+
+    def tagged_hit() -> None:
+        cache.get_or_load("tagged", lambda: doc, tags=shelf)
+
+    def fill() -> None:
+        cache.get_or_load(f"{run}-{next(fills)}", lambda: doc)
+
+    def invalidate() -> None:
+        cache.invalidate_tag("shelf")
+
+    out: dict[str, Any] = {}
+    for name, op in (("hit", hit), ("tagged hit", tagged_hit), ("fill", fill),
+                     ("invalidate_tag", invalidate)):  # fmt: skip
+        for _ in range(200):  # warm up
+            op()
+        where = classify(admin, url, lambda op=op: [op() for _ in range(20)])
+        total, per = measured(admin, where, lambda op=op: [op() for _ in range(ops)])
+        out[name] = total / ops
+        out[f"{name} commands"] = ", ".join(f"`{n}` {u / ops:.2f}" for n, u in sorted(per.items()))
     il.close()
-    return {
-        "hit": hit / ops,
-        "tagged hit": tag_hit / ops,
-        "fill": fill / ops,
-        "fill_commands": ", ".join(f"{n} {u / ops:.2f}" for n, u in sorted(fill_per.items())),
-        "invalidate_tag": invalidate / ops,
-    }
+    return out
 
 
 def main() -> None:
@@ -264,7 +267,7 @@ def main() -> None:
     with start_redis() as server:
         time.sleep(2.1)  # past interlock's restart grace: a steady server, as in production
         for _ in range(args.rounds):
-            for kind in contenders:
+            for kind in random.sample(contenders, len(contenders)):
                 runs[kind].append(lock_cost(server.url, kind, args.cycles, args.locks))
         cache = cache_cost(server.url, max(args.cycles // 10, 500))
         version = server.command("INFO", "server").split("redis_version:")[1].split()[0]
@@ -272,14 +275,21 @@ def main() -> None:
     def med(kind: str, field: str) -> float:
         return statistics.median(run[field] for run in runs[kind])
 
-    raw = med("raw", "cycle_us")
+    ratio = {
+        kind: statistics.median(
+            run["cycle_us"] / base["cycle_us"]
+            for run, base in zip(runs[kind], runs["raw"], strict=True)
+        )
+        for kind in contenders
+    }
     lines = [
         "## Redis-side cost per lock",
         "",
         f"`.venv/bin/python benchmarks/redis_cost.py --cycles {args.cycles} --locks {args.locks}"
         f" --rounds {args.rounds} --write` — one throwaway redis-server {version} on loopback,"
         f" every contender in the same run (sync clients), {machine()}, 2 cores; medians of"
-        f" {args.rounds} rounds.",
+        f" {args.rounds} rounds, contenders in shuffled order each round (the ratio to raw is"
+        " taken within each round).",
         "",
         "Server CPU (`INFO commandstats`, commands run inside scripts subtracted) per"
         f" uncontended acquire+release cycle on one key ({args.cycles} cycles), and per acquire"
@@ -296,7 +306,7 @@ def main() -> None:
         left = med(kind, "left_per_lock")
         ttl = max(run["left_ttl_s"] for run in runs[kind])
         lines.append(
-            f"| {kind} | {cycle:.2f} | {cycle / raw:.2f}x | {med(kind, 'acquire_us'):.2f}"
+            f"| {kind} | {cycle:.2f} | {ratio[kind]:.2f}x | {med(kind, 'acquire_us'):.2f}"
             f" | {med(kind, 'release_us'):.2f} | {med(kind, 'keys_per_lock'):.0f}"
             f" | {med(kind, 'bytes_per_lock'):.0f} | {med(kind, 'used_per_lock'):.0f}"
             f" | {left:.0f}" + (f" ({ttl:.0f} s)" if left else "") + " |"
@@ -312,10 +322,19 @@ def main() -> None:
         "interlock's keys of one held lock (`MEMORY USAGE` bytes): "
         + ", ".join(f"`{k}` {v}" for k, v in sample.items()),
         "",
-        "The cache (interlock, server µs per operation): "
-        f"hit {cache['hit']:.2f}, hit of a tagged entry {cache['tagged hit']:.2f},"
-        f" fill (a miss: lease, load, fill) {cache['fill']:.2f} ({cache['fill_commands']}),"
-        f" `invalidate_tag` {cache['invalidate_tag']:.2f}.",
+        "The cache (interlock, sync `get_or_load` and `invalidate_tag`), server µs per"
+        " operation (top-level commands):",
+        "",
+        "| operation | server µs | commands |",
+        "|---|---:|---|",
+        *(
+            f"| {name} | {cache[name]:.2f} | {cache[name + ' commands']} |"
+            for name in ("hit", "tagged hit", "fill", "invalidate_tag")
+        ),
+        "",
+        "A hit is one GET (a tagged one: one script reading the entry and its tag versions);"
+        " a fill is a miss: the lease script (which reads the entry), the load, the fill"
+        " script; `invalidate_tag` is one script raising the tag's version.",
     ]
     report = "\n".join(lines)
     print(report)
