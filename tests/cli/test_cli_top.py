@@ -24,6 +24,7 @@ from interlock import Interlock
 from interlock._context import request_context
 from interlock.cli import main
 from interlock.cli._top_view import LockRow, make_snapshot, render
+from interlock.lock import lock_keys
 from services import RedisServer, free_port
 
 
@@ -107,13 +108,13 @@ def test_most_waiters_first_and_queues_without_holder(
     busy = client.lock("orders", ("eu", 7), ttl=10.0).acquire()
     assert older is not None and busy is not None
     # a queue whose holder just went away (the documented key layout of lock.lock_keys)
-    base = f"{ns}:lock:{{stock:sku-9}}"
+    _, _, queue, details = lock_keys(ns, "stock", "sku-9")
     seconds, micros = client.backend.execute("TIME")
     arrived = int(seconds) * 1_000_000 + int(micros) - 2_000_000  # server µs, 2 s ago
-    client.backend.execute("ZADD", f"{base}:q", arrived, "t1", arrived + 1, "t2")
-    client.backend.execute("HSET", f"{base}:w", "t1", "9999999999999||10000|elsewhere|77||")
-    client.backend.execute("PEXPIRE", f"{base}:q", 10_000)
-    client.backend.execute("PEXPIRE", f"{base}:w", 10_000)
+    client.backend.execute("ZADD", queue, arrived, "t1", arrived + 1, "t2")
+    client.backend.execute("HSET", details, "t1", "9999999999999||10000|elsewhere|77||")
+    client.backend.execute("PEXPIRE", queue, 10_000)
+    client.backend.execute("PEXPIRE", details, 10_000)
 
     data = _snapshot(capsys, url, ns)
     names = [(r["name"], r["key"], r["waiters"]) for r in data["locks"]]
@@ -127,7 +128,7 @@ def test_most_waiters_first_and_queues_without_holder(
     assert "(no holder)" in text and "eu:7" not in text
     older.release()
     busy.release()
-    client.backend.execute("DEL", f"{base}:q", f"{base}:w")
+    client.backend.execute("DEL", queue, details)
 
 
 def test_cluster_scans_every_master(
@@ -137,7 +138,7 @@ def test_cluster_scans_every_master(
     with Interlock(redis_cluster_url, namespace=ns) as il:
         leases = [il.lock("account", i, ttl=10.0).acquire() for i in range(12)]
         cluster: Any = il.backend._client  # type: ignore[attr-defined]
-        masters = {cluster.get_node_from_key(f"{ns}:lock:{{account:{i}}}:h").name
+        masters = {cluster.get_node_from_key(lock_keys(ns, "account", str(i))[0]).name
                    for i in range(12)}  # fmt: skip
         assert len(masters) == 3  # the keys really are spread over the cluster
         data = _snapshot(capsys, redis_cluster_url, ns)

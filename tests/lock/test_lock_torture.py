@@ -26,6 +26,7 @@ from typing import Any
 import redis
 
 from interlock.chaos._proxy import FaultProxy
+from interlock.lock import lock_keys
 from services import RedisServer
 
 WORKER = str(Path(__file__).with_name("_lock_worker.py"))
@@ -94,8 +95,9 @@ def test_torture_random_faults_and_restarts(fresh_redis: RedisServer, tmp_path: 
     print("faults:", " ".join(faults))
     _check(reports, int(counter.read_text()))
     client = redis.Redis(port=fresh_redis.port)
-    assert client.keys(f"{namespace}:lock:*:h") == []  # every lease released or expired
-    assert client.zcard(f"{namespace}:lock:{{torture:1}}:q") == 0  # no waiter left queued
+    lock, _, queue, _ = lock_keys(namespace, "torture", "1")
+    assert client.keys(f"{namespace}:lock:*{lock[-2:]}") == []  # every lease released or expired
+    assert client.zcard(queue) == 0  # no waiter left queued
 
 
 def _stop(proc: subprocess.Popen[str]) -> dict[str, Any]:

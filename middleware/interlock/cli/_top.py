@@ -41,6 +41,7 @@ from interlock.cli._top_view import (
     render,
     row_from_reply,
     split_lock_key,
+    state_keys,
     wrap,
 )
 from interlock.errors import BackendError, BackendUnavailable, ConfigError
@@ -177,7 +178,7 @@ def take_snapshot(il: Any, limit: int) -> Snapshot:
         if parts is not None:
             locks.setdefault(key[:-2].decode(errors="replace"), parts)
     calls: list[tuple[Script, list[str], list[Arg]]] = [
-        (LOCK_STATE, [f"{base}:h", f"{base}:q", f"{base}:w"], []) for base in locks
+        (LOCK_STATE, state_keys(base), []) for base in locks
     ]
     replies = il.backend.run_many(calls) if calls else []
     rows: list[LockRow] = []

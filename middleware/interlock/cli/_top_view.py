@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from interlock.backends import Script
-from interlock.lock import parse_lock
+from interlock.lock import LOCK_SUFFIXES, parse_lock
 from interlock.logs import REDACT_QUERY, redact_query
 
 _SECRET_QUERY = frozenset((*REDACT_QUERY, "sentinel_password"))  # + the Sentinel URL option
@@ -22,7 +22,7 @@ _SECRET_QUERY = frozenset((*REDACT_QUERY, "sentinel_password"))  # + the Sentine
 LOCK_STATE = Script(
     "top_lock_state",
     r"""-- Read one lock's holder and queue in one atomic step (read-only).
--- KEYS: 1 lock '<base>:h', 2 waiter queue '<base>:q', 3 waiter info '<base>:w'
+-- KEYS: 1 lock '<base>:o', 2 waiter queue '<base>:a', 3 waiter details '<base>:d'
 -- ARGV: none
 -- Returns: {server seconds, server µs part, PTTL of the lock (-2: free), lock string or
 --           false, queue length, oldest arrival score (server µs) or false,
@@ -41,7 +41,13 @@ return {t[1], t[2], pttl, value, n, score, waiter}
 """,
 )
 
-_SUFFIXES = (b"}:h", b"}:q")
+_LOCK, _QUEUE = LOCK_SUFFIXES[0], LOCK_SUFFIXES[2]  # the keys a held or awaited lock has
+_SUFFIXES = tuple(f"}}{suffix}".encode() for suffix in (_LOCK, _QUEUE))
+
+
+def state_keys(base: str) -> list[str]:
+    """KEYS of :data:`LOCK_STATE` for the lock whose keys start with ``base``."""
+    return [base + LOCK_SUFFIXES[0], base + LOCK_SUFFIXES[2], base + LOCK_SUFFIXES[3]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +105,11 @@ def make_snapshot(
 
 def lock_pattern(namespace: str) -> str:
     """SCAN pattern of held locks and waiter queues (namespaces contain no glob characters)."""
-    return f"{namespace}:lock:{{*}}:[hq]"
+    return f"{namespace}:lock:{{*}}:[{_LOCK[1:]}{_QUEUE[1:]}]"
 
 
 def split_lock_key(namespace: str, key: bytes) -> tuple[str, str] | None:
-    """``(lock name, encoded key)`` of ``<ns>:lock:{name:key}:h`` or ``...:q`` (see _keys)."""
+    """``(lock name, encoded key)`` of a lock's or its queue's key (``lock.lock_keys``)."""
     prefix = f"{namespace}:lock:{{".encode()
     if not key.startswith(prefix) or key[-3:] not in _SUFFIXES:
         return None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from interlock.lock._core import (
     FENCE_IDLE_MS,
+    FENCE_REFRESH_MS,
+    LOCK_SUFFIXES,
     MIN_RENEWED_TTL_S,
     QUEUE_REGISTRATION_S,
     RESTART_GRACE_S,
@@ -19,6 +21,7 @@ from interlock.lock._core import (
     holder_arg,
     info_from_reply,
     lock_keys,
+    new_lock_token,
     new_token,
     parse_lock,
     renew_due,
@@ -29,6 +32,8 @@ from interlock.lock._core import (
 
 __all__ = [
     "FENCE_IDLE_MS",
+    "FENCE_REFRESH_MS",
+    "LOCK_SUFFIXES",
     "MIN_RENEWED_TTL_S",
     "QUEUE_REGISTRATION_S",
     "RESTART_GRACE_S",
@@ -38,6 +43,7 @@ __all__ = [
     "holder_arg",
     "info_from_reply",
     "lock_keys",
+    "new_lock_token",
     "new_token",
     "parse_lock",
     "renew_due",

@@ -13,7 +13,8 @@ from typing import Any
 from interlock import _context, _tracing
 from interlock._keys import tagged
 
-FENCE_IDLE_MS = 60_000  # fence counters of idle locks expire; server time keeps fences rising
+FENCE_IDLE_MS = 60_000  # fence bookkeeping of idle locks expires; server time keeps fences rising
+FENCE_REFRESH_MS = 30_000  # ... at most this much later (its expiry is written once per window)
 QUEUE_REGISTRATION_S = 10.0  # a waiter re-registers this often, so dead waiters drop out
 _HOST = socket.gethostname()
 
@@ -59,20 +60,32 @@ class LockInfo:
         }
 
 
+LOCK_SUFFIXES = (":o", ":n", ":a", ":d")
+"""Suffixes of a lock's keys after its base ``<ns>:lock:{name:key}``: the lock, its fence
+bookkeeping, the waiter queue and the waiter details (formats in ``lock._scripts``). They
+changed with the stored format, so clients of different formats never read each other's."""
+
+
 def lock_keys(namespace: str, name: str, encoded_key: str) -> list[str]:
-    """KEYS of the lock scripts (lock, fence counter, waiter queue, waiter info)."""
+    """KEYS of the lock scripts (lock, fence bookkeeping, waiter queue, waiter details)."""
     base = tagged(namespace, "lock", name, encoded_key)
-    return [f"{base}:h", f"{base}:f", f"{base}:q", f"{base}:w"]
+    return [base + suffix for suffix in LOCK_SUFFIXES]
 
 
 def signal_key(keys: Sequence[str], token: str) -> str:
-    """The signal list of a blocking waiter (``<base>:s:<token>``, see _lock_scripts)."""
+    """The signal list of a blocking waiter (``<base>:s:<token>``, see lock._scripts)."""
     return f"{keys[0][:-1]}s:{token}"
 
 
 def new_token() -> str:
-    """A random owner token (128 bits)."""
+    """A random token (128 bits, hex)."""
     return secrets.token_hex(16)
+
+
+def new_lock_token() -> str:
+    """A random lock owner token: 128 bits in 22 characters (URL-safe base64, so never
+    ``|`` or ``:``, the separators of the lock's values and wake-ups)."""
+    return secrets.token_urlsafe(16)
 
 
 def holder_arg() -> str:
@@ -94,19 +107,24 @@ def holder_arg() -> str:
 
 
 def parse_lock(value: bytes | None) -> dict[str, Any]:
-    """Holder fields of a stored lock string ``token|fence|at_ms|ttl_ms|host|pid|rid|tid``."""
+    """Holder fields of a stored lock string ``token|fence|ttl_ms|host|pid|rid|tid|``.
+
+    The acquisition time is the fence's: a fence is the server time of its grant in µs (or,
+    if the server clock stepped back, just above the previous fence).
+    """
     if not value:
         return {}
     parts = value.decode(errors="replace").split("|")
-    parts += [""] * (8 - len(parts))
-    trace_id, _, span_id = parts[7].partition(":")
+    parts += [""] * (7 - len(parts))
+    fence = int(parts[1] or 0)
+    trace_id, _, span_id = parts[6].partition(":")
     return {
-        "fence": int(parts[1] or 0),
-        "acquired_at": int(parts[2] or 0) / 1000,
-        "ttl": int(parts[3] or 0) / 1000,
-        "host": parts[4],
-        "pid": int(parts[5] or 0),
-        "request_id": parts[6] or None,
+        "fence": fence,
+        "acquired_at": fence / 1e6,
+        "ttl": int(parts[2] or 0) / 1000,
+        "host": parts[3],
+        "pid": int(parts[4] or 0),
+        "request_id": parts[5] or None,
         "trace_id": trace_id or None,
         "span_id": span_id or None,
     }

@@ -15,7 +15,6 @@ from interlock._concurrency import async_shielded
 from interlock._tracing import NO_SPAN, Span
 from interlock.backends._script import Arg
 from interlock.errors import LockLost
-from interlock.lock._core import FENCE_IDLE_MS
 from interlock.lock._scripts import EXTEND, RELEASE
 
 if TYPE_CHECKING:
@@ -52,6 +51,7 @@ class AsyncLease:
         "keys",
         "lost_reason",
         "name",
+        "script_keys",
         "span",
         "token",
         "ttl",
@@ -72,6 +72,7 @@ class AsyncLease:
         self.name = lock.name
         self.key = lock.key
         self.keys = lock.keys
+        self.script_keys = lock.script_keys
         self.token = token
         self.fence = fence
         self.ttl = lock.ttl
@@ -161,13 +162,13 @@ class AsyncLease:
         service = self._service
         service.forget(self)
         held_for = time.monotonic() - self.acquired
-        args: list[Arg] = [self.token, FENCE_IDLE_MS]
+        args: list[Arg] = [self.token]
         try:  # the next waiter is handed the lock in this call: bookkeeping comes after
-            released = await service.backend.run(RELEASE, self.keys, args)
+            released = await service.backend.run(RELEASE, self.script_keys, args)
         except BaseException as exc:
             self.span.end(exc)
             if not isinstance(exc, Exception):  # cancelled mid-release: finish it anyway
-                await async_shielded(service.backend.run(RELEASE, self.keys, args))
+                await async_shielded(service.backend.run(RELEASE, self.script_keys, args))
             raise
         finally:
             metrics = service.metrics.for_lock(self.name)

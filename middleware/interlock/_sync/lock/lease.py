@@ -16,7 +16,6 @@ from interlock._concurrency import shielded
 from interlock._tracing import NO_SPAN, Span
 from interlock.backends._script import Arg
 from interlock.errors import LockLost
-from interlock.lock._core import FENCE_IDLE_MS
 from interlock.lock._scripts import EXTEND, RELEASE
 
 if TYPE_CHECKING:
@@ -53,6 +52,7 @@ class Lease:
         "keys",
         "lost_reason",
         "name",
+        "script_keys",
         "span",
         "token",
         "ttl",
@@ -73,6 +73,7 @@ class Lease:
         self.name = lock.name
         self.key = lock.key
         self.keys = lock.keys
+        self.script_keys = lock.script_keys
         self.token = token
         self.fence = fence
         self.ttl = lock.ttl
@@ -162,13 +163,13 @@ class Lease:
         service = self._service
         service.forget(self)
         held_for = time.monotonic() - self.acquired
-        args: list[Arg] = [self.token, FENCE_IDLE_MS]
+        args: list[Arg] = [self.token]
         try:  # the next waiter is handed the lock in this call: bookkeeping comes after
-            released = service.backend.run(RELEASE, self.keys, args)
+            released = service.backend.run(RELEASE, self.script_keys, args)
         except BaseException as exc:
             self.span.end(exc)
             if not isinstance(exc, Exception):  # cancelled mid-release: finish it anyway
-                shielded(service.backend.run(RELEASE, self.keys, args))
+                shielded(service.backend.run(RELEASE, self.script_keys, args))
             raise
         finally:
             metrics = service.metrics.for_lock(self.name)

@@ -33,13 +33,12 @@ from interlock.errors import (
     LockTimeout,
 )
 from interlock.lock._core import (
-    FENCE_IDLE_MS,
     MIN_RENEWED_TTL_S,
     QUEUE_REGISTRATION_S,
     cancel_budget,
     holder_arg,
     lock_keys,
-    new_token,
+    new_lock_token,
     parse_lock,
     signal_key,
     step_budget,
@@ -75,6 +74,8 @@ class Lock:
         self.name = validate_name("lock", name)
         self.key = encode_key(key)
         self.keys = lock_keys(service.settings.namespace, self.name, self.key)
+        # the scripts' KEYS (lock, fence bookkeeping): they name the queue's keys themselves
+        self.script_keys = self.keys[:2]
         self.ttl = self.validate_ttl(service.settings.lock_ttl if ttl is None else ttl)
         if auto_renew and self.ttl < MIN_RENEWED_TTL_S:
             raise ConfigError(
@@ -139,7 +140,7 @@ class Lock:
         outcome = metrics.error
         with self.service.tracer.span(ACQUIRE_SPAN, self._attributes(blocking, wait)) as span:
             try:
-                lease = self._acquire(new_token(), blocking, wait, started, held_key)
+                lease = self._acquire(new_lock_token(), blocking, wait, started, held_key)
                 outcome = metrics.acquired if lease is not None else metrics.timeout
             except LockTimeout as exc:
                 outcome = metrics.timeout
@@ -188,8 +189,8 @@ class Lock:
                 # hand-off (2, a signal, a wake-up) comes after that refusal.
                 sent = time.monotonic()
                 reply = self._attempt(token, queued, remaining, signalled, deadline)
-                if reply[0] == AcquireReply.GRANTED:
-                    return self._lease(token, int(reply[1]), started, sent, held_key)
+                if not isinstance(reply, list):  # granted now: the bare fence
+                    return self._lease(token, int(reply), started, sent, held_key)
                 if reply[0] == AcquireReply.HANDED_OFF:
                     return self._lease(token, int(reply[1]), started, refused_at, held_key)
                 refused_at = sent
@@ -282,23 +283,15 @@ class Lock:
         remaining: float | None,
         signalled: bool,
         deadline: float | None,
-    ) -> list[Any]:
-        registration = 0
-        if queued:
+    ) -> int | list[Any]:
+        args: list[Arg] = [token, int(self.ttl * 1000), holder_arg()]
+        if queued:  # (an attempt that does not queue sends fewer arguments: Redis is faster)
             horizon = QUEUE_REGISTRATION_S
             if remaining is not None:
                 horizon = min(remaining, horizon)
-            registration = int(horizon * 1000) + 1000
-        args: list[Arg] = [
-            token,
-            int(self.ttl * 1000),
-            holder_arg(),
-            registration,
-            "" if signalled else self.service.channel,
-            FENCE_IDLE_MS,
-        ]
-        reply: list[Any] = self.service.backend.run(
-            ACQUIRE, self.keys, args, budget=step_budget(deadline, time.monotonic())
+            args += [int(horizon * 1000) + 1000, "" if signalled else self.service.channel]
+        reply: int | list[Any] = self.service.backend.run(
+            ACQUIRE, self.script_keys, args, budget=step_budget(deadline, time.monotonic())
         )
         return reply
 
@@ -311,8 +304,8 @@ class Lock:
         try:
             self.service.backend.run(
                 CANCEL,
-                self.keys,
-                [token, FENCE_IDLE_MS],
+                self.script_keys,
+                [token],
                 budget=cancel_budget(deadline, time.monotonic()),
             )
         except Exception:  # backend down: the queue entry lapses by itself
