@@ -24,7 +24,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -340,8 +340,14 @@ def _round(value: float | None) -> float | None:
 def run_experiment(
     exp: Experiment, *, prometheus: str = "", alertmanager: str = "",
     recorder: FaultRecorder | None = None, say: Callable[[str], None] = lambda _: None,
+    proxies: Mapping[str, FaultProxy] | None = None,
 ) -> ExperimentResult:  # fmt: skip
     """Run ``exp`` (see the module docstring); URLs given here win over its settings.
+
+    Args:
+        proxies: fault proxies already running, by the name of a ``[[proxies]]`` entry:
+            used instead of starting that entry's proxy, and left running (an app that
+            must connect through the link before the experiment starts, as in a game day).
 
     Raises:
         ConfigError: the experiment needs Prometheus (alerts, PromQL probes) and has none.
@@ -353,20 +359,24 @@ def run_experiment(
         raise ConfigError(f"{exp.source}: expected alerts and PromQL probes need Prometheus: "
                           "set settings.prometheus or pass --prometheus URL")  # fmt: skip
     run = _Run(exp, prometheus, alertmanager, recorder or FaultRecorder(), say)
-    proxies: dict[str, FaultProxy] = {}
+    given = dict(proxies or {})
+    owned: dict[str, FaultProxy] = {}
     try:
         for spec in exp.proxies:
-            proxies[spec.name] = FaultProxy(*spec.upstream, listen_port=spec.listen).start()
+            if spec.name not in given:
+                owned[spec.name] = FaultProxy(*spec.upstream, listen_port=spec.listen).start()
         say(f"{exp.title}: steady state")
         if run.steady_before():
             say(f"{exp.title}: method ({exp.fault})")
-            run.method(proxies)
+            run.method({**given, **owned})
         else:
             say(f"{exp.title}: aborted: {run.result.aborted}")
     finally:
         run.stop.set()
         run.rollbacks()
-        for proxy in proxies.values():
+        for proxy in given.values():
+            proxy.clear()  # healed, whatever happened
+        for proxy in owned.values():
             proxy.close()
     say(f"{exp.title}: {'passed' if run.result.passed else 'FAILED'}")
     return run.result
