@@ -198,6 +198,10 @@ class _Run:
         last_end: float | None = None
         recovered_at: float | None = None
         grace = max([exp.settings.recover_within, *(a.resolve_within for a in exp.alerts)])
+
+        def active() -> bool:
+            return any(t.injected is not None and t.ended is None for _, _, t in faults)
+
         try:
             while True:
                 now = time.monotonic() - start
@@ -218,11 +222,11 @@ class _Run:
                     elif outcome.fired_at is not None and outcome.resolved_at is None \
                             and not seen.error:  # fmt: skip
                         outcome.resolved_at = now
-                active = any(t.injected is not None and t.ended is None for _, _, t in faults)
-                if active:
+                if active():
                     for probe in during:
                         checked = evaluate(probe, self.prometheus)
-                        if not checked.ok:
+                        # a probe the fault's end overtook saw the healed system: no verdict
+                        if not checked.ok and active():
                             result.invariants[probe.name] = False
                             result.invariant_details[probe.name] = (
                                 f"at {now:.1f} s: {checked.detail}"
