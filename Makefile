@@ -15,7 +15,7 @@ PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 \
 	&& { echo $$p; break; }; done)
 
-.PHONY: test lint check-services demo bench clean-venv
+.PHONY: test lint check-services demo bench chaos clean-venv
 
 test: $(VENV)/.installed-test check-services lint
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -33,6 +33,11 @@ check-services:
 # the redis extra too, so `make demo DEMO_ARGS="--redis redis://..."` works
 demo: $(VENV)/.installed-demo,redis
 	$(VENV)/bin/interlock demo $(DEMO_ARGS)
+
+# the full game day: the standard chaos experiments on throwaway local services (docs/chaos.md)
+CHAOS_OUT ?= chaos-report
+chaos: $(VENV)/.installed-test check-services
+	$(VENV)/bin/interlock chaos gameday --out $(CHAOS_OUT) --rules prometheus/rules
 
 bench: $(VENV)/.installed-bench check-services
 	$(PY) benchmarks/run.py $(BENCH_ARGS)

@@ -98,10 +98,11 @@ def overview() -> dict[str, Any]:
                             "interlock.chaos (should be 0 outside chaos experiments).",
                             [prom(f"sum by (sink) ({rate('interlock_log_records_dropped_total')})",
                                   "dropped logs {{sink}}"),
-                             prom(f"sum by (metric) ({rate('interlock_label_overflow_total')})",
+                             prom(q.or_zero("sum by (metric) "
+                                            f"({rate('interlock_label_overflow_total')})"),
                                   "overflow {{metric}}"),
-                             prom("sum by (kind, target) "
-                                  f"({rate('interlock_chaos_injected_total')})",
+                             prom(q.or_zero("sum by (kind, target) "
+                                            f"({rate('interlock_chaos_injected_total')})"),
                                   "chaos {{kind}} {{target}}")],
                             "ops"), 12, 8),
             ],
@@ -204,8 +205,9 @@ def locks() -> dict[str, Any]:
                             "Leases lost while held, by lock and reason. Any loss means a "
                             "protected section may have run twice; see the InterlockLockLost "
                             "runbook.",
-                            [prom(f"sum by (lock, reason) (increase(interlock_lock_lost_total"
-                                  f"{{{lock}, {SEL}}}[$__rate_interval]))",
+                            [prom(q.or_zero("sum by (lock, reason) (increase("
+                                            f"interlock_lock_lost_total{{{lock}, {SEL}}}"
+                                            "[$__rate_interval]))"),
                                   "{{lock}} {{reason}}")],
                             "short"), 12, 8),
                 (timeseries("Hold time p50 / p99 by lock", "How long leases are held.",
@@ -277,7 +279,8 @@ def transactions() -> dict[str, Any]:
                 (timeseries("In doubt",
                             "Transactions prepared but undecided, by name (max over "
                             "processes).",
-                            [prom(f"max by (txn) (interlock_txn_in_doubt{{{txn}, {SEL}}})",
+                            [prom(q.or_zero(f"max by (txn) (interlock_txn_in_doubt{{{txn}, "
+                                            f"{SEL}}})"),
                                   "{{txn}} in doubt")],
                             "short"), 6, 8),
                 (timeseries("Oldest in-doubt age",
@@ -292,8 +295,9 @@ def transactions() -> dict[str, Any]:
                 (timeseries("Recoveries",
                             "In-doubt transactions resolved by recovery, by action "
                             "(committed or aborted).",
-                            [prom("sum by (action) (increase(interlock_txn_recovered_total"
-                                  f"{{{SEL}}}[$__rate_interval]))", "{{action}}")],
+                            [prom(q.or_zero("sum by (action) (increase("
+                                            f"interlock_txn_recovered_total{{{SEL}}}"
+                                            "[$__rate_interval]))"), "{{action}}")],
                             "short"), 12, 8),
                 (log_table("Transaction events", "In-doubt and recovered transaction events.",
                            'event.action:("txn-in-doubt" OR "txn-recovered")',

@@ -33,6 +33,16 @@ def sum_by(by: Labels, expr: str) -> str:
     return f"sum by ({', '.join(by)}) ({expr})" if by else f"sum({expr})"
 
 
+def or_zero(expr: str) -> str:
+    """``expr``, or one series of value 0 while ``expr`` has none.
+
+    For panels of events a healthy system may never have had (a lost lease, an in-doubt
+    transaction, an injected fault): Grafana shows 0, the truth, instead of "No data".
+    ``on()`` matches every series, so the 0 is added only when ``expr`` returns nothing.
+    """
+    return f"{expr} or on() vector(0)"
+
+
 def rate(metric: str, *parts: str, window: str) -> str:
     return f"rate({selector(metric, *parts)}[{window}])"
 

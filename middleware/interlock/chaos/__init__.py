@@ -24,6 +24,11 @@ stays bounded). Use it in staging and demos to watch dashboards and alerts react
 rollbacks, expected alerts and invariants), :func:`run_experiment` runs it and
 :func:`write_reports` writes ``report.json`` and ``report.html``; ``interlock chaos run``
 does all three (docs/chaos.md).
+
+**Game days**: :func:`run_gameday` starts throwaway local services (Redis, PostgreSQL,
+MariaDB, the demo, the 2PC bank app, Prometheus, Alertmanager) and runs the standard
+experiments shipped in ``chaos/experiments/`` (:data:`STANDARD`; :data:`QUICK` is the
+bounded subset): ``interlock chaos gameday``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ from interlock.chaos._faults import (
     PauseProcess,
     PidSource,
     RestartServer,
+)
+from interlock.chaos._gameday import (
+    QUICK,
+    STANDARD,
+    experiment_names,
+    run_gameday,
+    standard_experiment,
 )
 from interlock.chaos._plan import (
     KINDS,
@@ -54,6 +66,8 @@ from interlock.chaos._timescale import scale_rules
 __all__ = [
     "FAULT_KINDS",
     "KINDS",
+    "QUICK",
+    "STANDARD",
     "ChaosPlan",
     "ChaosRule",
     "Experiment",
@@ -67,10 +81,13 @@ __all__ = [
     "PauseProcess",
     "PidSource",
     "RestartServer",
+    "experiment_names",
     "load_experiment",
     "parse_chaos",
     "parse_experiment",
     "run_experiment",
+    "run_gameday",
     "scale_rules",
+    "standard_experiment",
     "write_reports",
 ]

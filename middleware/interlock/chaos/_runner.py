@@ -24,7 +24,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,6 +198,10 @@ class _Run:
         last_end: float | None = None
         recovered_at: float | None = None
         grace = max([exp.settings.recover_within, *(a.resolve_within for a in exp.alerts)])
+
+        def active() -> bool:
+            return any(t.injected is not None and t.ended is None for _, _, t in faults)
+
         try:
             while True:
                 now = time.monotonic() - start
@@ -218,11 +222,11 @@ class _Run:
                     elif outcome.fired_at is not None and outcome.resolved_at is None \
                             and not seen.error:  # fmt: skip
                         outcome.resolved_at = now
-                active = any(t.injected is not None and t.ended is None for _, _, t in faults)
-                if active:
+                if active():
                     for probe in during:
                         checked = evaluate(probe, self.prometheus)
-                        if not checked.ok:
+                        # a probe the fault's end overtook saw the healed system: no verdict
+                        if not checked.ok and active():
                             result.invariants[probe.name] = False
                             result.invariant_details[probe.name] = (
                                 f"at {now:.1f} s: {checked.detail}"
@@ -340,8 +344,14 @@ def _round(value: float | None) -> float | None:
 def run_experiment(
     exp: Experiment, *, prometheus: str = "", alertmanager: str = "",
     recorder: FaultRecorder | None = None, say: Callable[[str], None] = lambda _: None,
+    proxies: Mapping[str, FaultProxy] | None = None,
 ) -> ExperimentResult:  # fmt: skip
     """Run ``exp`` (see the module docstring); URLs given here win over its settings.
+
+    Args:
+        proxies: fault proxies already running, by the name of a ``[[proxies]]`` entry:
+            used instead of starting that entry's proxy, and left running (an app that
+            must connect through the link before the experiment starts, as in a game day).
 
     Raises:
         ConfigError: the experiment needs Prometheus (alerts, PromQL probes) and has none.
@@ -353,20 +363,24 @@ def run_experiment(
         raise ConfigError(f"{exp.source}: expected alerts and PromQL probes need Prometheus: "
                           "set settings.prometheus or pass --prometheus URL")  # fmt: skip
     run = _Run(exp, prometheus, alertmanager, recorder or FaultRecorder(), say)
-    proxies: dict[str, FaultProxy] = {}
+    given = dict(proxies or {})
+    owned: dict[str, FaultProxy] = {}
     try:
         for spec in exp.proxies:
-            proxies[spec.name] = FaultProxy(*spec.upstream, listen_port=spec.listen).start()
+            if spec.name not in given:
+                owned[spec.name] = FaultProxy(*spec.upstream, listen_port=spec.listen).start()
         say(f"{exp.title}: steady state")
         if run.steady_before():
             say(f"{exp.title}: method ({exp.fault})")
-            run.method(proxies)
+            run.method({**given, **owned})
         else:
             say(f"{exp.title}: aborted: {run.result.aborted}")
     finally:
         run.stop.set()
         run.rollbacks()
-        for proxy in proxies.values():
+        for proxy in given.values():
+            proxy.clear()  # healed, whatever happened
+        for proxy in owned.values():
             proxy.close()
     say(f"{exp.title}: {'passed' if run.result.passed else 'FAILED'}")
     return run.result

@@ -5,9 +5,11 @@ Registered into the ``interlock`` command by :func:`register`::
     interlock chaos run EXPERIMENT.toml [...] [--prometheus URL] [--alertmanager URL]
                         [--out DIR] [--log-file PATH|-|none] [--metrics-port PORT]
     interlock chaos scale-rules FACTOR RULES.yml [...] --out DIR
+    interlock chaos gameday --out DIR [--quick] [--rules DIR]
 
-``run`` exits 0 only when every experiment passed, 1 when one failed or was aborted, 2 on
-an invalid experiment. Formats and safety: docs/chaos.md.
+``run`` and ``gameday`` exit 0 only when every experiment passed, 1 when one failed or
+was aborted (or, for ``gameday``, a service did not start), 2 on an invalid experiment.
+Formats and safety: docs/chaos.md.
 """
 
 from __future__ import annotations
@@ -52,6 +54,21 @@ def register(subparsers: Any) -> None:
     scale.add_argument("rules", nargs="+", metavar="RULES")
     scale.add_argument("--out", required=True, metavar="DIR")
     scale.set_defaults(handler=_scale)
+    gameday = commands.add_parser(
+        "gameday", help="run the standard experiments on throwaway local services",
+        description="Start Redis, PostgreSQL, MariaDB, the demo under load, the 2PC bank "
+        "app, Prometheus (the project's rules on a 1/60 time scale) and Alertmanager on "
+        "free loopback ports, run the standard experiments and write DIR/report.json and "
+        "DIR/report.html. See docs/chaos.md.",
+    )  # fmt: skip
+    gameday.add_argument("--out", required=True, metavar="DIR")
+    gameday.add_argument("--quick", action="store_true",
+                         help="the bounded subset with short faults (about a minute)")
+    gameday.add_argument("--rules", default="prometheus/rules", metavar="DIR",
+                         help="the Prometheus rule files to scale and load (prometheus/rules)")
+    gameday.add_argument("--log-file", default="", metavar="PATH",
+                         help="event lines (ECS JSON): default DIR/events.jsonl, '-', 'none'")
+    gameday.set_defaults(handler=_gameday)
 
 
 @contextlib.contextmanager
@@ -120,3 +137,30 @@ def _scale(args: argparse.Namespace) -> int:
             scale_rules(path.read_text(encoding="utf-8"), args.factor), encoding="utf-8"
         )
     return 0
+
+
+def _gameday(args: argparse.Namespace) -> int:
+    from interlock.chaos import FaultError, run_gameday
+    from interlock.errors import ConfigError
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rules = sorted(Path(args.rules).glob("*.yml"))
+    if not rules:
+        print(f"interlock chaos gameday: no *.yml rule files in {args.rules}; run it from the "
+              "repository root or pass --rules DIR", file=sys.stderr)  # fmt: skip
+        return 2
+    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        with _logging(args.log_file or str(out / "events.jsonl")):
+            document = run_gameday(out, quick=args.quick, rules=rules, say=say)
+    except (FaultError, ConfigError) as exc:
+        print(f"interlock chaos gameday: {exc}", file=sys.stderr)
+        return 1
+    for summary in document["experiments"]:
+        verdict = "passed" if summary["passed"] else "FAILED"
+        print(f"{verdict}: {summary['name']} (detect {summary['time_to_detect_s']} s, "
+              f"recover {summary['time_to_recover_s']} s)", file=sys.stderr)  # fmt: skip
+    print(f"gameday: {document['gameday']['runtime_s']} s; report: {out / 'report.json'}, "
+          f"{out / 'report.html'}", file=sys.stderr)  # fmt: skip
+    return 0 if document["passed"] else 1
