@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING, TypeVar
 
 from interlock._async.client import AsyncInterlock
 from interlock._async.http.cycle import AsyncRequestCycle
-from interlock._async.http.response_cache import AsyncCapture, AsyncResponseCache, Captured
+from interlock._async.http.response_cache import (
+    AsyncCapture,
+    AsyncResponseCache,
+    Captured,
+    RequestView,
+)
 from interlock._async.http.tools import AsyncRequestTools
 from interlock._concurrency import AsyncEvent
 from interlock.http._asgi_client import ClientGone, ClientWatch
@@ -250,6 +255,14 @@ class _Responder:
 
     # -- the response cache's view of the request (AsyncCacheTarget) -----------------------
 
+    def request(self) -> RequestView:
+        server = self.scope.get("server")
+        return RequestView(
+            self.scope.get("scheme", "http"),
+            [(n.lower(), v) for n, v in _decoded(self.scope["headers"])],
+            (server[0], server[1]) if server else None,
+        )
+
     async def pass_through(self, x_cache: str | None) -> None:
         send = self._send_response if x_cache is None else _tagging(self._send_response, x_cache)
         await self.middleware.app(self.scope, self.client.receive, send)
@@ -257,8 +270,8 @@ class _Responder:
     def snapshot(self) -> AsyncCapture:
         app, copy = self.middleware.app, dict(self.scope)
 
-        async def capture(max_body: int) -> Captured:
-            return await _capture(app, dict(copy), max_body)
+        async def capture(max_body: int, headers: Headers) -> Captured:
+            return await _capture(app, {**copy, "headers": _encoded(headers)}, max_body)
 
         return capture
 
