@@ -202,12 +202,18 @@ async def test_content_the_origin_marked_expired_is_never_served_fresh(
     """Item 1c (RFC 9111 §4.2, §5.2.2, RFC 9213): before, every one of these was served
     from the cache for the rule's fixed ttl."""
     origin = Origin({path: text(path, *fields) for path, fields in EXPIRED.items()})
-    rules = [CacheRule(path, ttl=30, stale_ttl=30, name=f"x{i}") for i, path in enumerate(EXPIRED)]
+    # the rule's stale window applies unless the response forbids stale (§4.2.4)
+    allowed = ("/max-age-0", "/past-expires")
+    rules = [
+        CacheRule(path, ttl=30, stale_ttl=0 if path in allowed else 30, name=f"x{i}")
+        for i, path in enumerate(EXPIRED)
+    ]
     async with client(driver, backend, request, origin, rules, namespace) as c:
         for path in EXPIRED:
             for _ in range(2):
                 response = await c.get(path)
-                assert response.status == 200 and response.headers.get("x-cache") != "HIT", path
+                assert response.status == 200, path
+                assert response.headers.get("x-cache") not in ("HIT", "STALE"), path
             assert origin.runs(path) == 2, path
 
 
@@ -263,3 +269,78 @@ async def test_request_directives(
         assert origin.runs("/page") == 3
         head = await c.get("/page", method="HEAD")
         assert head.status == 200 and head.body == b"" and head.headers["x-cache"] == "HIT"
+
+
+async def test_stale_entries_are_revalidated_with_a_conditional_request(
+    driver: str, backend: str, request: pytest.FixtureRequest, namespace: str
+) -> None:
+    """Item 3 (RFC 9111 §4.3.1, §4.3.4, §5.2.2.4): a stale entry (or a no-cache one) is
+    validated with its ETag; the 304's fields are merged into the stored response, whose
+    body is served (before: the key was refetched in full, or never stored)."""
+    versions = {"etag": '"v1"', "note": "first"}
+
+    def doc(scheme: str, fields: dict[str, str]) -> Answer:
+        head = [("cache-control", "no-cache"), ("etag", versions["etag"]),
+                ("x-note", versions["note"])]  # fmt: skip
+        if fields.get("if-none-match") == versions["etag"]:
+            return 304, head, b""
+        return 200, head, b"body " + versions["etag"].encode()
+
+    origin = Origin({"/doc": doc})
+    async with client(driver, backend, request, origin, [CacheRule("/doc")], namespace) as c:
+        first = await c.get("/doc")
+        assert first.headers["x-cache"] == "MISS" and first.body == b'body "v1"'
+        versions["note"] = "second"
+        again = await c.get("/doc")
+        assert again.status == 200 and again.body == b'body "v1"'
+        assert again.headers["x-cache"] == "REVALIDATED" and again.headers["x-note"] == "second"
+        assert origin.seen[-1][1].get("if-none-match") == '"v1"'
+        cond = await c.get("/doc", [("if-none-match", '"v1"')])
+        assert cond.status == 304 and cond.headers["x-cache"] == "REVALIDATED"
+        versions["etag"] = '"v2"'
+        changed = await c.get("/doc")
+        assert changed.body == b'body "v2"' and changed.headers["x-cache"] == "MISS"
+        assert origin.runs("/doc") == 4
+
+
+async def test_the_responses_stale_windows(
+    driver: str, backend: str, request: pytest.FixtureRequest, namespace: str
+) -> None:
+    """Item 3 (RFC 5861 §3, §4): the response's own stale-while-revalidate serves stale
+    while one background run revalidates; its stale-if-error answers an origin error with
+    the stale response; must-revalidate forbids both (before: only the rule's stale_ttl)."""
+    state = {"status": 200, "n": 0}
+
+    def page(cc: str) -> Callable[[str, dict[str, str]], Answer]:
+        def answer(scheme: str, fields: dict[str, str]) -> Answer:
+            state["n"] += 1
+            return state["status"], [("cache-control", cc)], f"n={state['n']}".encode()
+
+        return answer
+
+    origin = Origin({
+        "/swr": page("max-age=0, stale-while-revalidate=60"),
+        "/sie": page("max-age=0, stale-if-error=60"),
+        "/strict": page("max-age=0, stale-if-error=60, must-revalidate"),
+    })  # fmt: skip
+    rules = [CacheRule("/swr"), CacheRule("/sie"), CacheRule("/strict")]
+    async with client(driver, backend, request, origin, rules, namespace) as c:
+        assert (await c.get("/swr")).body == b"n=1"
+        stale = await c.get("/swr")
+        assert stale.headers["x-cache"] == "STALE" and stale.body == b"n=1"
+        await _until(lambda: origin.runs("/swr") == 2)
+        await c.get("/sie")
+        await c.get("/strict")
+        state["status"] = 503
+        rescued = await c.get("/sie")
+        assert rescued.status == 200 and rescued.headers["x-cache"] == "STALE"
+        failed = await c.get("/strict")
+        assert failed.status == 503
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    import anyio
+
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.01)

@@ -26,19 +26,25 @@ from typing import Any
 
 from interlock.http._rules import CacheRule
 from interlock.http.caching import (
+    CachePolicy,
     Freshness,
     StoredResponse,
     age_header,
     effective_authority,
     evaluate_conditional,
+    freshness_of,
     not_modified_headers,
     range_request,
     request_directives,
+    response_directives,
     select_range,
+    stale_windows,
     target_key,
 )
 
 ENTRY_VERSION = 2
+# Seconds a stale entry with a validator is kept to be revalidated (RFC 9111 §4.3).
+REVALIDATION_GRACE = 300.0
 Headers = list[tuple[str, str]]
 # decide_store refusals that come from the request, not the origin: no "pass" for them.
 REQUEST_REASONS = frozenset(("method", "request-no-store", "authorization"))
@@ -173,6 +179,15 @@ def with_etag(stored: StoredResponse, body: bytes) -> StoredResponse:
     return dataclasses.replace(stored, headers=(*stored.headers, ("etag", strong_etag(body))))
 
 
+def keep_for(stored: StoredResponse, policy: CachePolicy, now: float) -> float:
+    """Seconds the backend keeps ``stored``: its remaining freshness, its longest stale
+    window, and :data:`REVALIDATION_GRACE` when it has a validator (always, once stored:
+    :func:`make_entry` gives it an ETag)."""
+    freshness = freshness_of(stored, policy, now)
+    swr, sie = stale_windows(response_directives(stored.headers, policy.targets), policy)
+    return max(0.0, freshness.remaining) + max(swr, sie) + REVALIDATION_GRACE
+
+
 class PassList:
     """Keys whose responses may not be stored, remembered for a while in this process.
 
@@ -207,6 +222,8 @@ def x_cache(result: str) -> str:
     """The ``X-Cache`` value for a cache result."""
     if result == "stale":
         return "STALE"
+    if result == "revalidated":  # a 304 from the origin: the stored response, freshened
+        return "REVALIDATED"
     if result in ("hit", "near_hit", "coalesced", "negative_hit"):
         return "HIT"
     if result in ("bypass", "error"):  # the cache was not used (degraded, failing)

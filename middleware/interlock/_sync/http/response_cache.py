@@ -2,21 +2,23 @@
 """The response cache of both drivers, on ``interlock.cache(rule.name)``.
 
 The HTTP decisions are RFC 9111's (``interlock.http.caching``: what is stored and for how
-long, whether a stored response may answer a request, its ``Age``, the client's
-conditional and ``Range`` requests) and the plan of ``interlock.http._cache`` (the key:
-the full target URI); storage, single flight across requests and processes, the rule's
-stale window and tag invalidation are the cache's. The driver's responder is the
+long, whether a stored response may answer a request, revalidation, its ``Age``, the
+client's conditional and ``Range`` requests) and the plan of ``interlock.http._cache``
+(the key: the full target URI); storage, single flight of fills across requests and
+processes and tag invalidation are the cache's. The driver's responder is the
 :class:`CacheTarget`: it runs the application to the client, or against a snapshot of
 the request (with the request fields the cache chooses) to capture the response without
-touching the client (so the cache may also run it in the background to refresh a stale
+touching the client (so the cache may also run it in the background to revalidate a stale
 entry), and writes a response.
 
 A fill is always a full request: the client's validators and ``Range`` are stripped
 (``fill_headers``) and answered from the stored response, so no client can make an
-unstorable 304/206 decide for others. A response the origin does not let us store is kept
-as a "pass" marker: later requests for the key go straight to the application instead of
-queueing. The backend keeps an entry as long as the origin's freshness lasts (plus the
-rule's ``stale_ttl``).
+unstorable 304/206 decide for others. A stale entry is revalidated with a conditional
+request (``revalidation_headers``; a 304 is merged with ``freshen``), once per key in the
+process at a time, in the background within a stale-while-revalidate window, and served
+stale instead of an error within a stale-if-error one. A response the origin does not let
+us store is kept as a "pass" marker: later requests for the key go straight to the
+application instead of queueing.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 from interlock import _context
 from interlock._sync.cache.cache import Cache
 from interlock._sync.client import Interlock
+from interlock._concurrency import Flight
 from interlock.cache import CacheKwargs
 from interlock.errors import BackendError
 from interlock.http._cache import (
@@ -36,6 +39,7 @@ from interlock.http._cache import (
     CachePlan,
     PassList,
     answer,
+    keep_for,
     make_entry,
     stored_of,
     with_etag,
@@ -49,9 +53,12 @@ from interlock.http.caching import (
     StoredResponse,
     decide_store,
     fill_headers,
+    freshen,
     freshness_of,
     lookup,
     request_directives,
+    revalidation_headers,
+    stale_if_error,
 )
 from interlock.http.types import Headers
 from interlock.metrics import Metrics
@@ -62,6 +69,7 @@ USABLE = frozenset((Action.FRESH, Action.STALE, Action.STALE_WHILE_REVALIDATE))
 FILL_TTL = 1.0  # the fill's first write; the entry is written again with its own lifetime
 PASS_SECONDS = 30.0  # a key whose response may not be stored skips the cache this long
 _CREDENTIALS = frozenset(("authorization", "cookie"))
+logger = logging.getLogger("interlock.cache")
 
 
 class Captured:
@@ -115,15 +123,26 @@ class CacheTarget(Protocol):
         """``step``'s result, unless the client leaves first (:class:`ClientGone`)."""
 
 
-class _Fill:
-    """One run of the handler for the cache: its response and the entry made of it."""
+class _Outcome:
+    """What a run of the handler for the cache gave: the stored response to answer from
+    (``stored``/``body``; ``entry`` when it is to be written), or only ``captured`` (not
+    storable: sent as it is). ``result`` is the log and ``X-Cache`` word."""
 
-    __slots__ = ("captured", "entry", "lifetime")
+    __slots__ = ("body", "captured", "entry", "result", "stored")
 
-    def __init__(self, captured: Captured, entry: Entry | None, lifetime: float) -> None:
-        self.captured = captured
+    def __init__(
+        self,
+        result: str,
+        stored: StoredResponse | None = None,
+        body: bytes = b"",
+        entry: Entry | None = None,
+        captured: Captured | None = None,
+    ) -> None:
+        self.result = result
+        self.stored = stored
+        self.body = body
         self.entry = entry
-        self.lifetime = lifetime  # seconds the backend keeps it fresh
+        self.captured = captured
 
 
 class ResponseCache:
@@ -134,6 +153,7 @@ class ResponseCache:
         self.core = core
         self.options = cache_options(core.cache_rules)
         self.passes = PassList()
+        self.revalidations: dict[str, Flight] = {}  # per key, in this process
 
     def handle(self, ex: Exchange, target: CacheTarget) -> None:
         """Serve the request from the cache (or the application), unless its client leaves
@@ -159,24 +179,50 @@ class ResponseCache:
             judged = [(n, v) for n, v in request if n not in _CREDENTIALS]
         else:
             judged = request
-        directives = request_directives(request)
-        if ex.method == "HEAD" or directives.only_if_cached:
-            self._stored_only(ex, decision, cache, target, request, judged)
-            return
-        capture = target.snapshot()
+        one = _CacheRequest(self, ex, decision, cache, target, request, judged)
         try:
-            if directives.no_cache:  # §5.2.1.4: a stored response would be revalidated
-                entry, fill = None, None
+            if ex.method == "HEAD" or request_directives(request).only_if_cached:
+                one.stored_only()
             else:
-                entry, fill = self._load(
-                    ex, decision, cache, target, capture, request, judged
-                )
-            self._serve(ex, decision, cache, target, capture, request, judged, entry, fill)
+                one.run()
         except ClientGone:
             return
 
-    def _stored_only(
+    def shared(self, key: str, work: Callable[[], _Outcome]) -> _Outcome:
+        """``work()``'s outcome, run once per key at a time in this process."""
+        flight = self.revalidations.get(key)
+        if flight is None:
+            flight = self.revalidations[key] = Flight()
+            flight.start(lambda: self._settled(key, work))
+        outcome: _Outcome = flight.wait()
+        return outcome
+
+    def background(self, key: str, work: Callable[[], _Outcome]) -> None:
+        """Run ``work()`` in the background unless a revalidation of ``key`` runs here."""
+        if key in self.revalidations:
+            return
+        flight = self.revalidations[key] = Flight()
+        flight.start(lambda: self._quiet(key, work), background=True)
+
+    def _settled(self, key: str, work: Callable[[], _Outcome]) -> _Outcome:
+        try:
+            return work()
+        finally:
+            self.revalidations.pop(key, None)
+
+    def _quiet(self, key: str, work: Callable[[], _Outcome]) -> None:
+        try:
+            self._settled(key, work)
+        except Exception as exc:  # the client already has the stale response
+            logger.warning("response cache: background revalidation failed: %s", exc)
+
+
+class _CacheRequest:
+    """One GET/HEAD request through the response cache (per-request state)."""
+
+    def __init__(
         self,
+        owner: ResponseCache,
         ex: Exchange,
         decision: CachePlan,
         cache: Cache,
@@ -184,142 +230,170 @@ class ResponseCache:
         request: Headers,
         judged: Headers,
     ) -> None:
+        self.owner = owner
+        self.ex = ex
+        self.decision = decision
+        self.rule = decision.rule
+        self.cache = cache
+        self.target = target
+        self.request = request  # what the client sent
+        self.judged = judged  # what the decisions read (no credentials of a per-user entry)
+        self.capture = target.snapshot()
+
+    def stored_only(self) -> None:
         """HEAD (from the GET entry; never stored) and ``only-if-cached`` (a stored
         response or ``504``, RFC 9111 §5.2.1.7): the handler never fills the cache."""
-        got = stored_of(cache.get(decision.key))
+        ex, policy = self.ex, self.rule.policy
+        got = stored_of(self.cache.get(self.decision.key))
         now = time.time()
-        look = lookup(got[0] if got else None, ex.method, judged, decision.rule.policy, now)
+        look = lookup(got[0] if got else None, ex.method, self.judged, policy, now)
         if got is not None and look.action in USABLE:
             stored, body = got
-            decision.result = _stale_or(look.action, _cache_result(ex))
-            freshness = look.freshness or freshness_of(stored, decision.rule.policy, now)
-            target.respond(*answer(stored, body, ex.method, request, freshness,
-                                         decision.result))  # fmt: skip
+            result = _stale_or(look.action, _cache_result(ex))
+            self.send(_Outcome(result, stored, body))
             return
         if look.action is Action.GATEWAY_TIMEOUT:
-            decision.result = "miss"
+            self.decision.result = "miss"
             refusal = problem(
                 504, "only-if-cached", "Not cached",
                 "the request said only-if-cached and no usable stored response exists",
                 request_id=ex.request_id,
             )  # fmt: skip
-            target.respond(refusal.status, [*refusal.headers, ("x-cache", "MISS")],
-                                 refusal.body)  # fmt: skip
+            headers = [*refusal.headers, ("x-cache", "MISS")]
+            self.target.respond(refusal.status, headers, refusal.body)
             return
-        target.pass_through("MISS")
+        self.target.pass_through("MISS")
 
-    def _fill(
-        self,
-        ex: Exchange,
-        decision: CachePlan,
-        capture: Capture,
-        request: Headers,
-        judged: Headers,
-    ) -> _Fill:
-        """Run the handler with a full request (the client's validators and ``Range``
-        stripped) and decide whether and how long its response is stored, judging it by
-        ``judged`` (the request without the credentials of a per-user entry)."""
-        rule = decision.rule
-        sent = time.time()
-        captured = capture(rule.max_body, fill_headers(request))
-        received = time.time()
-        if captured.truncated:
-            reason: str | None = "too-large"
-            verdict = None
-        else:
-            verdict = decide_store("GET", judged, captured.status, captured.headers, rule.policy,
-                                   request_time=sent, response_time=received)  # fmt: skip
-            reason = verdict.reason
-            if reason is None and _uncovered_vary(rule, verdict.stored):
-                reason = "vary"
-        lifetime = 0.0
-        if verdict is not None and reason is None and verdict.lifetime is not None:
-            assert verdict.stored is not None
-            lifetime = verdict.lifetime.seconds - verdict.stored.initial_age
-            if lifetime <= 0:
-                reason = "stale"  # revalidated on every use: served from the application
-        if reason is not None or verdict is None or verdict.stored is None:
-            if reason not in REQUEST_REASONS:
-                self.passes.add(decision.key, rule.ttl or PASS_SECONDS)
-            _context.record("cache", reason=reason)
-            return _Fill(captured, None, 0.0)
-        body = bytes(captured.body)
-        entry = make_entry(with_etag(verdict.stored, body), body, [*decision.tags, *ex.tags])
-        return _Fill(captured, entry, lifetime)
-
-    def _load(
-        self,
-        ex: Exchange,
-        decision: CachePlan,
-        cache: Cache,
-        target: CacheTarget,
-        capture: Capture,
-        request: Headers,
-        judged: Headers,
-    ) -> tuple[Entry | None, _Fill | None]:
-        """The entry (shared with other requests, or loaded here) and this request's own
-        fill, if it ran one."""
-        mine: list[_Fill] = []
+    def run(self) -> None:
+        """A GET: the stored response if it may answer, else a fill or a revalidation."""
+        key = self.decision.key
+        mine: list[_Outcome] = []
 
         def loader() -> Entry | None:
-            fill = self._fill(ex, decision, capture, request, judged)
-            mine.append(fill)
-            return fill.entry  # None: not stored (negative_ttl=0), and not shared
+            outcome = self.fill()
+            mine.append(outcome)
+            return outcome.entry  # None: not stored (negative_ttl=0), and not shared
 
-        load = cache.get_or_load(decision.key, loader, ttl=FILL_TTL, tags=decision.tags)
-        entry: Entry | None = target.wait(load)
-        fill = mine[0] if mine else None
-        if fill is not None and fill.entry is not None and entry is not None:
-            # the entry's own lifetime (the fill's write used FILL_TTL), under every tag
-            ttl = _backend_ttl(cache, fill.lifetime)
-            _store(cache, decision.key, fill.entry, ttl, [*decision.tags, *ex.tags])
-        return entry, fill
-
-    def _serve(
-        self,
-        ex: Exchange,
-        decision: CachePlan,
-        cache: Cache,
-        target: CacheTarget,
-        capture: Capture,
-        request: Headers,
-        judged: Headers,
-        entry: Entry | None,
-        fill: _Fill | None,
-    ) -> None:
-        rule = decision.rule
+        load = self.cache.get_or_load(key, loader, ttl=FILL_TTL, tags=self.decision.tags)
+        entry: Entry | None = self.target.wait(load)
+        if mine:  # this request ran the handler
+            recorded = _cache_result(self.ex)
+            if recorded not in ("bypass", "error"):
+                self.store(mine[0])  # with its own lifetime, under every tag
+            self.send(mine[0], recorded)
+            return
         got = stored_of(entry)
-        now = time.time()
-        if got is not None and fill is None and not _usable(got[0], judged, rule, now):
-            got = None  # the client's directives, or the origin's, want a new response
-        if got is None and fill is None:  # fetched here (not coalesced): a full response
-            fill = target.wait(self._fill(ex, decision, capture, request, judged))
-            if fill.entry is not None:
-                ttl = _backend_ttl(cache, fill.lifetime)
-                _store(cache, decision.key, fill.entry, ttl, [*decision.tags, *ex.tags])
-            got = stored_of(fill.entry)
-            count(self.interlock.metrics, rule, "miss", "refresh")
-        if got is None:
-            decision.result = "miss"
-            captured = fill.captured if fill is not None else None
-            if captured is not None and not captured.truncated:
-                headers = [*captured.headers, ("x-cache", "BYPASS")]
-                target.respond(captured.status, headers, bytes(captured.body))
-            else:
-                target.pass_through("BYPASS")
+        if got is None:  # a shared load that stored nothing, or an entry of another version
+            self.send(self.target.wait(self.fill(store=True)))
             return
         stored, body = got
-        look = lookup(stored, "GET", judged, rule.policy, now)
-        freshness = look.freshness or freshness_of(stored, rule.policy, now)
-        ran_here = fill is not None
-        result = served_result(_cache_result(ex), ran_here)
-        decision.result = result if ran_here else _stale_or(look.action, result)
-        target.respond(*answer(stored, body, ex.method, request, freshness,
-                                     decision.result))  # fmt: skip
+        tags = [str(t) for t in entry.get("tags", ())] if isinstance(entry, dict) else []
+        look = lookup(stored, "GET", self.judged, self.rule.policy, time.time())
+        if look.action in (Action.FRESH, Action.STALE):
+            self.send(_Outcome(_stale_or(look.action, _cache_result(self.ex)), stored, body))
+        elif look.action is Action.STALE_WHILE_REVALIDATE:
+            self.owner.background(key, lambda: self.revalidate(stored, body, tags))
+            self.send(_Outcome("stale", stored, body))
+        elif look.action is Action.REVALIDATE:
+            work = self.owner.shared(key, lambda: self.revalidate(stored, body, tags))
+            self.send(self.target.wait(work))
+        else:  # the stored response cannot answer this request (If-Match, ...): the origin
+            self.target.pass_through("MISS")
 
+    def fill(self, *, store: bool = False) -> _Outcome:
+        """Run the handler with a full request (the client's validators and ``Range``
+        stripped) and decide whether and how long its response is stored."""
+        sent = time.time()
+        captured = self.capture(self.rule.max_body, fill_headers(self.request))
+        outcome = self.judge(captured, sent, time.time())
+        if store:
+            self.store(outcome)
+        return outcome
 
-def _usable(stored: StoredResponse, judged: Headers, rule: CacheRule, now: float) -> bool:
-    return lookup(stored, "GET", judged, rule.policy, now).action in USABLE
+    def revalidate(self, stored: StoredResponse, body: bytes, tags: list[str]) -> _Outcome:
+        """Validate ``stored`` with a conditional request (RFC 9111 §4.3.1): a 304 that
+        names it freshens it (§4.3.4); an error may be answered with it (RFC 5861 §4)."""
+        policy = self.rule.policy
+        sent = time.time()
+        try:
+            captured = self.capture(
+                self.rule.max_body, revalidation_headers(self.request, stored)
+            )
+        except Exception:
+            if stale_if_error(stored, self.judged, policy, time.time(), None):
+                return _Outcome("stale", stored, body)
+            raise
+        received = time.time()
+        if captured.status == 304:
+            fresh = freshen(stored, captured.headers, policy, request_time=sent,
+                            response_time=received)  # fmt: skip
+            if fresh is None:  # it names another representation: fetch the full one
+                return self.fill(store=True)
+            tags = sorted({*tags, *self.decision.tags, *self.ex.tags})
+            outcome = _Outcome("revalidated", fresh, body, make_entry(fresh, body, tags))
+            self.store(outcome)
+            return outcome
+        if stale_if_error(stored, self.judged, policy, received, captured.status):
+            return _Outcome("stale", stored, body)
+        outcome = self.judge(captured, sent, received)
+        self.store(outcome)
+        return outcome
+
+    def judge(self, captured: Captured, sent: float, received: float) -> _Outcome:
+        """Whether and how a response the handler gave is stored (RFC 9111 §3)."""
+        rule = self.rule
+        verdict = None
+        if captured.truncated:
+            reason: str | None = "too-large"
+        else:
+            verdict = decide_store(
+                "GET", self.judged, captured.status, captured.headers, rule.policy,
+                request_time=sent, response_time=received,
+            )  # fmt: skip
+            reason = verdict.reason
+            if verdict.stored is not None and _uncovered_vary(rule, verdict.stored):
+                reason = "vary"
+        if reason is not None or verdict is None or verdict.stored is None:
+            if reason not in REQUEST_REASONS:
+                self.owner.passes.add(self.decision.key, rule.ttl or PASS_SECONDS)
+            _context.record("cache", reason=reason)
+            return _Outcome("miss", captured=captured)
+        body = bytes(captured.body)
+        stored = with_etag(verdict.stored, body)
+        entry = make_entry(stored, body, [*self.decision.tags, *self.ex.tags])
+        return _Outcome("miss", stored, body, entry, captured)
+
+    def store(self, outcome: _Outcome) -> None:
+        """Write the outcome's entry for as long as it is useful (fail open)."""
+        if outcome.entry is None or outcome.stored is None:
+            return
+        keep = keep_for(outcome.stored, self.rule.policy, time.time())
+        tags = [str(t) for t in outcome.entry["tags"]]
+        _store(self.cache, self.decision.key, outcome.entry, _backend_ttl(self.cache, keep),
+                     tags)  # fmt: skip
+
+    def send(self, outcome: _Outcome, recorded: str | None = None) -> None:
+        """Answer the client from the outcome: from the stored response (its conditional
+        and ``Range`` answered here), else the captured response as it is."""
+        ex, decision = self.ex, self.decision
+        stored = outcome.stored
+        if stored is None:
+            decision.result = "miss"
+            captured = outcome.captured
+            if captured is not None and not captured.truncated:
+                headers = [*captured.headers, ("x-cache", "BYPASS")]
+                self.target.respond(captured.status, headers, bytes(captured.body))
+            else:
+                self.target.pass_through("BYPASS")
+            return
+        result = outcome.result
+        if recorded is not None:  # this request ran the handler
+            result = served_result(recorded, True)
+        decision.result = result
+        _context.record("cache", result=result)
+        freshness = freshness_of(stored, self.rule.policy, time.time())
+        self.target.respond(*answer(stored, outcome.body, ex.method, self.request,
+                                          freshness, result))  # fmt: skip
 
 
 def _uncovered_vary(rule: CacheRule, stored: StoredResponse | None) -> bool:
@@ -349,9 +423,11 @@ def cache_options(rules: Sequence[CacheRule]) -> dict[str, CacheKwargs]:
         ValueError: two rules share a cache name but not ``stale_ttl``.
     """
     options: dict[str, CacheKwargs] = {}
+    windows: dict[str, float] = {}
     for rule in rules:
-        wanted: CacheKwargs = {"stale_ttl": rule.stale_ttl, "negative_ttl": 0.0}
-        if options.setdefault(rule.name, wanted) != wanted:
+        # stale serving is the HTTP layer's (RFC 9111 §4.2.4), never the cache's own
+        options[rule.name] = {"stale_ttl": 0.0, "negative_ttl": 0.0}
+        if windows.setdefault(rule.name, rule.stale_ttl) != rule.stale_ttl:
             raise ValueError(
                 f"cache rules sharing the cache name {rule.name!r} have different stale_ttl; "
                 "give them different name= values"
