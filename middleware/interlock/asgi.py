@@ -21,6 +21,7 @@ from interlock._async.client import AsyncInterlock
 from interlock._async.http.cycle import AsyncRequestCycle
 from interlock._async.http.response_cache import (
     AsyncCapture,
+    AsyncOnStart,
     AsyncResponseCache,
     Captured,
     RequestView,
@@ -263,8 +264,10 @@ class _Responder:
             (server[0], server[1]) if server else None,
         )
 
-    async def pass_through(self, x_cache: str | None) -> None:
+    async def pass_through(self, x_cache: str | None, on_start: AsyncOnStart | None = None) -> None:
         send = self._send_response if x_cache is None else _tagging(self._send_response, x_cache)
+        if on_start is not None:
+            send = _observing(send, on_start)
         await self.middleware.app(self.scope, self.client.receive, send)
 
     def snapshot(self) -> AsyncCapture:
@@ -392,6 +395,18 @@ def _tagging(send: Send, value: str) -> Send:
         await send(message)
 
     return tagged
+
+
+def _observing(send: Send, on_start: AsyncOnStart) -> Send:
+    """``send`` calling ``on_start(status, headers)`` before the response starts."""
+
+    async def observed(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(n.lower(), v) for n, v in _decoded(message.get("headers", ()))]
+            await on_start(int(message["status"]), headers)
+        await send(message)
+
+    return observed
 
 
 def _replay(body: bytes, done: AsyncEvent | None = None) -> Receive:

@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from interlock._sync.client import Interlock
 from interlock._sync.http.cycle import RequestCycle
-from interlock._sync.http.response_cache import Capture, Captured, RequestView, ResponseCache
+from interlock._sync.http.response_cache import (
+    Capture,
+    Captured,
+    OnStart,
+    RequestView,
+    ResponseCache,
+)
 from interlock._sync.http.tools import RequestTools
 from interlock.http._core import HttpCore
 from interlock.http._participant import WANTED
@@ -245,8 +251,10 @@ class _Responder:
         server = (environ.get("SERVER_NAME", ""), int(port) if port and port.isdigit() else None)
         return RequestView(environ.get("wsgi.url_scheme", "http"), _fields(environ), server)
 
-    def pass_through(self, x_cache: str | None) -> None:
+    def pass_through(self, x_cache: str | None, on_start: OnStart | None = None) -> None:
         observe = self._observe if x_cache is None else _tagging(self._observe, x_cache)
+        if on_start is not None:
+            observe = _observing(observe, on_start)
         self.body = self.middleware.app(self.environ, observe)
 
     def snapshot(self) -> Capture:
@@ -393,6 +401,18 @@ def _tagging(start_response: StartResponse, value: str) -> StartResponse:
         return start_response(status, [*headers, ("X-Cache", value)], exc_info)
 
     return tagged
+
+
+def _observing(start_response: StartResponse, on_start: OnStart) -> StartResponse:
+    """``start_response`` calling ``on_start(status, headers)`` first (not for an error
+    page replacing a started response)."""
+
+    def observed(status: str, headers: Headers, exc_info: ExcInfo | None = None) -> Write:
+        if exc_info is None:
+            on_start(int(status[:3]), [(n.lower(), v) for n, v in headers])
+        return start_response(status, headers, exc_info)
+
+    return observed
 
 
 def _fields(environ: WSGIEnviron) -> Headers:

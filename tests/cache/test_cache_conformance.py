@@ -311,6 +311,18 @@ def test_tags_invalidate_in_o1(il: Interlock, other: Interlock) -> None:
     assert len(calls) == 1
 
 
+def test_several_tags_invalidate_in_one_call(il: Interlock, other: Interlock) -> None:
+    """invalidate_tags (one pipeline, for the response cache's RFC 9111 §4.4 invalidation)."""
+    cache = il.cache("several")
+    cache.set(1, "a", tags=["x"])
+    cache.set(2, "b", tags=["y"])
+    cache.set(3, "c", tags=["z"])
+    other.cache("several").invalidate_tags(["x", "y"])
+    assert cache.get(1) is None and cache.get(2) is None and cache.get(3) == "c"
+    other.cache("several").invalidate_tags([])  # nothing to do: no command
+    assert cache.get(3) == "c"
+
+
 @pytest.mark.parametrize("invalidate", ["delete", "tag", "set"])
 def test_a_load_in_flight_during_invalidation_is_not_served_afterwards(
     il: Interlock, other: Interlock, invalidate: str

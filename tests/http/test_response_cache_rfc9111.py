@@ -49,6 +49,7 @@ class Origin:
     def asgi(self) -> Any:
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             fields = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            fields[":method"] = scope["method"]
             status, headers, body = self.answer(scope["path"], scope["scheme"], fields)
             raw = [(k.encode(), v.encode()) for k, v in headers]
             raw.append((b"content-length", str(len(body)).encode()))
@@ -64,6 +65,7 @@ class Origin:
                 for k, v in environ.items()
                 if k.startswith("HTTP_")
             }
+            fields[":method"] = environ["REQUEST_METHOD"]
             path, scheme = environ["PATH_INFO"], environ["wsgi.url_scheme"]
             status, headers, body = self.answer(path, scheme, fields)
             start_response(f"{status} X", [*headers, ("Content-Length", str(len(body)))])
@@ -91,6 +93,10 @@ class Client:
             raw = [(k.lower().encode(), v.encode()) for k, v in fields]
             return await asgi_request(self.app, method, path, headers=raw, scheme=scheme)
         return wsgi_request(self.app, method, path, headers=fields, scheme=scheme)
+
+
+def _url(backend: str, request: pytest.FixtureRequest) -> str:
+    return "mem://" if backend == "mem" else str(request.getfixturevalue("redis_url"))
 
 
 @asynccontextmanager
@@ -344,3 +350,46 @@ async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     with anyio.fail_after(timeout):
         while not condition():
             await anyio.sleep(0.01)
+
+
+async def test_unsafe_requests_invalidate_the_uri_and_its_locations(
+    driver: str, backend: str, request: pytest.FixtureRequest, namespace: str
+) -> None:
+    """Item 4 (RFC 9111 §4.4): a 2xx/3xx answer to POST/PUT/PATCH/DELETE invalidates every
+    stored response of its URI, of a same-origin Location and Content-Location, in every
+    process (before: nothing was invalidated until the ttl ran out)."""
+    version = {"n": 1}
+
+    def item(scheme: str, fields: dict[str, str]) -> Answer:
+        method = fields[":method"]
+        if method == "GET":
+            return 200, [("cache-control", "max-age=600")], f"v{version['n']}".encode()
+        version["n"] += 1
+        if method == "POST":
+            return (
+                201,
+                [("location", "/items/2"), ("content-location", "//other.example/items/3")],
+                b"",
+            )
+        return (500 if method == "PATCH" else 204), [], b""
+
+    routes = {f"/items/{i}": item for i in (1, 2, 3)}
+    rules = [CacheRule("/items/{id}")]
+    async with (
+        client(driver, backend, request, Origin(routes), rules, namespace) as c,
+        client(driver, backend, request, Origin(routes), rules, namespace) as other,
+    ):
+        for path in routes:
+            await c.get(path)
+            assert (await c.get(path)).headers["x-cache"] == "HIT"
+        writer = other if backend == "redis" else c  # another process's write, on Redis
+        assert (await writer.get("/items/1", method="PATCH")).status == 500  # an error
+        assert (await c.get("/items/1")).headers["x-cache"] == "HIT"
+        assert (await writer.get("/items/1", method="DELETE")).status == 204
+        after = await c.get("/items/1")
+        assert after.headers["x-cache"] == "MISS" and after.body == b"v3"
+        created = await writer.get("/items/1", method="POST")
+        assert created.status == 201
+        assert (await c.get("/items/1")).headers["x-cache"] == "MISS"
+        assert (await c.get("/items/2")).headers["x-cache"] == "MISS"  # its Location
+        assert (await c.get("/items/3")).headers["x-cache"] == "HIT"  # another origin

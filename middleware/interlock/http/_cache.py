@@ -23,7 +23,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
+from interlock.http._routes import route_path
 from interlock.http._rules import CacheRule
 from interlock.http.caching import (
     CachePolicy,
@@ -33,6 +35,7 @@ from interlock.http.caching import (
     effective_authority,
     evaluate_conditional,
     freshness_of,
+    invalidation_keys,
     not_modified_headers,
     range_request,
     request_directives,
@@ -120,7 +123,46 @@ def plan(
         user = _digest(["user", headers.get("authorization", ""), headers.get("cookie", "")])
     vary = {name: headers.get(name, "") for name in rule.vary}
     key = cache_key(target, vary, user)
-    return CachePlan(rule, params, key, target, tags=rule.tags_for(params), private=bool(user))
+    tags = [*rule.tags_for(params), uri_tag(target)]
+    return CachePlan(rule, params, key, target, tags=tags, private=bool(user))
+
+
+def uri_tag(target: str) -> str:
+    """The tag every entry of a target URI carries (all its variants and users), so an
+    unsafe request invalidates them in O(1) (RFC 9111 §4.4)."""
+    return "uri:" + hashlib.sha256(target.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def invalidations(
+    rules: Sequence[CacheRule],
+    method: str,
+    status: int,
+    scheme: str,
+    authority: str | None,
+    path: str,
+    root_path: str,
+    query: str,
+    headers: Sequence[tuple[str, str]],
+) -> dict[str, list[str]]:
+    """The URI tags to invalidate per cache name after an unsafe request was answered
+    (RFC 9111 §4.4: the target URI, and same-origin ``Location``/``Content-Location``),
+    for the URIs a cache rule covers; empty for a safe method or an error status."""
+    if authority is None:
+        return {}
+    target = target_key(scheme, authority, path, query)
+    out: dict[str, list[str]] = {}
+    for uri in invalidation_keys(method, status, target, headers):
+        parts = urlsplit(uri)
+        rpath = route_path(parts.path, root_path)
+        for rule in rules:
+            if rule.route.match(rpath) is not None:
+                key = target_key(parts.scheme, parts.netloc, parts.path, parts.query,
+                                 rule.ignore_query)  # fmt: skip
+                tags = out.setdefault(rule.name, [])
+                if uri_tag(key) not in tags:
+                    tags.append(uri_tag(key))
+                break
+    return out
 
 
 def strong_etag(body: bytes) -> str:

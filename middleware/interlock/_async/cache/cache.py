@@ -250,6 +250,15 @@ class AsyncCache:
         """
         await self._writer.invalidate_tag(tag)
 
+    async def invalidate_tags(self, tags: Sequence[str | int]) -> None:
+        """:meth:`invalidate_tag` for several tags in one pipelined round trip.
+
+        Raises:
+            BackendUnavailable: the invalidation did not happen (the cache is degraded).
+            BackendError: one of them failed (the others may have happened).
+        """
+        await self._writer.invalidate_tags(tags)
+
     def cached(
         self,
         key: KeyFunction | None = None,

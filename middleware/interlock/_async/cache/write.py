@@ -80,6 +80,21 @@ class AsyncWriter:
         if self.near is not None:
             self.near.drop_tag(encoded)
 
+    async def invalidate_tags(self, tags: Sequence[str | int]) -> None:
+        """``AsyncCache.invalidate_tags`` (see there)."""
+        keys = tag_keys(self.namespace, self.name, list(tags))
+        if not keys:
+            return
+        self._drop_tags(keys)
+        retention_ms = int(self.options.tag_retention * 1000)
+        await self._write(lambda: self.store.invalidate_tags(keys, retention_ms))
+        self._drop_tags(keys)
+
+    def _drop_tags(self, keys: Sequence[tuple[str, str]]) -> None:
+        if self.near is not None:
+            for encoded, _ in keys:
+                self.near.drop_tag(encoded)
+
     async def _write(self, operation: Callable[[], Any]) -> Any:
         """Run a write unless degraded; failures raise (a lost write must not go unseen)."""
         if not self.health.allow():

@@ -38,6 +38,7 @@ from interlock.http._cache import (
     CachePlan,
     PassList,
     answer,
+    invalidations,
     keep_for,
     make_entry,
     stored_of,
@@ -51,6 +52,7 @@ from interlock.http.caching import (
     Action,
     StoredResponse,
     decide_store,
+    effective_authority,
     fill_headers,
     freshen,
     freshness_of,
@@ -84,6 +86,8 @@ class Captured:
 
 
 AsyncCapture = Callable[[int, Headers], Awaitable[Captured]]
+AsyncOnStart = Callable[[int, Headers], Awaitable[None]]  # the status and headers, before sent
+SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS", "TRACE"))
 
 
 class RequestView(NamedTuple):
@@ -106,8 +110,9 @@ class AsyncCacheTarget(Protocol):
     def request(self) -> RequestView:
         """The request's scheme, fields and server."""
 
-    async def pass_through(self, x_cache: str | None) -> None:
-        """Run the application to the client, with ``X-Cache: x_cache`` if given."""
+    async def pass_through(self, x_cache: str | None, on_start: AsyncOnStart | None = None) -> None:
+        """Run the application to the client, with ``X-Cache: x_cache`` if given; call
+        ``on_start(status, headers)`` before its response starts, if given."""
 
     def snapshot(self) -> AsyncCapture:
         """Capture the request now; the function that runs the application on that copy
@@ -160,7 +165,10 @@ class AsyncResponseCache:
         view = target.request()
         decision = self.core.cache_plan(ex, view.scheme, view.server)
         if decision is None:
-            await target.pass_through(None)
+            if ex.method in SAFE_METHODS:
+                await target.pass_through(None)
+            else:
+                await target.pass_through(None, self._invalidator(ex, view))
             return
         ex.cache = decision
         rule = decision.rule
@@ -186,6 +194,25 @@ class AsyncResponseCache:
                 await one.run()
         except ClientGone:
             return
+
+    def _invalidator(self, ex: Exchange, view: RequestView) -> AsyncOnStart:
+        """What invalidates the stored responses an unsafe request's answer makes stale
+        (RFC 9111 §4.4), in every process: one pipelined command per cache name."""
+
+        async def invalidate(status: int, headers: Headers) -> None:
+            host = next((v for n, v in view.headers if n == "host"), None)
+            authority = effective_authority(host, view.scheme, None, view.server)
+            root = ex.path[: len(ex.path) - len(ex.rpath)] if ex.path.endswith(ex.rpath) else ""
+            plan = invalidations(self.core.cache_rules, ex.method, status, view.scheme,
+                                 authority, ex.path, root, ex.query, headers)  # fmt: skip
+            for name, tags in plan.items():
+                try:
+                    await self.interlock.cache(name, **self.options[name]).invalidate_tags(tags)
+                except BackendError as exc:
+                    logger.warning("response cache %r: not invalidated: %s", name, exc)
+                _context.record("cache", name=name, invalidated=len(tags))
+
+        return invalidate
 
     async def shared(self, key: str, work: Callable[[], Awaitable[_Outcome]]) -> _Outcome:
         """``work()``'s outcome, run once per key at a time in this process."""

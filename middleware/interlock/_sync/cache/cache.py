@@ -251,6 +251,15 @@ class Cache:
         """
         self._writer.invalidate_tag(tag)
 
+    def invalidate_tags(self, tags: Sequence[str | int]) -> None:
+        """:meth:`invalidate_tag` for several tags in one pipelined round trip.
+
+        Raises:
+            BackendUnavailable: the invalidation did not happen (the cache is degraded).
+            BackendError: one of them failed (the others may have happened).
+        """
+        self._writer.invalidate_tags(tags)
+
     def cached(
         self,
         key: KeyFunction | None = None,

@@ -81,6 +81,21 @@ class Writer:
         if self.near is not None:
             self.near.drop_tag(encoded)
 
+    def invalidate_tags(self, tags: Sequence[str | int]) -> None:
+        """``Cache.invalidate_tags`` (see there)."""
+        keys = tag_keys(self.namespace, self.name, list(tags))
+        if not keys:
+            return
+        self._drop_tags(keys)
+        retention_ms = int(self.options.tag_retention * 1000)
+        self._write(lambda: self.store.invalidate_tags(keys, retention_ms))
+        self._drop_tags(keys)
+
+    def _drop_tags(self, keys: Sequence[tuple[str, str]]) -> None:
+        if self.near is not None:
+            for encoded, _ in keys:
+                self.near.drop_tag(encoded)
+
     def _write(self, operation: Callable[[], Any]) -> Any:
         """Run a write unless degraded; failures raise (a lost write must not go unseen)."""
         if not self.health.allow():
