@@ -123,14 +123,33 @@ def plan(
         user = _digest(["user", headers.get("authorization", ""), headers.get("cookie", "")])
     vary = {name: headers.get(name, "") for name in rule.vary}
     key = cache_key(target, vary, user)
-    tags = [*rule.tags_for(params), uri_tag(target)]
+    tags = rule.tags_for(params)
+    if has_variants(rule):  # the URI's entries are not known by key: tag them with it
+        tags.append(uri_tag(target))
     return CachePlan(rule, params, key, target, tags=tags, private=bool(user))
 
 
+def has_variants(rule: CacheRule) -> bool:
+    """Whether a URI may have several entries under ``rule`` (its ``vary``, ``per_user``):
+    then its entries carry :func:`uri_tag`; else its one key is invalidated directly, and
+    a hit stays one plain read."""
+    return bool(rule.vary) or rule.per_user
+
+
 def uri_tag(target: str) -> str:
-    """The tag every entry of a target URI carries (all its variants and users), so an
-    unsafe request invalidates them in O(1) (RFC 9111 §4.4)."""
+    """The tag every entry of a target URI carries under a rule with variants, so an
+    unsafe request invalidates them all in O(1) (RFC 9111 §4.4)."""
     return "uri:" + hashlib.sha256(target.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+class Invalidation:
+    """What an unsafe request's answer invalidates in one cache: entry keys and URI tags."""
+
+    __slots__ = ("keys", "tags")
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.tags: list[str] = []
 
 
 def invalidations(
@@ -143,24 +162,26 @@ def invalidations(
     root_path: str,
     query: str,
     headers: Sequence[tuple[str, str]],
-) -> dict[str, list[str]]:
-    """The URI tags to invalidate per cache name after an unsafe request was answered
-    (RFC 9111 §4.4: the target URI, and same-origin ``Location``/``Content-Location``),
-    for the URIs a cache rule covers; empty for a safe method or an error status."""
+) -> dict[str, Invalidation]:
+    """What to invalidate per cache name after an unsafe request was answered (RFC 9111
+    §4.4: the target URI, and same-origin ``Location``/``Content-Location``), for the URIs
+    a cache rule covers; empty for a safe method or an error status."""
     if authority is None:
         return {}
     target = target_key(scheme, authority, path, query)
-    out: dict[str, list[str]] = {}
+    out: dict[str, Invalidation] = {}
     for uri in invalidation_keys(method, status, target, headers):
         parts = urlsplit(uri)
         rpath = route_path(parts.path, root_path)
         for rule in rules:
             if rule.route.match(rpath) is not None:
-                key = target_key(parts.scheme, parts.netloc, parts.path, parts.query,
-                                 rule.ignore_query)  # fmt: skip
-                tags = out.setdefault(rule.name, [])
-                if uri_tag(key) not in tags:
-                    tags.append(uri_tag(key))
+                uri_key = target_key(parts.scheme, parts.netloc, parts.path, parts.query,
+                                     rule.ignore_query)  # fmt: skip
+                found = out.setdefault(rule.name, Invalidation())
+                if has_variants(rule):
+                    found.tags.append(uri_tag(uri_key))
+                else:
+                    found.keys.append(cache_key(uri_key, {}))
                 break
     return out
 

@@ -209,9 +209,16 @@ class AsyncCacheStore:
         args: list[Arg] = [retention_ms, self.channel, message(self.origin, "t", tag)]
         await self.backend.run(INVALIDATE_TAG, [key], args)
 
-    async def invalidate_tags(self, tags: Sequence[tuple[str, str]], retention_ms: int) -> None:
-        """:meth:`invalidate_tag` for each ``(tag, version key)``, in one pipeline."""
+    async def invalidate(
+        self, keys: Sequence[EntryKeys], tags: Sequence[tuple[str, str]], retention_ms: int
+    ) -> None:
+        """:meth:`delete` each of ``keys`` and :meth:`invalidate_tag` each ``(tag,
+        version key)``, in one pipeline."""
         calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = [
+            (DELETE, [k.entry, k.generation], [_GENERATION_TTL_MS, self.channel, self._msg("k", k)])
+            for k in keys
+        ]
+        calls += [
             (INVALIDATE_TAG, [key], [retention_ms, self.channel, message(self.origin, "t", tag)])
             for tag, key in tags
         ]

@@ -195,9 +195,7 @@ class Cache:
             if beta and refresh_early(
                 verdict.now_ms, envelope.fresh_until_ms, envelope.delta_us, beta
             ):
-                self._refresher.refresh(
-                    Job(keys, wanted, life, loader, envelope.header, versions)
-                )
+                self._refresher.refresh(Job(keys, wanted, life, loader, envelope.header, versions))
             if near is not None:
                 near.remember(encoded, verdict.value, envelope, epoch)
             return self._done("negative_hit" if envelope.negative else "hit", verdict.value)
@@ -251,14 +249,17 @@ class Cache:
         """
         self._writer.invalidate_tag(tag)
 
-    def invalidate_tags(self, tags: Sequence[str | int]) -> None:
-        """:meth:`invalidate_tag` for several tags in one pipelined round trip.
+    def invalidate(
+        self, *, keys: Sequence[object] = (), tags: Sequence[str | int] = ()
+    ) -> None:
+        """:meth:`delete` each of ``keys`` and :meth:`invalidate_tag` each of ``tags``, in
+        one pipelined round trip (none when both are empty).
 
         Raises:
             BackendUnavailable: the invalidation did not happen (the cache is degraded).
-            BackendError: one of them failed (the others may have happened).
+            BackendError: one of the commands failed (the others may have happened).
         """
-        self._writer.invalidate_tags(tags)
+        self._writer.invalidate(keys, tags)
 
     def cached(
         self,

@@ -51,6 +51,7 @@ from interlock.http._responses import problem
 from interlock.http._rules import CacheRule
 from interlock.http.caching import (
     Action,
+    Freshness,
     StoredResponse,
     decide_store,
     effective_authority,
@@ -189,7 +190,10 @@ class ResponseCache:
             judged = request
         one = _CacheRequest(self, ex, decision, cache, target, request, judged)
         try:
-            if ex.method == "HEAD" or request_directives(request).only_if_cached:
+            cc = ex.headers.get("cache-control") or ""
+            if ex.method == "HEAD" or (
+                "only-if-cached" in cc.lower() and request_directives(request).only_if_cached
+            ):
                 one.stored_only()
             else:
                 one.run()
@@ -206,12 +210,15 @@ class ResponseCache:
             root = ex.path[: len(ex.path) - len(ex.rpath)] if ex.path.endswith(ex.rpath) else ""
             plan = invalidations(self.core.cache_rules, ex.method, status, view.scheme,
                                  authority, ex.path, root, ex.query, headers)  # fmt: skip
-            for name, tags in plan.items():
+            for name, stale in plan.items():
+                for key in stale.keys:
+                    self.passes.discard(key)  # the new state may be storable
+                cache = self.interlock.cache(name, **self.options[name])
                 try:
-                    self.interlock.cache(name, **self.options[name]).invalidate_tags(tags)
+                    cache.invalidate(keys=stale.keys, tags=stale.tags)
                 except BackendError as exc:
                     logger.warning("response cache %r: not invalidated: %s", name, exc)
-                _context.record("cache", name=name, invalidated=len(tags))
+                _context.record("cache", name=name, invalidated=len(stale.keys) + len(stale.tags))
 
         return invalidate
 
@@ -317,7 +324,8 @@ class _CacheRequest:
         tags = [str(t) for t in entry.get("tags", ())] if isinstance(entry, dict) else []
         look = lookup(stored, "GET", self.judged, self.rule.policy, time.time())
         if look.action in (Action.FRESH, Action.STALE):
-            self.send(_Outcome(_stale_or(look.action, _cache_result(self.ex)), stored, body))
+            result = _stale_or(look.action, _cache_result(self.ex))
+            self.send(_Outcome(result, stored, body), freshness=look.freshness)
         elif look.action is Action.STALE_WHILE_REVALIDATE:
             self.owner.background(key, lambda: self.revalidate(stored, body, tags))
             self.send(_Outcome("stale", stored, body))
@@ -399,7 +407,9 @@ class _CacheRequest:
         _store(self.cache, self.decision.key, outcome.entry, _backend_ttl(self.cache, keep),
                      tags)  # fmt: skip
 
-    def send(self, outcome: _Outcome, recorded: str | None = None) -> None:
+    def send(
+        self, outcome: _Outcome, recorded: str | None = None, freshness: Freshness | None = None
+    ) -> None:
         """Answer the client from the outcome: from the stored response (its conditional
         and ``Range`` answered here), else the captured response as it is."""
         ex, decision = self.ex, self.decision
@@ -418,7 +428,8 @@ class _CacheRequest:
             result = served_result(recorded, True)
         decision.result = result
         _context.record("cache", result=result)
-        freshness = freshness_of(stored, self.rule.policy, time.time())
+        if freshness is None:
+            freshness = freshness_of(stored, self.rule.policy, time.time())
         self.target.respond(*answer(stored, outcome.body, ex.method, self.request,
                                           freshness, result))  # fmt: skip
 
