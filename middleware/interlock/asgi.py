@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from interlock._async.client import AsyncInterlock
 from interlock._async.http.cycle import AsyncRequestCycle
-from interlock._async.http.response_cache import AsyncCapture, AsyncResponseCache, Captured
+from interlock._async.http.response_cache import (
+    AsyncCapture,
+    AsyncOnStart,
+    AsyncResponseCache,
+    Captured,
+    RequestView,
+)
 from interlock._async.http.tools import AsyncRequestTools
 from interlock._concurrency import AsyncEvent
 from interlock.http._asgi_client import ClientGone, ClientWatch
@@ -267,15 +273,25 @@ class _Responder:
 
     # -- the response cache's view of the request (AsyncCacheTarget) -----------------------
 
-    async def pass_through(self, x_cache: str | None) -> None:
+    def request(self) -> RequestView:
+        server = self.scope.get("server")
+        return RequestView(
+            self.scope.get("scheme", "http"),
+            [(n.lower(), v) for n, v in _decoded(self.scope["headers"])],
+            (server[0], server[1]) if server else None,
+        )
+
+    async def pass_through(self, x_cache: str | None, on_start: AsyncOnStart | None = None) -> None:
         send = self._send_response if x_cache is None else _tagging(self._send_response, x_cache)
+        if on_start is not None:
+            send = _observing(send, on_start)
         await self.middleware.app(self.scope, self.client.receive, send)
 
     def snapshot(self) -> AsyncCapture:
         app, copy = self.middleware.app, dict(self.scope)
 
-        async def capture(max_body: int) -> Captured:
-            return await _capture(app, dict(copy), max_body)
+        async def capture(max_body: int, headers: Headers) -> Captured:
+            return await _capture(app, {**copy, "headers": _encoded(headers)}, max_body)
 
         return capture
 
@@ -396,6 +412,18 @@ def _tagging(send: Send, value: str) -> Send:
         await send(message)
 
     return tagged
+
+
+def _observing(send: Send, on_start: AsyncOnStart) -> Send:
+    """``send`` calling ``on_start(status, headers)`` before the response starts."""
+
+    async def observed(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(n.lower(), v) for n, v in _decoded(message.get("headers", ()))]
+            await on_start(int(message["status"]), headers)
+        await send(message)
+
+    return observed
 
 
 def _replay(body: bytes, done: AsyncEvent | None = None) -> Receive:

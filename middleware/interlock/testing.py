@@ -136,6 +136,7 @@ async def asgi_request(
     body: bytes = b"",
     root_path: str = "",
     client: tuple[str, int] | None = ("127.0.0.1", 50000),
+    scheme: str = "http",
 ) -> Response:
     """Call an ASGI app once, in-process, with raw ASGI messages."""
     scope: dict[str, Any] = {
@@ -143,7 +144,7 @@ async def asgi_request(
         "asgi": {"version": "3.0", "spec_version": "2.4"},
         "http_version": "1.1",
         "method": method,
-        "scheme": "http",
+        "scheme": scheme,
         "path": root_path + path,
         "raw_path": (root_path + path).encode("utf-8", "surrogateescape"),
         "root_path": root_path,
@@ -187,6 +188,7 @@ def wsgi_request(
     headers: Sequence[tuple[str, str]] = (),
     body: bytes = b"",
     script_name: str = "",
+    scheme: str = "http",
 ) -> Response:
     """Call a WSGI app once, in-process, like a server: iterate the body, then close it.
 
@@ -205,7 +207,7 @@ def wsgi_request(
         "REMOTE_ADDR": "127.0.0.1",
         "CONTENT_LENGTH": str(len(body)),
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
+        "wsgi.url_scheme": scheme,
         "wsgi.input": io.BytesIO(body),
         "wsgi.errors": io.StringIO(),
         "wsgi.multithread": True,

@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from interlock._sync.client import Interlock
 from interlock._sync.http.cycle import RequestCycle
-from interlock._sync.http.response_cache import Capture, Captured, ResponseCache
+from interlock._sync.http.response_cache import (
+    Capture,
+    Captured,
+    OnStart,
+    RequestView,
+    ResponseCache,
+)
 from interlock._sync.http.tools import RequestTools
 from interlock.http._core import HttpCore
 from interlock.http._participant import WANTED
@@ -242,13 +248,21 @@ class _Responder:
 
     # -- the response cache's view of the request (CacheTarget) ----------------------------
 
-    def pass_through(self, x_cache: str | None) -> None:
+    def request(self) -> RequestView:
+        environ = self.environ
+        port = environ.get("SERVER_PORT")
+        server = (environ.get("SERVER_NAME", ""), int(port) if port and port.isdigit() else None)
+        return RequestView(environ.get("wsgi.url_scheme", "http"), _fields(environ), server)
+
+    def pass_through(self, x_cache: str | None, on_start: OnStart | None = None) -> None:
         observe = self._observe if x_cache is None else _tagging(self._observe, x_cache)
+        if on_start is not None:
+            observe = _observing(observe, on_start)
         self.body = self.middleware.app(self.environ, observe)
 
     def snapshot(self) -> Capture:
         app, copy = self.middleware.app, dict(self.environ)
-        return lambda max_body: _capture(app, dict(copy), max_body)
+        return lambda max_body, headers: _capture(app, _with_fields(copy, headers), max_body)
 
     def respond(self, status: int, headers: Headers, body: bytes) -> None:
         self._observe(status_line(status), headers)
@@ -390,6 +404,40 @@ def _tagging(start_response: StartResponse, value: str) -> StartResponse:
         return start_response(status, [*headers, ("X-Cache", value)], exc_info)
 
     return tagged
+
+
+def _observing(start_response: StartResponse, on_start: OnStart) -> StartResponse:
+    """``start_response`` calling ``on_start(status, headers)`` first (not for an error
+    page replacing a started response)."""
+
+    def observed(status: str, headers: Headers, exc_info: ExcInfo | None = None) -> Write:
+        if exc_info is None:
+            on_start(int(status[:3]), [(n.lower(), v) for n, v in headers])
+        return start_response(status, headers, exc_info)
+
+    return observed
+
+
+def _fields(environ: WSGIEnviron) -> Headers:
+    """The request's header fields (lower-case names) from ``HTTP_*`` and ``CONTENT_*``."""
+    fields: Headers = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            fields.append((key[5:].replace("_", "-").lower(), value))
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            fields.append((key.replace("_", "-").lower(), value))
+    return fields
+
+
+def _with_fields(environ: WSGIEnviron, fields: Headers) -> WSGIEnviron:
+    """A copy of ``environ`` whose ``HTTP_*`` keys are ``fields``."""
+    copy = {k: v for k, v in environ.items() if not k.startswith("HTTP_")}
+    for name, value in fields:
+        if name in ("content-type", "content-length"):
+            continue
+        key = "HTTP_" + name.upper().replace("-", "_")
+        copy[key] = f"{copy[key]}, {value}" if key in copy else value
+    return copy
 
 
 def _capture(app: WSGIApp, environ: WSGIEnviron, max_body: int) -> Captured:

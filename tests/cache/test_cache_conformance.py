@@ -311,6 +311,20 @@ def test_tags_invalidate_in_o1(il: Interlock, other: Interlock) -> None:
     assert len(calls) == 1
 
 
+def test_keys_and_tags_invalidate_in_one_call(il: Interlock, other: Interlock) -> None:
+    """invalidate(keys=, tags=): one pipeline (the response cache's RFC 9111 §4.4)."""
+    cache = il.cache("several")
+    cache.set(1, "a", tags=["x"])
+    cache.set(2, "b", tags=["y"])
+    cache.set(3, "c", tags=["z"])
+    cache.set(4, "d")
+    cache.set(5, "e")
+    other.cache("several").invalidate(keys=[4, 6], tags=["x", "y"])
+    assert [cache.get(k) for k in (1, 2, 3, 4, 5)] == [None, None, "c", None, "e"]
+    other.cache("several").invalidate()  # nothing to do: no command
+    assert cache.get(3) == "c" and cache.get(5) == "e"
+
+
 @pytest.mark.parametrize("invalidate", ["delete", "tag", "set"])
 def test_a_load_in_flight_during_invalidation_is_not_served_afterwards(
     il: Interlock, other: Interlock, invalidate: str

@@ -139,5 +139,5 @@ else:
             LockRule("/queue/{item_id}", name="queue", key="{item_id}", timeout=10.0),
             LockRule("/stream/{item_id}", name="stream", key="{item_id}", methods=("GET",)),
         ],
-        cache=[CacheRule("/cached/{item_id}", ttl=60.0)],
+        cache=[CacheRule("/cached/{item_id}", ttl=60.0, override=True)],
     )

@@ -15,6 +15,9 @@ from starlette.routing import Route
 from interlock import AsyncInterlock, CacheRule, InterlockMiddleware, testing
 from interlock.testing import LogCapture, asgi_request, metric_value
 
+# The origin's freshness decides (RFC 9111): without it (or a validator) nothing is stored.
+FRESH = {"cache-control": "max-age=30"}
+
 
 class Shop:
     """A Starlette app counting how often each handler really ran."""
@@ -43,16 +46,20 @@ class Shop:
             await asyncio.sleep(self.delay)
         pid = request.path_params["pid"]
         request.scope["interlock"].tag(f"brand:{pid % 2}")
-        return JSONResponse({"pid": pid, "v": self.version, "q": dict(request.query_params)})
+        return JSONResponse(
+            {"pid": pid, "v": self.version, "q": dict(request.query_params)}, headers=FRESH
+        )
 
     async def greeting(self, request: Request) -> Response:
         self._ran("greeting")
         language = request.headers.get("accept-language", "en")
-        return PlainTextResponse(f"hello in {language}", headers={"vary": "Accept-Language"})
+        return PlainTextResponse(
+            f"hello in {language}", headers={"vary": "Accept-Language", **FRESH}
+        )
 
     async def session(self, request: Request) -> Response:
         self._ran("session")
-        response = PlainTextResponse("welcome")
+        response = PlainTextResponse("welcome", headers=FRESH)
         response.set_cookie("sid", "secret")
         return response
 
@@ -67,11 +74,12 @@ class Shop:
             for _ in range(10):
                 yield b"x" * 1000
 
-        return StreamingResponse(chunks())
+        return StreamingResponse(chunks(), headers=FRESH)
 
     async def me(self, request: Request) -> Response:
         self._ran("me")
-        return PlainTextResponse(f"user {request.headers.get('authorization', 'anonymous')}")
+        user = request.headers.get("authorization", "anonymous")
+        return PlainTextResponse(f"user {user}", headers=FRESH)
 
 
 RULES = [
@@ -254,7 +262,8 @@ async def test_stale_entries_are_served_while_refreshing(
 ) -> None:
     async with make_ail() as ail:
         shop = Shop()
-        rule = CacheRule("/products/{pid}", ttl=0.2, stale_ttl=30, name="stale")
+        # override=True: the old fixed ttl (sub-second here) replaces the origin's max-age
+        rule = CacheRule("/products/{pid}", ttl=0.2, stale_ttl=30, name="stale", override=True)
         app = InterlockMiddleware(shop.app, interlock=ail, cache=[rule])
         await _get(app, "/products/2")
         shop.version = 2

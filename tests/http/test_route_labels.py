@@ -35,7 +35,7 @@ from interlock.testing import asgi_request, series, wsgi_request
 configure()
 
 LOCK = LockRule("/accounts/{account_id}/withdraw", name="account", key="{account_id}", timeout=0)
-CACHE = CacheRule("/products/{product_id}", ttl=30)
+CACHE = CacheRule("/products/{product_id}", ttl=30, override=True)  # fixed ttl
 WITHDRAW, PRODUCT = "/accounts/{account_id}/withdraw", "/products/{product_id}"
 
 

@@ -23,12 +23,12 @@ def shop(il: Interlock, delay: float = 0.0) -> tuple[Any, dict[str, int]]:
         if delay:
             time.sleep(delay)
         request.environ["interlock"].tag("catalog")
-        return {"pid": pid, "v": state["version"]}
+        return {"pid": pid, "v": state["version"]}, {"cache-control": "max-age=30"}
 
     @app.get("/cookie")
     def cookie() -> Any:
         calls["cookie"] = calls.get("cookie", 0) + 1
-        response = app.make_response("hi")
+        response = app.make_response(("hi", {"cache-control": "max-age=30"}))
         response.set_cookie("sid", "x")
         return response
 

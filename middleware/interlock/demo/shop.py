@@ -46,10 +46,11 @@ LOCKS = [
     )
 ]
 CACHE = [
-    CacheRule("/products", ttl=5.0, tags=["catalog"]),
+    CacheRule("/products", ttl=5.0, tags=["catalog"], override=True),
     CacheRule(
         "/products/{product_id}",
         ttl=10.0,
+        override=True,  # the demo's handlers send no Cache-Control: a fixed lifetime
         stale_ttl=30.0,
         name="http-products",
         tags=["catalog", "product:{product_id}"],

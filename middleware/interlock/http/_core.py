@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from interlock import _context, _tracing
 from interlock.errors import BackendUnavailable, LockTimeout
-from interlock.http._cache import CachePlan, plan
+from interlock.http._cache import PLAN_HEADERS, CachePlan, plan
 from interlock.http._exchange import Exchange as Exchange
 from interlock.http._log import write_line
 from interlock.http._metrics import HttpMetrics
@@ -94,7 +94,7 @@ class HttpCore:
         self.trust_request_id = trust_request_id
         wanted = set(_BASE_HEADERS)
         if self.cache_rules:
-            wanted |= {"authorization", "cookie", "if-none-match", "cache-control", "pragma"}
+            wanted |= PLAN_HEADERS
             for rule in self.cache_rules:
                 wanted |= set(rule.vary)
         self.wanted = frozenset(wanted)
@@ -138,13 +138,16 @@ class HttpCore:
                     break
         return ex
 
-    def cache_plan(self, ex: Exchange) -> CachePlan | None:
-        """How the response cache treats this request (``None``: no rule matches)."""
+    def cache_plan(
+        self, ex: Exchange, scheme: str, server: tuple[str, int | None] | None = None
+    ) -> CachePlan | None:
+        """How the response cache treats this request (``None``: no rule matches);
+        ``scheme`` and ``server`` (for a request without ``Host``) make the target URI."""
         for rule in self.cache_rules:
             if rule.applies(ex.method):
                 params = rule.route.match(ex.rpath)
                 if params is not None:
-                    return plan(rule, params, ex.method, ex.query, ex.headers)
+                    return plan(rule, params, ex.path, ex.query, ex.headers, scheme, server)
         return None
 
     def is_metrics_request(self, method: str, path: str, root_path: str) -> bool:

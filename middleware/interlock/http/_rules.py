@@ -12,14 +12,13 @@ from typing import Any
 
 from interlock._keys import validate_name
 from interlock.http._routes import RouteTemplate
+from interlock.http.caching import CachePolicy
 
 KeyFunction = Callable[[Mapping[str, str]], object]
 
 HTTP_METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 )
-# RFC 9111 §4.2.2 heuristically cacheable statuses that make sense for a shared cache.
-CACHEABLE_STATUSES = (200, 203, 300, 301, 308, 404, 410)
 _UNSET: Any = object()
 
 
@@ -132,13 +131,19 @@ class LockRule:
 
 
 class CacheRule:
-    """Serve responses to GET/HEAD requests matching ``path`` from the shared cache.
+    """Serve responses to GET/HEAD requests matching ``path`` from the shared cache, as
+    an RFC 9111 shared cache (docs/http-cache.md): the origin's headers decide.
 
     Args:
         path: route template, e.g. ``"/products/{product_id}"``.
-        ttl: seconds a stored response is fresh.
-        stale_ttl: seconds after that during which it is served stale (``X-Cache: STALE``)
-            while one request refreshes it.
+        ttl: freshness lifetime of a response without explicit freshness (no
+            ``s-maxage``/``max-age``/``Expires``) that has a validator (``ETag``,
+            ``Last-Modified``), or any heuristically cacheable one with ``heuristic``.
+            ``None``: such responses are stored only to be revalidated.
+        stale_ttl: the rule's stale-while-revalidate window: seconds after expiry during
+            which a response is served stale (``X-Cache: STALE``) while one request
+            refreshes it — unless the response forbids it (``must-revalidate``,
+            ``proxy-revalidate``, ``no-cache``, ``s-maxage``).
         vary: request headers that select different entries (e.g. ``["accept-language"]``).
         tags: tags of every stored response; format strings over the path parameters
             (``"product:{product_id}"``). Handlers add more with ``tools.tag(...)``.
@@ -146,26 +151,40 @@ class CacheRule:
         per_user: requests with ``Authorization`` or a cookie get entries of their own
             (keyed by a digest of those credentials) instead of bypassing the cache.
         ignore_query: query parameters left out of the key (e.g. ``utm_source``).
-        statuses: response statuses that may be stored.
+        statuses: response statuses that may be stored; ``None``: RFC 9110 §15.1 (the
+            heuristically cacheable ones, or any status with explicit freshness).
         max_body: responses with a larger body are not stored (streamed through).
+        trusted_hosts: ``Host`` patterns the app serves (``"example.com"``,
+            ``"*.example.com"``, ``".example.com"``, ``"*"``); a request for another
+            host bypasses the cache. ``None``: any well-formed host, each with entries of
+            its own (the key is the full URI: scheme, host, port, path, query).
+        max_ttl: cap on every freshness lifetime, the origin's included.
+        heuristic: allow heuristic freshness (RFC 9111 §4.2.2) for responses without
+            explicit freshness nor validator.
+        override: the old fixed-``ttl`` behaviour: ``ttl`` replaces the origin's
+            freshness (``no-store``, ``private``, ``Set-Cookie`` are still obeyed).
     """
 
     def __init__(
         self,
         path: str,
         *,
-        ttl: float,
+        ttl: float | None = None,
         stale_ttl: float = 0.0,
         vary: Iterable[str] = (),
         tags: Iterable[str] = (),
         name: str = "http",
         per_user: bool = False,
         ignore_query: Iterable[str] = (),
-        statuses: Iterable[int] = CACHEABLE_STATUSES,
+        statuses: Iterable[int] | None = None,
         max_body: int = 1 << 20,
+        trusted_hosts: Iterable[str] | None = None,
+        max_ttl: float | None = None,
+        heuristic: bool = False,
+        override: bool = False,
     ) -> None:
         self.route = RouteTemplate.compile(path)
-        self.ttl = _seconds("ttl", ttl)
+        self.ttl = _seconds("ttl", ttl, allow_none=True)
         self.stale_ttl = _seconds("stale_ttl", stale_ttl, zero=True)
         if isinstance(vary, str):
             vary = [vary]
@@ -187,10 +206,31 @@ class CacheRule:
         if isinstance(ignore_query, str):
             ignore_query = [ignore_query]
         self.ignore_query = frozenset(ignore_query)
-        self.statuses = frozenset(int(s) for s in statuses)
+        self.statuses = None if statuses is None else frozenset(int(s) for s in statuses)
         if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 0:
             raise ValueError(f"max_body={max_body!r} must be a number of bytes ≥ 0")
         self.max_body = max_body
+        if isinstance(trusted_hosts, str):
+            raise TypeError(
+                f"trusted_hosts={trusted_hosts!r} must be a list of host patterns, "
+                f"e.g. [{trusted_hosts!r}]"
+            )
+        self.trusted_hosts = None if trusted_hosts is None else tuple(trusted_hosts)
+        if self.trusted_hosts is not None and not all(
+            isinstance(h, str) and h.strip() for h in self.trusted_hosts
+        ):
+            raise ValueError(
+                f"trusted_hosts={list(self.trusted_hosts)!r} must be host patterns such as "
+                "'example.com' or '*.example.com'"
+            )
+        self.policy = CachePolicy(
+            ttl=self.ttl,
+            max_ttl=max_ttl,
+            heuristic=bool(heuristic),
+            stale_while_revalidate=self.stale_ttl,
+            statuses=self.statuses,
+            override=bool(override),
+        )
         self.methods = frozenset(("GET", "HEAD"))
 
     def applies(self, method: str) -> bool:
@@ -200,4 +240,5 @@ class CacheRule:
         return [tag.format_map(params) for tag in self.tags]
 
     def __repr__(self) -> str:
-        return f"CacheRule({self.route.template!r}, ttl={self.ttl:g})"
+        ttl = "None" if self.ttl is None else f"{self.ttl:g}"
+        return f"CacheRule({self.route.template!r}, ttl={ttl})"

@@ -209,6 +209,23 @@ class AsyncCacheStore:
         args: list[Arg] = [retention_ms, self.channel, message(self.origin, "t", tag)]
         await self.backend.run(INVALIDATE_TAG, [key], args)
 
+    async def invalidate(
+        self, keys: Sequence[EntryKeys], tags: Sequence[tuple[str, str]], retention_ms: int
+    ) -> None:
+        """:meth:`delete` each of ``keys`` and :meth:`invalidate_tag` each ``(tag,
+        version key)``, in one pipeline."""
+        calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = [
+            (DELETE, [k.entry, k.generation], [_GENERATION_TTL_MS, self.channel, self._msg("k", k)])
+            for k in keys
+        ]
+        calls += [
+            (INVALIDATE_TAG, [key], [retention_ms, self.channel, message(self.origin, "t", tag)])
+            for tag, key in tags
+        ]
+        for result in await self.backend.run_many(calls):
+            if isinstance(result, Exception):
+                raise result
+
     def _msg(self, op: str, keys: EntryKeys) -> str:
         return message(self.origin, op, keys.encoded)
 

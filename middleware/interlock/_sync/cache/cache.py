@@ -210,9 +210,7 @@ class Cache:
             if beta and refresh_early(
                 verdict.now_ms, envelope.fresh_until_ms, envelope.delta_us, beta
             ):
-                self._refresher.refresh(
-                    Job(keys, wanted, life, loader, envelope.header, versions)
-                )
+                self._refresher.refresh(Job(keys, wanted, life, loader, envelope.header, versions))
             if near is not None:
                 near.remember(encoded, verdict.value, envelope, epoch)
             return verdict.value, "negative_hit" if envelope.negative else "hit"
@@ -265,6 +263,18 @@ class Cache:
             BackendUnavailable: the invalidation did not happen (the cache is degraded).
         """
         self._writer.invalidate_tag(tag)
+
+    def invalidate(
+        self, *, keys: Sequence[object] = (), tags: Sequence[str | int] = ()
+    ) -> None:
+        """:meth:`delete` each of ``keys`` and :meth:`invalidate_tag` each of ``tags``, in
+        one pipelined round trip (none when both are empty).
+
+        Raises:
+            BackendUnavailable: the invalidation did not happen (the cache is degraded).
+            BackendError: one of the commands failed (the others may have happened).
+        """
+        self._writer.invalidate(keys, tags)
 
     def cached(
         self,

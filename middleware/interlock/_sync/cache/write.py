@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from interlock._sync.cache.store import CacheStore
-from interlock.cache._core import CacheOptions, call_ttl, entry_keys, tag_keys
+from interlock.cache._core import CacheOptions, EntryKeys, call_ttl, entry_keys, tag_keys
 from interlock.cache._entry import build_entry
 from interlock.cache._local import Health, NearCache
 from interlock.errors import BackendError, BackendUnavailable
@@ -80,6 +80,24 @@ class Writer:
         self._write(lambda: self.store.invalidate_tag(encoded, version_key, retention_ms))
         if self.near is not None:
             self.near.drop_tag(encoded)
+
+    def invalidate(self, keys: Sequence[object], tags: Sequence[str | int]) -> None:
+        """``Cache.invalidate`` (see there)."""
+        entries = [entry_keys(self.namespace, self.name, key) for key in keys]
+        versions = tag_keys(self.namespace, self.name, list(tags))
+        if not entries and not versions:
+            return
+        self._drop(entries, versions)
+        retention_ms = int(self.options.tag_retention * 1000)
+        self._write(lambda: self.store.invalidate(entries, versions, retention_ms))
+        self._drop(entries, versions)
+
+    def _drop(self, entries: Sequence[EntryKeys], versions: Sequence[tuple[str, str]]) -> None:
+        if self.near is not None:
+            for keys in entries:
+                self.near.drop(keys.encoded)
+            for encoded, _ in versions:
+                self.near.drop_tag(encoded)
 
     def _write(self, operation: Callable[[], Any]) -> Any:
         """Run a write unless degraded; failures raise (a lost write must not go unseen)."""

@@ -19,6 +19,7 @@ choice:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -216,7 +217,23 @@ def targeted(members: dict[str, Member]) -> ResponseDirectives:
 def response_directives(headers: Headers, targets: tuple[str, ...] = ()) -> ResponseDirectives:
     """The directives a cache obeying the targeted fields ``targets`` (in order, e.g.
     ``("cdn-cache-control",)``) applies: the first target with a valid, non-empty
-    Dictionary, else ``Cache-Control`` (RFC 9213 §2.2)."""
+    Dictionary, else ``Cache-Control`` (RFC 9213 §2.2).
+
+    A stored response's fields (a tuple) are parsed once: the result is immutable and
+    every hit of the entry asks again."""
+    if isinstance(headers, tuple):
+        return _stored_directives(headers, targets)
+    return _directives(headers, targets)
+
+
+@functools.lru_cache(maxsize=4096)
+def _stored_directives(
+    headers: tuple[tuple[str, str], ...], targets: tuple[str, ...]
+) -> ResponseDirectives:
+    return _directives(headers, targets)
+
+
+def _directives(headers: Headers, targets: tuple[str, ...]) -> ResponseDirectives:
     for name in targets:
         members = parse_dictionary(headers, name)
         if members is None:
