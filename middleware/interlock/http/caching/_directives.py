@@ -269,8 +269,14 @@ class RequestDirectives:
 MAX_STALE_ANY = DELTA_SECONDS_MAX
 
 
+NO_REQUEST_DIRECTIVES = RequestDirectives()
+_REQUEST_FIELDS = frozenset(("cache-control", "pragma"))
+
+
 def request_directives(headers: Headers) -> RequestDirectives:
     """The directives of a request's ``Cache-Control`` (and ``Pragma``, §5.4)."""
+    if not any(name.lower() in _REQUEST_FIELDS for name, _ in headers):
+        return NO_REQUEST_DIRECTIVES  # most requests: no directive at all
     lines = field_lines(headers, "cache-control")
     args = parse_directives(lines)
     max_stale: int | None = None
