@@ -38,7 +38,9 @@ async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
     headers = dict(scope["headers"])
     seen_traceparent.append(headers[b"traceparent"].decode() if b"traceparent" in headers else None)
     logging.getLogger("app").info("inside the handler")
-    await send({"type": "http.response.start", "status": 200, "headers": []})
+    # explicit freshness: the response cache stores what the origin says it may (RFC 9111)
+    headers_out = [(b"cache-control", b"max-age=30")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers_out})
     await send({"type": "http.response.body", "body": b"hello"})
 
 
