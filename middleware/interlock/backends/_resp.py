@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from interlock.backends._script import Arg
 
@@ -15,7 +16,14 @@ def pack_command(parts: Sequence[Arg]) -> bytes:
     """
     out = [b"*%d\r\n" % len(parts)]
     for part in parts:
-        if isinstance(part, bytes):
+        kind = type(part)  # the exact types first: the hot path sends str, bytes and int
+        if kind is str:
+            data = cast(str, part).encode()
+        elif kind is bytes:
+            data = cast(bytes, part)
+        elif kind is int or kind is float:
+            data = repr(part).encode()
+        elif isinstance(part, bytes):
             data = part
         elif isinstance(part, str):
             data = part.encode()

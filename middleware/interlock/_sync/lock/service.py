@@ -14,6 +14,7 @@ the restarted server grants that lock to anyone else (``RESTART_GRACE_S``, docs/
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import TYPE_CHECKING
@@ -46,6 +47,7 @@ class LockService:
         self._leases: set[Lease] = set()
         self._renewer = Worker(self._renew_loop, "interlock-lock-renewer")
         self._renew_wakeup: Event | None = None
+        self._renew_at = math.inf  # when the renewer wakes by itself next; inf while it runs
         # re-read every held lease on the server: why one that is gone was lost (or None)
         self._recheck: str | None = None
         self._restarts = backend.restarts
@@ -99,7 +101,10 @@ class LockService:
         if lease.auto_renew:
             self._leases.add(lease)
         self._renewer.start()  # it also keeps the subscription up (restart detection)
-        if self._renew_wakeup is not None:  # it may sleep past this lease's first renewal
+        # wake it only if it would sleep past this lease's first renewal, or must subscribe:
+        # a wake-up per acquire cost a task step (a thread switch in sync code) each
+        due = lease.deadline - lease.ttl * 2 / 3 if lease.auto_renew else math.inf
+        if self._renew_wakeup is not None and (due < self._renew_at or not self.listening):
             self._renew_wakeup.set()
 
     def forget(self, lease: Lease) -> None:
@@ -109,6 +114,7 @@ class LockService:
     def _renew_loop(self) -> None:
         wakeup = self._renew_wakeup = Event()
         while not self._closing:
+            self._renew_at = math.inf  # a lease tracked from here on wakes it again
             leases = [lease for lease in list(self._leases) if not lease.done]
             now = time.monotonic()
             due = [lease for lease in leases if renew_due(lease.deadline, lease.ttl, now)]
@@ -121,7 +127,9 @@ class LockService:
             pause = 0.05 if self._recheck or (self.held and not self.listening) else 1.0
             for lease in leases:
                 pause = min(pause, lease.deadline - lease.ttl * 2 / 3 - time.monotonic())
-            wakeup.wait(max(pause, 0.005))
+            pause = max(pause, 0.005)
+            self._renew_at = time.monotonic() + pause
+            wakeup.wait(pause)
             wakeup.clear()
 
     def _renew(self, due: list[Lease]) -> None:
