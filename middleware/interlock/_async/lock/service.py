@@ -19,7 +19,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from interlock._async.backend.base import AsyncBackend
-from interlock._concurrency import AsyncEvent, AsyncWorker
+from interlock._concurrency import AsyncEvent, AsyncWorker, async_dedicated_waits
 from interlock._config import Settings
 from interlock.backends._script import Arg, Script
 from interlock.errors import BackendError
@@ -42,6 +42,7 @@ class AsyncLockService:
         self.listening = False
         self.held: dict[tuple[str, str, int], AsyncLease] = {}
         self._waiters: dict[str, AsyncEvent] = {}
+        self._signal_waits = 0  # acquires of this process that may pop a signal list
         self._handoffs: dict[str, int] = {}
         self._leases: set[AsyncLease] = set()
         self._renewer = AsyncWorker(self._renew_loop, "interlock-lock-renewer")
@@ -82,6 +83,26 @@ class AsyncLockService:
             if not self.listening:
                 self.backend.on_reset(self._on_reset)
                 self.listening = True
+
+    def claim_signal_wait(self) -> bool:
+        """May one more acquire wait on a connection of its own (a signal list, BLPOP)?
+
+        Where the backend has signal lists, up to ``async_dedicated_waits`` per process (no
+        limit for blocking waiters); the others are woken through pub/sub. A True answer is
+        given back with :meth:`end_signal_wait`.
+        """
+        if not self.backend.signals:
+            return False
+        if async_dedicated_waits == math.inf:
+            return True
+        if self._signal_waits >= async_dedicated_waits:
+            return False
+        self._signal_waits += 1
+        return True
+
+    def end_signal_wait(self) -> None:
+        if async_dedicated_waits != math.inf:
+            self._signal_waits -= 1
 
     def register(self, token: str) -> AsyncEvent:
         waiter = self._waiters[token] = AsyncEvent()

@@ -20,7 +20,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from interlock._sync.backend.base import Backend
-from interlock._concurrency import Event, Worker
+from interlock._concurrency import Event, Worker, dedicated_waits
 from interlock._config import Settings
 from interlock.backends._script import Arg, Script
 from interlock.errors import BackendError
@@ -43,6 +43,7 @@ class LockService:
         self.listening = False
         self.held: dict[tuple[str, str, int], Lease] = {}
         self._waiters: dict[str, Event] = {}
+        self._signal_waits = 0  # acquires of this process that may pop a signal list
         self._handoffs: dict[str, int] = {}
         self._leases: set[Lease] = set()
         self._renewer = Worker(self._renew_loop, "interlock-lock-renewer")
@@ -83,6 +84,26 @@ class LockService:
             if not self.listening:
                 self.backend.on_reset(self._on_reset)
                 self.listening = True
+
+    def claim_signal_wait(self) -> bool:
+        """May one more acquire wait on a connection of its own (a signal list, BLPOP)?
+
+        Where the backend has signal lists, up to ``dedicated_waits`` per process (no
+        limit for blocking waiters); the others are woken through pub/sub. A True answer is
+        given back with :meth:`end_signal_wait`.
+        """
+        if not self.backend.signals:
+            return False
+        if dedicated_waits == math.inf:
+            return True
+        if self._signal_waits >= dedicated_waits:
+            return False
+        self._signal_waits += 1
+        return True
+
+    def end_signal_wait(self) -> None:
+        if dedicated_waits != math.inf:
+            self._signal_waits -= 1
 
     def register(self, token: str) -> Event:
         waiter = self._waiters[token] = Event()
