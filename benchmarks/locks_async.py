@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import itertools
 import multiprocessing as mp
+import os
 import random
 import statistics
 import time
@@ -43,11 +44,11 @@ class AsyncRoundTrips:
     def __init__(self) -> None:
         import redis.asyncio.connection
 
-        from interlock.backends._wire import AsyncWire
+        from interlock.backends import _wire
 
         self.count = 0
         send = redis.asyncio.connection.AbstractConnection.send_packed_command
-        request = AsyncWire.request
+        request = _wire.AsyncWire.request
 
         async def counting_send(conn: Any, command: Any, check_health: bool = True) -> None:
             self.count += 1
@@ -58,7 +59,7 @@ class AsyncRoundTrips:
             return await request(wire, payload, timeout)
 
         redis.asyncio.connection.AbstractConnection.send_packed_command = counting_send  # type: ignore[method-assign]
-        AsyncWire.request = counting_request  # type: ignore[method-assign]
+        _wire.AsyncWire.request = counting_request  # type: ignore[method-assign]
 
 
 def make_contender(kind: str, url: str, name: str) -> Contender:
@@ -260,6 +261,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="record in benchmarks/RESULTS.md")
     args = parser.parse_args()
     trips = AsyncRoundTrips()
+    load_before = os.getloadavg()[0]
     with start_redis() as server:
         unc = asyncio.run(uncontended(server.url, args.cycles, trips))
         con = {}
@@ -270,7 +272,9 @@ def main() -> None:
         "",
         f"`.venv/bin/python benchmarks/locks_async.py --cycles {args.cycles} --seconds"
         f" {args.seconds:g} --rounds {args.rounds} --write` — one throwaway redis-server on"
-        f" loopback, all contenders in the same run, {machine()}, 2 cores.",
+        f" loopback, all contenders in the same run, {machine()}, 2 cores; load average"
+        f" {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other work on the"
+        " machine: the asyncio contended figures move with it more than the sync ones).",
         "",
         "Uncontended acquire+release, one task: median of 9 interleaved rounds (shuffled order"
         " each round; the ratio to the raw floor — redis.asyncio SET NX PX + EVALSHA"

@@ -25,6 +25,7 @@ socket reads (``read_response(timeout=...)`` raises on time-outs).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import hiredis
@@ -66,6 +67,9 @@ class AsyncWire(asyncio.Protocol):
         """Send ``payload`` (one packed command) and return its reply; see the module."""
         if self._broken is not None:
             raise self._broken
+        if asyncio.get_running_loop() is not self._loop:  # e.g. a second asyncio.run()
+            self._broken = redis_errors.ConnectionError("connection of another event loop")
+            raise self._broken
         if self._parser.has_data():  # a reply nobody asked for: out of step
             raise redis_errors.ConnectionError("unexpected reply on an idle connection")
         waiter = self._waiter = self._loop.create_future()
@@ -84,6 +88,10 @@ class AsyncWire(asyncio.Protocol):
     async def aclose(self) -> None:
         """Close the connection (redis-py's ``disconnect``)."""
         self._broken = self._broken or redis_errors.ConnectionError("connection closed")
+        if asyncio.get_running_loop() is not self._loop:  # its loop may be gone: just drop it
+            with contextlib.suppress(Exception):
+                self._transport.abort()
+            return
         await self.conn.disconnect()
 
     # -- asyncio.Protocol ------------------------------------------------------------------
