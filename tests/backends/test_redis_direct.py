@@ -12,7 +12,7 @@ import pytest
 import redis.connection
 
 from interlock import AsyncInterlock, BackendUnavailable, Interlock
-from interlock.backends._resp import pack_command
+from interlock.backends._resp import pack_command, pack_script_call
 from interlock.backends._script import Arg, Script
 from services import RedisSentinel, RedisServer, redis_command
 
@@ -37,6 +37,14 @@ SET = Script("set", "return redis.call('SET', KEYS[1], ARGV[1])")
 )
 def test_packing_matches_redis_py(parts: tuple[Arg, ...]) -> None:
     assert pack_command(parts) == b"".join(redis.connection.Connection().pack_command(*parts))
+
+
+@pytest.mark.parametrize("keys", [[], ["k:{x}"], ["k:{x}", "k:{x}:q", "caf\u00e9"]])
+def test_script_calls_pack_as_one_command(keys: list[str]) -> None:
+    args: list[Arg] = ["token", 30000, b"\x00", 1.5, ""]
+    for _ in range(2):  # the second call reuses the packed prefix
+        packed = pack_script_call("EVALSHA", "a" * 40, keys, args)
+        assert packed == pack_command(("EVALSHA", "a" * 40, len(keys), *keys, *args))
 
 
 def test_packing_refuses_what_redis_py_refuses() -> None:
