@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 
 import pytest
@@ -114,3 +115,23 @@ def test_sentinel_commands_reach_the_master(redis_sentinel: RedisSentinel) -> No
         il.close()
     assert redis_sentinel.master is not None
     assert redis_command(redis_sentinel.master.port, "GET", key) == value
+
+
+@pytest.mark.anyio
+async def test_each_asyncio_call_keeps_its_own_time_limit(fresh_redis: RedisServer) -> None:
+    ail = AsyncInterlock(fresh_redis.url, namespace="direct", socket_timeout=0.5)
+    try:
+        assert await ail.backend.run(ECHO, [], ["warm"]) == b"warm"  # under the 0.5 s timeout
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable):  # a shorter bound than the previous call's
+            await ail.backend.run(SLOW, [], [300, "late"], budget=0.1)
+        assert 0.09 <= time.monotonic() - started < 0.25
+        started = time.monotonic()  # then a longer one than that: not cut to the old bound
+        assert await ail.backend.run(SLOW, [], [200, "in time"]) == b"in time"
+        assert time.monotonic() - started >= 0.19
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable):  # and the socket timeout still applies
+            await ail.backend.run(SLOW, [], [800, "late"])
+        assert 0.45 <= time.monotonic() - started < 0.7
+    finally:
+        await ail.aclose()

@@ -14,7 +14,7 @@ Why the asyncio side is its own: redis-py's asyncio connection writes through
 loop iterations; that was a third of an uncontended lock cycle. :class:`AsyncWire` takes the
 connection's transport over once redis-py has connected it (``transport.set_protocol``):
 the payload goes to the transport in one write, hiredis parses what ``data_received`` gets,
-the whole reply resolves one future, and one timer bounds the wait. Closing goes through
+the whole reply resolves one future, and the wire's one timer bounds the wait. Closing goes through
 redis-py (``disconnect()``); the connection's stream protocol is still told when the
 transport is gone, so redis-py's close completes as before.
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from typing import Any
 
 import hiredis
@@ -35,6 +36,7 @@ from redis._parsers.base import BaseParser
 __all__ = ["AsyncWire", "Wire", "async_open_wire", "open_wire"]
 
 _NOT_ENOUGH_DATA = object()
+_EARLY = 0.0005  # seconds a timer may fire before its deadline (the loop's clock resolution)
 _PUSH = getattr(hiredis, "PushNotification", ())  # RESP3 out-of-band (hiredis >= 3.2)
 
 
@@ -54,6 +56,8 @@ class AsyncWire(asyncio.Protocol):
             options["errors"] = encoder.encoding_errors
         self._parser = hiredis.Reader(**options)
         self._waiter: asyncio.Future[Any] | None = None
+        self._deadline = math.inf  # of the current request (loop time)
+        self._timer: asyncio.TimerHandle | None = None
         self._broken: Exception | None = None
         self._loop = asyncio.get_running_loop()
         writer = conn._writer
@@ -72,18 +76,36 @@ class AsyncWire(asyncio.Protocol):
             raise self._broken
         if self._parser.has_data():  # a reply nobody asked for: out of step
             raise redis_errors.ConnectionError("unexpected reply on an idle connection")
-        waiter = self._waiter = self._loop.create_future()
+        loop = self._loop
+        waiter = self._waiter = loop.create_future()
         self._transport.write(payload)
-        timer = None if timeout is None else self._loop.call_later(timeout, _expire, waiter)
+        if timeout is None:
+            self._deadline = math.inf
+        else:
+            deadline = self._deadline = loop.time() + timeout
+            if self._timer is None or self._timer.when() > deadline:  # else: it re-arms
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(deadline, self._on_timer)
         try:
             reply = await waiter
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
         if isinstance(reply, redis_errors.ResponseError | redis_errors.ConnectionError):
             raise reply  # (a LOADING reply is a ConnectionError to redis-py)
         return reply
+
+    def _on_timer(self) -> None:
+        """The wire's one timer: it fires at or before the current request's deadline
+        (arming a timer per request and cancelling it was a tenth of a round trip's CPU)."""
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done() or self._deadline == math.inf:
+            return  # idle (the timer is armed again by the next request) or no time limit
+        if self._loop.time() >= self._deadline - _EARLY:
+            waiter.set_exception(redis_errors.TimeoutError("Timeout reading from socket"))
+        else:  # armed for an earlier request: now for this one's deadline
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
 
     async def aclose(self) -> None:
         """Close the connection (redis-py's ``disconnect``)."""
@@ -119,15 +141,13 @@ class AsyncWire(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         detail = f": {exc}" if exc is not None else ""
         self._broken = redis_errors.ConnectionError(f"Connection closed by server{detail}")
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(self._broken)
         self._stream_protocol.connection_lost(exc)  # redis-py's close waits for this
-
-
-def _expire(waiter: asyncio.Future[Any]) -> None:
-    if not waiter.done():
-        waiter.set_exception(redis_errors.TimeoutError("Timeout reading from socket"))
 
 
 async def async_open_wire(conn: Any, socket_timeout: float | None) -> AsyncWire:
