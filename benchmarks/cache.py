@@ -257,10 +257,15 @@ def report(
         lines.append(f"| {kind} | {one} | {many} |")
     lines += [
         "",
-        "Where interlock's extra time per hit goes (cProfile, client CPU): the Prometheus "
-        "counter increment (about 1.7%), the backend's error mapping and socket timeouts "
-        "(about 1.5%), building the key and judging the envelope (about 3%). On this shared "
-        "machine the ratios move by about 0.03 between runs. aiocache's cross-process counts "
+        "Why interlock's hit costs less than the raw floor: its GET goes out on a connection "
+        "of its own through interlock's asyncio wire (one transport write, hiredis fed from "
+        "the protocol, one future per reply, one timer per connection), skipping redis-py's "
+        "asyncio client path (command lookup, `asyncio.wait_for` around each write, "
+        "`StreamReader` reads inside `asyncio.timeout`). How much that shows depends on the "
+        "machine's state: on this shared VM a send syscall alone takes 5-20 µs depending on "
+        "the other load, and the wall-time ratio of the same code ran from 0.43 (raw floor "
+        "61 µs) to 0.90 (raw floor 123 µs) between runs; the CPU ratio moves less. "
+        "aiocache's cross-process counts "
         "vary from run to run: a stampede waiter waits on an event of its own process, so in "
         "the other processes there is none to wait on and every caller loads.",
     ]

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 
 import pytest
 import redis.connection
 
 from interlock import AsyncInterlock, BackendUnavailable, Interlock
-from interlock.backends._resp import pack_command
+from interlock.backends._resp import pack_command, pack_script_call
 from interlock.backends._script import Arg, Script
 from services import RedisSentinel, RedisServer, redis_command
 
@@ -37,6 +38,14 @@ SET = Script("set", "return redis.call('SET', KEYS[1], ARGV[1])")
 )
 def test_packing_matches_redis_py(parts: tuple[Arg, ...]) -> None:
     assert pack_command(parts) == b"".join(redis.connection.Connection().pack_command(*parts))
+
+
+@pytest.mark.parametrize("keys", [[], ["k:{x}"], ["k:{x}", "k:{x}:q", "caf\u00e9"]])
+def test_script_calls_pack_as_one_command(keys: list[str]) -> None:
+    args: list[Arg] = ["token", 30000, b"\x00", 1.5, ""]
+    for _ in range(2):  # the second call reuses the packed prefix
+        packed = pack_script_call("EVALSHA", "a" * 40, keys, args)
+        assert packed == pack_command(("EVALSHA", "a" * 40, len(keys), *keys, *args))
 
 
 def test_packing_refuses_what_redis_py_refuses() -> None:
@@ -106,3 +115,23 @@ def test_sentinel_commands_reach_the_master(redis_sentinel: RedisSentinel) -> No
         il.close()
     assert redis_sentinel.master is not None
     assert redis_command(redis_sentinel.master.port, "GET", key) == value
+
+
+@pytest.mark.anyio
+async def test_each_asyncio_call_keeps_its_own_time_limit(fresh_redis: RedisServer) -> None:
+    ail = AsyncInterlock(fresh_redis.url, namespace="direct", socket_timeout=0.5)
+    try:
+        assert await ail.backend.run(ECHO, [], ["warm"]) == b"warm"  # under the 0.5 s timeout
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable):  # a shorter bound than the previous call's
+            await ail.backend.run(SLOW, [], [300, "late"], budget=0.1)
+        assert 0.09 <= time.monotonic() - started < 0.25
+        started = time.monotonic()  # then a longer one than that: not cut to the old bound
+        assert await ail.backend.run(SLOW, [], [200, "in time"]) == b"in time"
+        assert time.monotonic() - started >= 0.19
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable):  # and the socket timeout still applies
+            await ail.backend.run(SLOW, [], [800, "late"])
+        assert 0.45 <= time.monotonic() - started < 0.7
+    finally:
+        await ail.aclose()

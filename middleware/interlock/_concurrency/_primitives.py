@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Awaitable
@@ -74,11 +75,14 @@ def current_owner() -> int:
     return threading.get_ident()
 
 
-# Whether a lock waiter may block a connection of its own while it waits. A blocking waiter
-# owns its thread, so a signal list (BLPOP) wakes it with no thread hop; asyncio waiters are
-# cheap tasks, possibly thousands, so they share the one pub/sub connection instead.
-async_dedicated_waits = False
-dedicated_waits = True
+# How many lock waiters of one process may each block a connection of their own while they
+# wait: a signal list popped with BLPOP wakes exactly that waiter, straight from its socket,
+# with no listener and no hop to another thread or task. A blocking waiter owns its thread
+# anyway: no limit. asyncio waiters are cheap tasks, possibly thousands: the first ones wait
+# on connections of their own (a pub/sub wake-up costs the listener task's step and redis-py's
+# message parsing: a third more per hand-off), the others share the one pub/sub connection.
+async_dedicated_waits = 16.0
+dedicated_waits = math.inf
 
 
 async def async_sleep(seconds: float) -> None:

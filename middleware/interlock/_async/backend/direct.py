@@ -5,7 +5,9 @@ check, observability hooks) costs about 20 µs a command on a small VM — sever
 lock script runs inside Redis. For single-node and Sentinel backends the hot commands are
 packed in one go (:func:`~interlock.backends._resp.pack_command`) and sent on a connection
 from a free list of redis-py connections built from the client's pool settings, so TLS,
-ACL auth, RESP3 and Sentinel master discovery stay redis-py's.
+ACL auth, RESP3 and Sentinel master discovery stay redis-py's. Each connection is then used
+through a wire (:mod:`interlock.backends._wire`): under asyncio a protocol of our own on the
+connection's transport, which skips redis-py's asyncio reads and writes as well.
 
 Discipline: a connection goes back to the free list only after a whole reply was read (a
 Redis error reply included). Anything else — timeout, cancellation, broken socket —
@@ -24,7 +26,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 from redis.maint_notifications import MaintNotificationsConfig
 
-from interlock.backends._replies import async_read_reply, async_settle_timeout
+from interlock.backends._wire import AsyncWire, async_open_wire
 
 _NO_MAINT = MaintNotificationsConfig(enabled=False)
 
@@ -34,11 +36,11 @@ class AsyncDirect:
 
     def __init__(self, pool: Any) -> None:
         self._pool = pool
-        self._idle: list[Any] = []
+        self._idle: list[AsyncWire] = []
         self._pid = os.getpid()
         self._closed = False
 
-    async def _take(self, deadline: float | None) -> Any:
+    async def _take(self, deadline: float | None) -> AsyncWire:
         if self._pid != os.getpid():  # forked: the parent's sockets are not ours to use
             self._idle = []
             self._pid = os.getpid()
@@ -63,12 +65,10 @@ class AsyncDirect:
             await conn.connect()
             if deadline is not None and time.monotonic() >= deadline:  # AUTH, SELECT, ...
                 raise redis_errors.TimeoutError("connecting took the whole time left")
+            return await async_open_wire(conn, pool.connection_kwargs.get("socket_timeout"))
         except BaseException:
             await conn.disconnect()
             raise
-        if deadline is not None:
-            await async_settle_timeout(conn, pool.connection_kwargs.get("socket_timeout"))
-        return conn
 
     async def call(
         self, command: bytes, read_timeout: float | None = None, budget: float | None = None
@@ -85,38 +85,37 @@ class AsyncDirect:
             read_timeout = self._pool.connection_kwargs.get("socket_timeout")
         retried = False
         while True:
-            conn = await self._take(deadline)  # connecting retries once (the pool's Retry)
+            wire = await self._take(deadline)  # connecting retries once (the pool's Retry)
             try:
-                await conn.send_packed_command([command], check_health=False)
                 timeout = read_timeout if deadline is None else _bounded(read_timeout, deadline)
-                reply = await async_read_reply(conn, timeout)
+                reply = await wire.request(command, timeout)
             except redis_errors.ResponseError:
-                await self._put(conn)  # an error reply: the connection is in step
+                await self._put(wire)  # an error reply: the connection is in step
                 raise
             except redis_errors.ConnectionError:
-                await conn.disconnect()
+                await wire.aclose()
                 await self._disconnect_idle()  # Redis restarted or failed over: all stale
                 if retried or (deadline is not None and time.monotonic() >= deadline):
                     raise
                 retried = True
                 continue
             except BaseException:
-                await conn.disconnect()  # a reply may be pending: never reuse
+                await wire.aclose()  # a reply may be pending: never reuse
                 raise
-            await self._put(conn)
+            await self._put(wire)
             return reply
 
-    async def _put(self, conn: Any) -> None:
+    async def _put(self, wire: AsyncWire) -> None:
         if self._closed:
-            await conn.disconnect()
+            await wire.aclose()
         elif self._pid == os.getpid():
-            self._idle.append(conn)
+            self._idle.append(wire)
 
     async def _disconnect_idle(self) -> None:
         idle, self._idle = self._idle, []
-        for conn in idle:
+        for wire in idle:
             with suppress(Exception):  # already broken: nothing left to release
-                await conn.disconnect()
+                await wire.aclose()
 
     async def aclose(self) -> None:
         self._closed = True

@@ -35,7 +35,7 @@ from interlock._config import Settings
 from interlock.backends._cluster import async_cluster_ready
 from interlock.backends._errors import REDIS_ERRORS, UNAVAILABLE, map_redis_errors, translate
 from interlock.backends._redis_url import parse_redis_url, redact_url
-from interlock.backends._resp import pack_command
+from interlock.backends._resp import pack_command, pack_script_call
 from interlock.backends._script import Arg, Script
 from interlock.backends._sentinel_url import parse_sentinel_url
 from interlock.errors import BackendUnavailable
@@ -192,8 +192,7 @@ class AsyncRedisBackend:
         try:
             try:
                 return await direct.call(
-                    pack_command(("EVALSHA", script.sha, len(keys), *keys, *args)),
-                    budget=budget,
+                    pack_script_call("EVALSHA", script.sha, keys, args), budget=budget
                 )
             except redis_errors.NoScriptError:
                 left = None if budget is None else budget - (time.monotonic() - started)

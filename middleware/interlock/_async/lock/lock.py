@@ -18,7 +18,6 @@ from interlock._async.lock.service import AsyncLockService
 from interlock._concurrency import (
     AsyncEvent,
     async_current_owner,
-    async_dedicated_waits,
     async_shielded,
 )
 from interlock._keys import encode_key, validate_name
@@ -170,8 +169,9 @@ class AsyncLock:
     ) -> AsyncLease | None:
         service = self.service
         deadline = None if wait is None else started + wait
-        # a blocking waiter pops its own signal list; others are woken through pub/sub
-        signalled = async_dedicated_waits and service.backend.signals
+        # a waiter that may block a connection pops its own signal list; others are woken
+        # through pub/sub
+        signalled = blocking and service.claim_signal_wait()
         queued = blocking and (signalled or service.listening)
         waiter: AsyncEvent | None = None
         contended = False
@@ -215,6 +215,8 @@ class AsyncLock:
                 await async_shielded(self._abandon(token, deadline))
             raise
         finally:
+            if signalled:
+                service.end_signal_wait()
             if waiter is not None:
                 service.unregister(token)
             if contended:

@@ -6,7 +6,9 @@ check, observability hooks) costs about 20 µs a command on a small VM — sever
 lock script runs inside Redis. For single-node and Sentinel backends the hot commands are
 packed in one go (:func:`~interlock.backends._resp.pack_command`) and sent on a connection
 from a free list of redis-py connections built from the client's pool settings, so TLS,
-ACL auth, RESP3 and Sentinel master discovery stay redis-py's.
+ACL auth, RESP3 and Sentinel master discovery stay redis-py's. Each connection is then used
+through a wire (:mod:`interlock.backends._wire`): under asyncio a protocol of our own on the
+connection's transport, which skips redis-py's asyncio reads and writes as well.
 
 Discipline: a connection goes back to the free list only after a whole reply was read (a
 Redis error reply included). Anything else — timeout, cancellation, broken socket —
@@ -25,7 +27,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 from redis.maint_notifications import MaintNotificationsConfig
 
-from interlock.backends._replies import read_reply, settle_timeout
+from interlock.backends._wire import Wire, open_wire
 
 _NO_MAINT = MaintNotificationsConfig(enabled=False)
 
@@ -35,11 +37,11 @@ class Direct:
 
     def __init__(self, pool: Any) -> None:
         self._pool = pool
-        self._idle: list[Any] = []
+        self._idle: list[Wire] = []
         self._pid = os.getpid()
         self._closed = False
 
-    def _take(self, deadline: float | None) -> Any:
+    def _take(self, deadline: float | None) -> Wire:
         if self._pid != os.getpid():  # forked: the parent's sockets are not ours to use
             self._idle = []
             self._pid = os.getpid()
@@ -64,12 +66,10 @@ class Direct:
             conn.connect()
             if deadline is not None and time.monotonic() >= deadline:  # AUTH, SELECT, ...
                 raise redis_errors.TimeoutError("connecting took the whole time left")
+            return open_wire(conn, pool.connection_kwargs.get("socket_timeout"))
         except BaseException:
             conn.disconnect()
             raise
-        if deadline is not None:
-            settle_timeout(conn, pool.connection_kwargs.get("socket_timeout"))
-        return conn
 
     def call(
         self, command: bytes, read_timeout: float | None = None, budget: float | None = None
@@ -86,38 +86,37 @@ class Direct:
             read_timeout = self._pool.connection_kwargs.get("socket_timeout")
         retried = False
         while True:
-            conn = self._take(deadline)  # connecting retries once (the pool's Retry)
+            wire = self._take(deadline)  # connecting retries once (the pool's Retry)
             try:
-                conn.send_packed_command([command], check_health=False)
                 timeout = read_timeout if deadline is None else _bounded(read_timeout, deadline)
-                reply = read_reply(conn, timeout)
+                reply = wire.request(command, timeout)
             except redis_errors.ResponseError:
-                self._put(conn)  # an error reply: the connection is in step
+                self._put(wire)  # an error reply: the connection is in step
                 raise
             except redis_errors.ConnectionError:
-                conn.disconnect()
+                wire.close()
                 self._disconnect_idle()  # Redis restarted or failed over: all stale
                 if retried or (deadline is not None and time.monotonic() >= deadline):
                     raise
                 retried = True
                 continue
             except BaseException:
-                conn.disconnect()  # a reply may be pending: never reuse
+                wire.close()  # a reply may be pending: never reuse
                 raise
-            self._put(conn)
+            self._put(wire)
             return reply
 
-    def _put(self, conn: Any) -> None:
+    def _put(self, wire: Wire) -> None:
         if self._closed:
-            conn.disconnect()
+            wire.close()
         elif self._pid == os.getpid():
-            self._idle.append(conn)
+            self._idle.append(wire)
 
     def _disconnect_idle(self) -> None:
         idle, self._idle = self._idle, []
-        for conn in idle:
+        for wire in idle:
             with suppress(Exception):  # already broken: nothing left to release
-                conn.disconnect()
+                wire.close()
 
     def close(self) -> None:
         self._closed = True

@@ -19,7 +19,6 @@ from interlock._sync.lock.service import LockService
 from interlock._concurrency import (
     Event,
     current_owner,
-    dedicated_waits,
     shielded,
 )
 from interlock._keys import encode_key, validate_name
@@ -171,8 +170,9 @@ class Lock:
     ) -> Lease | None:
         service = self.service
         deadline = None if wait is None else started + wait
-        # a blocking waiter pops its own signal list; others are woken through pub/sub
-        signalled = dedicated_waits and service.backend.signals
+        # a waiter that may block a connection pops its own signal list; others are woken
+        # through pub/sub
+        signalled = blocking and service.claim_signal_wait()
         queued = blocking and (signalled or service.listening)
         waiter: Event | None = None
         contended = False
@@ -216,6 +216,8 @@ class Lock:
                 shielded(self._abandon(token, deadline))
             raise
         finally:
+            if signalled:
+                service.end_signal_wait()
             if waiter is not None:
                 service.unregister(token)
             if contended:

@@ -14,12 +14,13 @@ the restarted server grants that lock to anyone else (``RESTART_GRACE_S``, docs/
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import TYPE_CHECKING
 
 from interlock._sync.backend.base import Backend
-from interlock._concurrency import Event, Worker
+from interlock._concurrency import Event, Worker, dedicated_waits
 from interlock._config import Settings
 from interlock._tracing import Tracer
 from interlock.backends._script import Arg, Script
@@ -50,10 +51,12 @@ class LockService:
         self.listening = False
         self.held: dict[tuple[str, str, int], Lease] = {}
         self._waiters: dict[str, Event] = {}
+        self._signal_waits = 0  # acquires of this process that may pop a signal list
         self._handoffs: dict[str, int] = {}
         self._leases: set[Lease] = set()
         self._renewer = Worker(self._renew_loop, "interlock-lock-renewer")
         self._renew_wakeup: Event | None = None
+        self._renew_at = math.inf  # when the renewer wakes by itself next; inf while it runs
         # re-read every held lease on the server: why one that is gone was lost (or None)
         self._recheck: str | None = None
         self._restarts = backend.restarts
@@ -90,6 +93,26 @@ class LockService:
                 self.backend.on_reset(self._on_reset)
                 self.listening = True
 
+    def claim_signal_wait(self) -> bool:
+        """May one more acquire wait on a connection of its own (a signal list, BLPOP)?
+
+        Where the backend has signal lists, up to ``dedicated_waits`` per process (no
+        limit for blocking waiters); the others are woken through pub/sub. A True answer is
+        given back with :meth:`end_signal_wait`.
+        """
+        if not self.backend.signals:
+            return False
+        if dedicated_waits == math.inf:
+            return True
+        if self._signal_waits >= dedicated_waits:
+            return False
+        self._signal_waits += 1
+        return True
+
+    def end_signal_wait(self) -> None:
+        if dedicated_waits != math.inf:
+            self._signal_waits -= 1
+
     def register(self, token: str) -> Event:
         waiter = self._waiters[token] = Event()
         return waiter
@@ -107,7 +130,10 @@ class LockService:
         if lease.auto_renew:
             self._leases.add(lease)
         self._renewer.start()  # it also keeps the subscription up (restart detection)
-        if self._renew_wakeup is not None:  # it may sleep past this lease's first renewal
+        # wake it only if it would sleep past this lease's first renewal, or must subscribe:
+        # a wake-up per acquire cost a task step (a thread switch in sync code) each
+        due = lease.deadline - lease.ttl * 2 / 3 if lease.auto_renew else math.inf
+        if self._renew_wakeup is not None and (due < self._renew_at or not self.listening):
             self._renew_wakeup.set()
 
     def forget(self, lease: Lease) -> None:
@@ -117,6 +143,7 @@ class LockService:
     def _renew_loop(self) -> None:
         wakeup = self._renew_wakeup = Event()
         while not self._closing:
+            self._renew_at = math.inf  # a lease tracked from here on wakes it again
             leases = [lease for lease in list(self._leases) if not lease.done]
             now = time.monotonic()
             due = [lease for lease in leases if renew_due(lease.deadline, lease.ttl, now)]
@@ -129,7 +156,9 @@ class LockService:
             pause = 0.05 if self._recheck or (self.held and not self.listening) else 1.0
             for lease in leases:
                 pause = min(pause, lease.deadline - lease.ttl * 2 / 3 - time.monotonic())
-            wakeup.wait(max(pause, 0.005))
+            pause = max(pause, 0.005)
+            self._renew_at = time.monotonic() + pause
+            wakeup.wait(pause)
             wakeup.clear()
 
     def _renew(self, due: list[Lease]) -> None:
