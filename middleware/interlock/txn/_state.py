@@ -120,14 +120,21 @@ class Action(enum.StrEnum):
     WAIT = "wait"  # undecided and young: its coordinator may still be deciding
 
 
-def recovery_action(outcome: str | None, age: float, safety: float) -> Action:
+def recovery_action(
+    outcome: str | None, age: float, safety: float, settle: float = 0.0
+) -> Action:
     """Recovery's move for a prepared branch whose logged outcome is ``outcome``.
 
     Args:
         outcome: ``commit``, ``abort`` or ``None`` (nothing logged).
         age: seconds since the global transaction started.
         safety: seconds an undecided transaction is given before it is presumed aborted.
+        settle: seconds a decided transaction is left to its own coordinator's phase two
+            (the background worker's passes: finishing it there would race with a healthy
+            coordinator and count as a recovery); 0 for an explicit ``recover()``.
     """
+    if outcome is not None and age < settle:
+        return Action.WAIT
     if outcome == "commit":
         return Action.COMMIT
     if outcome == "abort":

@@ -54,6 +54,7 @@ __all__ = [
 logger = logging.getLogger("interlock.txn")
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_INTERVAL = 10.0  # seconds between recovery passes
+SETTLE_S = 5.0  # the worker leaves a decided transaction this long to its own coordinator
 # Seconds before the first pass of a worker that started by itself: the app is usually
 # still registering its other resources (a pass without them reports their branches).
 START_DELAY = 1.0
@@ -139,7 +140,9 @@ class AsyncTransactionManager:
         self._recovery = AsyncRecovery(
             RecoveryContext(namespace, self.log, self.resources, metrics)
         )
-        self._worker = AsyncRecoveryWorker(lock, self.recover, self._recovery.set_gauges)
+        self._worker = AsyncRecoveryWorker(
+            lock, self._background_pass, self._recovery.set_gauges
+        )
 
     def _context_of_transactions(self) -> TransactionContext:
         """What this manager's transactions get of it (not the manager itself)."""
@@ -270,11 +273,17 @@ class AsyncTransactionManager:
         async with self._recovery_mutex:
             return await self._recover(safety)
 
-    async def _recover(self, safety: float) -> RecoveryReport:
+    async def _background_pass(self, *, safety: float) -> RecoveryReport:
+        """The worker's pass: a decided transaction is left ``SETTLE_S`` for its own
+        coordinator's phase two, so a healthy commit is not "recovered" under its feet."""
+        async with self._recovery_mutex:
+            return await self._recover(safety, min(safety, SETTLE_S))
+
+    async def _recover(self, safety: float, settle: float = 0.0) -> RecoveryReport:
         with self.tracer.span(RECOVER_SPAN, {"interlock.txn.safety": safety}) as span:
             await self.ready()
             await self.flush_completed()
-            report = await self._recovery.run(safety)
+            report = await self._recovery.run(safety, settle)
             if span.recording:
                 span.update(recovery_attributes(report))
             return report

@@ -75,8 +75,9 @@ class AsyncRecovery:
         self._context = context
         self._in_doubt_labels: set[str] = set()
 
-    async def run(self, safety: float) -> RecoveryReport:
-        """One pass (see the module docstring); ``safety`` as for ``recover``."""
+    async def run(self, safety: float, settle: float = 0.0) -> RecoveryReport:
+        """One pass (see the module docstring); ``safety`` as for ``recover``, ``settle``
+        as for :func:`~interlock.txn._state.recovery_action`."""
         context = self._context
         report = RecoveryReport()
         now = time.time()
@@ -92,7 +93,9 @@ class AsyncRecovery:
                 report.errors.append(f"{resource.name}: {exc}")
                 continue
             for branch in branches:
-                if await self._resolve(resource, branch, decisions, safety, now, report, left):
+                if await self._resolve(
+                    resource, branch, decisions, (safety, settle), now, report, left
+                ):
                     done.add((resource.name, branch.gtrid, branch.bqual))
             try:
                 await resource.cleanup()
@@ -121,7 +124,7 @@ class AsyncRecovery:
         resource: AsyncResource,
         branch: PreparedBranch,
         decisions: dict[str, Decision],
-        safety: float,
+        windows: tuple[float, float],
         now: float,
         report: RecoveryReport,
         left: dict[str, float],
@@ -130,8 +133,9 @@ class AsyncRecovery:
         context = self._context
         label = f"{branch.gtrid}:{branch.bqual}@{resource.name}"
         decision = decisions.get(branch.gtrid)
+        safety, settle = windows
         action = recovery_action(
-            decision.outcome if decision else None, now - branch.created, safety
+            decision.outcome if decision else None, now - branch.created, safety, settle
         )
         if action is Action.WAIT:
             report.pending.append(label)

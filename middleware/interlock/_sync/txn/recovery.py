@@ -76,8 +76,9 @@ class Recovery:
         self._context = context
         self._in_doubt_labels: set[str] = set()
 
-    def run(self, safety: float) -> RecoveryReport:
-        """One pass (see the module docstring); ``safety`` as for ``recover``."""
+    def run(self, safety: float, settle: float = 0.0) -> RecoveryReport:
+        """One pass (see the module docstring); ``safety`` as for ``recover``, ``settle``
+        as for :func:`~interlock.txn._state.recovery_action`."""
         context = self._context
         report = RecoveryReport()
         now = time.time()
@@ -93,7 +94,9 @@ class Recovery:
                 report.errors.append(f"{resource.name}: {exc}")
                 continue
             for branch in branches:
-                if self._resolve(resource, branch, decisions, safety, now, report, left):
+                if self._resolve(
+                    resource, branch, decisions, (safety, settle), now, report, left
+                ):
                     done.add((resource.name, branch.gtrid, branch.bqual))
             try:
                 resource.cleanup()
@@ -122,7 +125,7 @@ class Recovery:
         resource: Resource,
         branch: PreparedBranch,
         decisions: dict[str, Decision],
-        safety: float,
+        windows: tuple[float, float],
         now: float,
         report: RecoveryReport,
         left: dict[str, float],
@@ -131,8 +134,9 @@ class Recovery:
         context = self._context
         label = f"{branch.gtrid}:{branch.bqual}@{resource.name}"
         decision = decisions.get(branch.gtrid)
+        safety, settle = windows
         action = recovery_action(
-            decision.outcome if decision else None, now - branch.created, safety
+            decision.outcome if decision else None, now - branch.created, safety, settle
         )
         if action is Action.WAIT:
             report.pending.append(label)
