@@ -123,3 +123,10 @@ def test_heuristic_means_a_fate_against_the_decision() -> None:
     assert not heuristic("commit", "committed")
     assert not heuristic("commit", "unknown")
     assert not heuristic("abort", "aborted")
+
+
+def test_the_worker_leaves_a_decided_transaction_to_its_coordinator_for_settle() -> None:
+    assert recovery_action("commit", 4.9, 60.0, settle=5.0) is Action.WAIT
+    assert recovery_action("abort", 4.9, 60.0, settle=5.0) is Action.WAIT
+    assert recovery_action("commit", 5.0, 60.0, settle=5.0) is Action.COMMIT
+    assert recovery_action(None, 4.9, 60.0, settle=5.0) is Action.WAIT
