@@ -20,7 +20,6 @@ See docs/django.md for the options, the Django semantics and what differs.
 from __future__ import annotations
 
 import asyncio
-import pickle  # only to re-raise a pickling error as Django's tests expect
 import threading
 import weakref
 from collections.abc import Iterable, Mapping
@@ -33,7 +32,7 @@ from django.utils.module_loading import import_string
 from interlock.cache._core import MAX_TTL_S, CacheOptions, cache_options
 from interlock.errors import ConfigError, SerializationError
 from interlock.metrics import Metrics
-from interlock.serializers import PickleSerializer, Serializer
+from interlock.serializers import PickleError, PickleSerializer, Serializer
 
 __all__ = ["InterlockCache"]
 
@@ -363,5 +362,5 @@ class _pickling:
         return None
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if isinstance(exc, SerializationError) and isinstance(exc.__cause__, pickle.PickleError):
+        if isinstance(exc, SerializationError) and isinstance(exc.__cause__, PickleError):
             raise exc.__cause__ from exc

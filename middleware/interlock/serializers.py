@@ -51,6 +51,10 @@ class Serializer(Protocol):
         """Decode ``data``; raise :class:`SerializationError` if it is not valid."""
 
 
+# A failed PickleSerializer.dumps raises SerializationError from one of these: callers that
+# must re-raise it as pickle's own (the Django backend) need not import pickle themselves.
+PickleError = pickle.PickleError
+
 # msgpack extension type codes of MsgpackSerializer (part of the stored format).
 _EXT_DATETIME, _EXT_DATE, _EXT_TIME, _EXT_TIMEDELTA = 1, 2, 3, 4
 _EXT_DECIMAL, _EXT_UUID, _EXT_BIGINT = 5, 6, 7
