@@ -246,12 +246,16 @@ class BlockingTransaction:
         return f"<blocking {self._request_txn!r}>"
 
 
-class BlockingTools:
-    """The request tools for a sync view under ASGI: the async tools, called blocking."""
+class _BridgedTools:
+    """The request tools of the other API: what :class:`BlockingTools` and
+    :class:`AwaitableTools` share; each names the wrappers that bridge its calls."""
 
     __slots__ = ("_tools",)
+    _wrap: Callable[[Any], Any]  # for the interlock and the lease
+    _lock: Callable[[Any], Any]
+    _cache: Callable[[Any], Any]
 
-    def __init__(self, request_tools: AsyncRequestTools) -> None:
+    def __init__(self, request_tools: Any) -> None:
         self._tools = request_tools
 
     request_id = property(lambda self: self._tools.request_id)
@@ -260,36 +264,47 @@ class BlockingTools:
 
     @property
     def interlock(self) -> Any:
-        """The middleware's ``AsyncInterlock``, with blocking methods."""
-        return _Blocking(self._tools.interlock)
+        """The middleware's interlock, with methods of this view's kind."""
+        return self._wrap(self._tools.interlock)
 
     @property
     def lease(self) -> Any:
         lease = self._tools.lease
-        return None if lease is None else _Blocking(lease)
+        return None if lease is None else self._wrap(lease)
 
     @property
     def route(self) -> str | None:
-        return self._tools.route
+        route: str | None = self._tools.route
+        return route
 
     @route.setter
     def route(self, template: str) -> None:
         self._tools.route = template
 
     def lock(self, name: str, key: object = "", **options: Any) -> Any:
-        return _BlockingLock(self._tools.lock(name, key, **options))
+        return self._lock(self._tools.lock(name, key, **options))
 
     def cache(self, name: str, **options: Any) -> Any:
-        return _BlockingCache(self._tools.cache(name, **options))
-
-    def transaction(self, name: str, *, timeout: float | None = None) -> BlockingTransaction:
-        return BlockingTransaction(self._tools.transaction(name, timeout=timeout))
+        return self._cache(self._tools.cache(name, **options))
 
     def tag(self, *tags: str) -> None:
         self._tools.tag(*tags)
 
     def __repr__(self) -> str:
-        return f"<BlockingTools request_id={self.request_id}>"
+        return f"<{type(self).__name__} request_id={self.request_id}>"
+
+
+class BlockingTools(_BridgedTools):
+    """The request tools for a sync view under ASGI: the async tools, called blocking."""
+
+    __slots__ = ()
+    _wrap, _lock, _cache = _Blocking, _BlockingLock, _BlockingCache
+
+    def __init__(self, request_tools: AsyncRequestTools) -> None:
+        super().__init__(request_tools)
+
+    def transaction(self, name: str, *, timeout: float | None = None) -> BlockingTransaction:
+        return BlockingTransaction(self._tools.transaction(name, timeout=timeout))
 
 
 # -- async views under WSGI: awaitable calls into the blocking tools ------------------------
@@ -395,47 +410,14 @@ class AwaitableTransaction:
         return f"<awaitable {self._request_txn!r}>"
 
 
-class AwaitableTools:
+class AwaitableTools(_BridgedTools):
     """The request tools for an async view under WSGI: the blocking tools, awaited."""
 
-    __slots__ = ("_tools",)
+    __slots__ = ()
+    _wrap, _lock, _cache = _Awaitable, _AwaitableLock, _AwaitableCache
 
     def __init__(self, request_tools: RequestTools) -> None:
-        self._tools = request_tools
-
-    request_id = property(lambda self: self._tools.request_id)
-    trace_id = property(lambda self: self._tools.trace_id)
-    span_id = property(lambda self: self._tools.span_id)
-
-    @property
-    def interlock(self) -> Any:
-        """The middleware's ``Interlock``, with awaitable methods."""
-        return _Awaitable(self._tools.interlock)
-
-    @property
-    def lease(self) -> Any:
-        lease = self._tools.lease
-        return None if lease is None else _Awaitable(lease)
-
-    @property
-    def route(self) -> str | None:
-        return self._tools.route
-
-    @route.setter
-    def route(self, template: str) -> None:
-        self._tools.route = template
-
-    def lock(self, name: str, key: object = "", **options: Any) -> Any:
-        return _AwaitableLock(self._tools.lock(name, key, **options))
-
-    def cache(self, name: str, **options: Any) -> Any:
-        return _AwaitableCache(self._tools.cache(name, **options))
+        super().__init__(request_tools)
 
     def transaction(self, name: str, *, timeout: float | None = None) -> AwaitableTransaction:
         return AwaitableTransaction(self._tools.transaction(name, timeout=timeout))
-
-    def tag(self, *tags: str) -> None:
-        self._tools.tag(*tags)
-
-    def __repr__(self) -> str:
-        return f"<AwaitableTools request_id={self.request_id}>"
