@@ -14,6 +14,7 @@ from typing import Any, NoReturn, TypeVar
 
 import pytest
 
+from _blocked import Stock
 from interlock import Interlock
 from services import (
     MariaDBServer,
@@ -238,3 +239,18 @@ def other(il: Interlock) -> Iterator[Interlock]:
     client = Interlock(il.settings.url, namespace=il.namespace)
     yield client
     client.close()
+
+
+@pytest.fixture(params=["postgres", "mysql"])
+def stock(request: pytest.FixtureRequest) -> Iterator[Stock]:
+    """A stock table on a throwaway PostgreSQL or MariaDB (tests/_blocked.py holds its rows
+    with a real prepared branch)."""
+    server = request.getfixturevalue(
+        "postgres_server" if request.param == "postgres" else "mariadb_server"
+    )
+    table = Stock(request.param, server)
+    table.create()
+    try:
+        yield table
+    finally:
+        table.drop()

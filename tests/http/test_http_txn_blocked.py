@@ -28,19 +28,6 @@ TIMEOUT = 2.0
 PROBLEM = "urn:interlock:problem:transaction-blocked"
 
 
-@pytest.fixture(params=["postgres", "mysql"])
-def stock(request: pytest.FixtureRequest) -> Iterator[Stock]:
-    server = request.getfixturevalue(
-        "postgres_server" if request.param == "postgres" else "mariadb_server"
-    )
-    table = Stock(request.param, server)
-    table.create()
-    try:
-        yield table
-    finally:
-        table.drop()
-
-
 def _check(response: Any, problem: dict[str, Any], elapsed: float, logs: LogCapture,
            stock: Stock) -> None:  # fmt: skip
     assert response.status_code == 503

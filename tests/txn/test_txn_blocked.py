@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -21,19 +20,6 @@ from interlock.testing import capture_logs, metric_value
 pytestmark = [pytest.mark.postgres, pytest.mark.mysql]
 TIMEOUT = 2.0
 CAUSES = {"postgres": psycopg.errors.LockNotAvailable, "mysql": pymysql.err.OperationalError}
-
-
-@pytest.fixture(params=["postgres", "mysql"])
-def stock(request: pytest.FixtureRequest) -> Iterator[Stock]:
-    server = request.getfixturevalue(
-        "postgres_server" if request.param == "postgres" else "mariadb_server"
-    )
-    table = Stock(request.param, server)
-    table.create()
-    try:
-        yield table
-    finally:
-        table.drop()
 
 
 def _enlist(tx: Any, stock: Stock, conn: Any) -> Any:
